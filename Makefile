@@ -1,0 +1,69 @@
+# qc2c — every target is one line calling Python (or pip); logic lives in Python, where it is tested.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MANIFEST ?= manifests/smoke.yaml
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.stamp-setup
+
+.PHONY: help setup run test test-all lint validate plan golden plots bench lock image \
+        remote-sync remote-setup remote-launch remote-status remote-logs remote-pull remote-merge clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the locked dependency set (fast when nothing changed)
+
+run: $(STAMP)  ## run a manifest: make run MANIFEST=manifests/m7_align1.yaml [CONTAINER=docker]
+	$(PY) -m runner run $(MANIFEST) $(if $(CONTAINER),--container $(CONTAINER),)
+
+plan: $(STAMP)  ## dry run: run key, run folder, registry decision, preflight
+	$(PY) -m runner plan $(MANIFEST)
+
+validate: $(STAMP)  ## validate every manifest in manifests/
+	$(PY) -m runner validate manifests/
+
+test: $(STAMP)  ## the default test suite (unit + tiny-model integration)
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo 'pytest collected no tests: failing' >&2; exit 1; fi; exit $$rc
+
+lint: $(STAMP)  ## ruff lint + format check
+	$(PY) -m ruff check qc2c runner remote tests && $(PY) -m ruff format --check qc2c runner remote tests
+
+golden: $(STAMP)  ## merge every complete run into golden/ and regenerate the summary
+	$(PY) -m runner golden merge --all
+
+plots: $(STAMP)  ## regenerate golden/plots/*.png
+	$(PY) -m runner golden plots
+
+bench: $(STAMP)  ## codec and eval throughput benchmarks (print measured ratios)
+	$(PY) -m qc2c.bench codec && $(PY) -m qc2c.bench eval
+
+lock:  ## re-resolve requirements.lock from pyproject.toml
+	{ head -2 requirements.lock; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements.lock.new && mv requirements.lock.new requirements.lock
+
+image: $(STAMP)  ## build the pinned CUDA image, tagged with the git commit
+	$(PY) -m runner image
+
+remote-sync: $(STAMP)  ## rsync the repo to TARGET
+	$(PY) -m remote sync $(TARGET)
+remote-setup: $(STAMP)  ## bootstrap TARGET once
+	$(PY) -m remote setup $(TARGET)
+remote-launch: $(STAMP)  ## launch MANIFEST on TARGET (detached)
+	$(PY) -m remote launch $(TARGET) $(MANIFEST)
+remote-status: $(STAMP)  ## status of jobs on TARGET
+	$(PY) -m remote status $(TARGET)
+remote-logs: $(STAMP)  ## logs of the latest job on TARGET
+	$(PY) -m remote logs $(TARGET)
+remote-pull: $(STAMP)  ## pull complete runs back from TARGET
+	$(PY) -m remote pull $(TARGET)
+remote-merge: $(STAMP)  ## golden merge of what was pulled
+	$(PY) -m remote merge $(TARGET)
+
+clean:  ## remove the virtual environment and caches (runs/ and golden/ are kept)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
