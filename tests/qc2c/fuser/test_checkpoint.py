@@ -1,0 +1,124 @@
+"""Fuser checkpoint layout: strict loading, partial folders, sha256, round trips, sources.
+Run: .venv/bin/python -m pytest tests/qc2c/fuser/test_checkpoint.py -q"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from qc2c.fuser.checkpoint import FuserError, fuser_sha256, load_fuser, save_fuser
+from qc2c.fuser.layer_map import last_aligned
+from qc2c.fuser.projector import C2CProjector
+
+ARGS = {
+    "source_dim": 6,
+    "target_dim": 8,
+    "source_num_heads": 1,
+    "target_num_heads": 2,
+    "dtype": torch.float32,
+    "hidden_dim": 12,
+    "intermediate_dim": 10,
+    "num_layers": 3,
+}
+
+
+def write(root: Path, n: int = 3) -> Path:
+    torch.manual_seed(1)
+    projectors = [C2CProjector(**ARGS) for _ in range(n)]
+    recipe = {"model": {"base_model": "tiny:qwen3", "teacher_model": "tiny:qwen2"}}
+    return save_fuser(root, projectors, last_aligned(n, 2), recipe, [ARGS] * n)
+
+
+def test_round_trip_loads_the_same_weights(tmp_path):
+    root = write(tmp_path / "f")
+    fuser = load_fuser(root)
+    assert fuser.layer_map == {0: 0, 1: 0, 2: 1}
+    assert fuser.init_args[0]["dtype"] is torch.float32
+    torch.manual_seed(1)
+    first = C2CProjector(**ARGS)
+    for k, v in first.state_dict().items():
+        assert torch.equal(fuser.projectors[0].state_dict()[k], v), k
+    enc = json.loads((root / "final/projector_0.json").read_text())
+    assert enc["class"] == "C2CProjector"
+    assert enc["init_args"]["dtype"] == {"__type__": "torch.dtype", "value": "float32"}
+    assert load_fuser(root / "final").sha256 == fuser.sha256  # final/ itself is accepted
+
+
+def test_sha256_is_location_independent_and_content_sensitive(tmp_path):
+    a = write(tmp_path / "a")
+    b = tmp_path / "elsewhere" / "b"
+    shutil.copytree(a, b)
+    assert fuser_sha256(a) == fuser_sha256(b) == load_fuser(b).sha256
+    (b / "config.json").write_text('{"model": {}}')
+    assert fuser_sha256(b) != fuser_sha256(a)
+
+
+def test_sha256_pin_is_verified(tmp_path):
+    root = write(tmp_path / "f")
+    good = fuser_sha256(root)
+    assert load_fuser(root, sha256=good).sha256 == good
+    with pytest.raises(FuserError, match="sha256 mismatch"):
+        load_fuser(root, sha256="0" * 64)
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path):
+    root = write(tmp_path / "f")
+    sd = torch.load(root / "final/projector_1.pt", weights_only=True)
+    del sd["key_in.bias"]
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save(sd, root / "final/projector_1.pt")
+    with pytest.raises(FuserError) as e:
+        load_fuser(root)
+    msg = str(e.value)
+    assert "projector_1.pt" in msg and "key_in.bias" in msg and "extra.weight" in msg
+
+
+def test_wrong_class_is_refused(tmp_path):
+    root = write(tmp_path / "f")
+    meta = json.loads((root / "final/projector_0.json").read_text())
+    meta["class"] = "AllInOneProjector"
+    (root / "final/projector_0.json").write_text(json.dumps(meta))
+    with pytest.raises(FuserError, match="AllInOneProjector"):
+        load_fuser(root)
+
+
+@pytest.mark.parametrize(
+    ("remove", "expect"),
+    [
+        ("projector_1.pt", r"missing projector index\(es\) \[1\]"),
+        ("projector_2.json", "missing projector_2.json"),
+        ("projector_config.json", "missing projector_config.json"),
+    ],
+)
+def test_partial_final_is_refused_naming_what_is_missing(tmp_path, remove, expect):
+    root = write(tmp_path / "f")
+    (root / "final" / remove).unlink()
+    with pytest.raises(FuserError, match=expect) as e:
+        load_fuser(root)
+    assert "final/" in str(e.value)
+
+
+def test_empty_and_absent_folders_are_refused(tmp_path):
+    (tmp_path / "empty" / "final").mkdir(parents=True)
+    with pytest.raises(FuserError, match="no projector_"):
+        load_fuser(tmp_path / "empty")
+    with pytest.raises(FuserError, match="does not exist"):
+        load_fuser(tmp_path / "nope")
+
+
+def test_hub_offline_cache_miss_says_what_to_prefetch(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(FuserError, match="prefetch") as e:
+        load_fuser("hub:nics-efc/C2C_Fuser/qwen3_0.6b+qwen2.5_0.5b_Fuser/final@main")
+    assert "offline" in str(e.value)
+
+
+def test_conformance_checkpoints_load_strictly(conformance):
+    fuser = load_fuser(conformance / "fixtures/ckpt/tiny_qwen3+tiny_llama_Fuser")
+    assert fuser.layer_map == {0: 2, 1: 3, 2: 4, 3: 5}  # README: pair B last_aligned
+    assert fuser.model_field("is_do_alignment") is True
