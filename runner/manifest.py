@@ -1,0 +1,308 @@
+"""Load a manifest: UTF-8 check → ruamel round-trip parse → `include:` → ${VAR} expansion → pydantic.
+
+Every problem becomes one line `file:line: dotted.field: message (what is allowed)`, and all of them
+are collected into one `ManifestError`, so a user fixes a file in one pass. Lines come from the
+round-trip nodes (`CommentedMap.lc`, `CommentedSeq.lc`), which is why YAML is loaded with typ="rt".
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from runner.schema import NAME_PATTERN, Manifest, Problems
+
+_VAR = re.compile(r"\$\{([^}]*)\}")
+_VAR_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+_SECRET = re.compile(r"(^HF_TOKEN$|_TOKEN$|_KEY$|_SECRET$|_PASSWORD$)")
+
+Loc = tuple[str | int, ...]
+
+
+class ManifestError(ValueError):
+    """Every problem of one manifest (or sweep) file, each as "file:line: dotted.field: message"."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass
+class Document:
+    """A parsed manifest file: plain data (includes merged, variables expanded) + the nodes for lines.
+
+    `sources` are (file, round-trip root) pairs, the including file first; `pins` send a dotted path
+    to a fixed (file, line), which sweeps use for values that come from `grid:`.
+    """
+
+    data: dict[str, Any]
+    sources: list[tuple[str, CommentedMap]]
+    pins: dict[Loc, tuple[str, int]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # found before validation (undefined variables)
+
+    def where(self, loc: Loc) -> tuple[str, int]:
+        """(file, 1-based line) of the deepest node of `loc` found in any source."""
+        for depth in range(len(loc), 0, -1):
+            if loc[:depth] in self.pins:
+                return self.pins[loc[:depth]]
+        best = (0, self.sources[0][0], 1)
+        for name, root in self.sources:
+            depth, line = _line_of(root, loc)
+            if depth > best[0]:
+                best = (depth, name, line)
+        return best[1], best[2]
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read, expand and validate one manifest file; raises ManifestError listing every problem."""
+    doc = load_document(path)
+    if "grid" in doc.data:
+        file, line = doc.where(("grid",))
+        raise ManifestError(
+            [f"{file}:{line}: grid: this is a sweep (several manifests); expand it with runner.sweep.expand_file"]
+        )
+    return validate_document(doc)
+
+
+def load_document(path: str | os.PathLike[str], _seen: tuple[Path, ...] = ()) -> Document:
+    """Parse `path` (and what it includes) into a Document; raises ManifestError."""
+    path = Path(path)
+    root = read_yaml(path)
+    problems: list[str] = []
+    data = _plain(root, str(path), problems)
+    sources = [(str(path), root)]
+    include = data.pop("include", None)
+    if include is not None:
+        line = root.lc.key("include")[0] + 1
+        fatal: list[str] = []
+        base = _included(path, include, line, _seen, fatal)
+        if fatal:
+            raise ManifestError(fatal)
+        data = _merge(base.data, data)
+        sources += base.sources
+        problems = base.problems + problems
+    return Document(data, sources, problems=problems)
+
+
+def read_yaml(path: Path) -> CommentedMap:
+    """The round-trip mapping of a UTF-8 YAML file; syntax errors and duplicate keys name file:line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError([f"{path}:1: cannot read file ({exc.strerror or exc})"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ManifestError(
+            [f"{path}:{line}: file is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8"]
+        ) from None
+    try:
+        root = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise ManifestError([f"{path}:{line}: YAML syntax: {exc.problem or exc.context}"]) from None
+    except YAMLError as exc:
+        raise ManifestError([f"{path}:1: YAML syntax: {str(exc).splitlines()[0]}"]) from None
+    if not isinstance(root, CommentedMap):
+        kind = "empty" if root is None else f"a {type(root).__name__}"
+        raise ManifestError([f"{path}:1: (top level): the file is {kind}; a manifest is a mapping (schema: 1, ...)"])
+    return root
+
+
+def validate_document(doc: Document) -> Manifest:
+    """`Manifest.model_validate(doc.data)`, with pydantic's errors turned into file:line problems."""
+    try:
+        manifest = Manifest.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ManifestError(doc.problems + format_errors(exc, doc)) from None
+    if doc.problems:
+        raise ManifestError(doc.problems)
+    return manifest
+
+
+def format_errors(exc: ValidationError, doc: Document) -> list[str]:
+    problems: list[str] = []
+    for err in exc.errors():
+        error = err.get("ctx", {}).get("error")
+        loc = _clean(err["loc"], doc.data)
+        if isinstance(error, Problems):
+            for dotted, anchor, message in error.items:
+                where = _parts(anchor) if anchor is not None else loc + _parts(dotted)
+                problems.append(_line(doc, loc + _parts(dotted), where, message))
+        else:
+            problems.append(_line(doc, loc, loc, _message(err, loc)))
+    return list(dict.fromkeys(problems))
+
+
+def _line(doc: Document, loc: Loc, where: Loc, message: str) -> str:
+    file, line = doc.where(where)
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    return f"{file}:{line}: {dotted}: {message}"
+
+
+def _parts(dotted: str) -> Loc:
+    return tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+
+
+def _message(err: dict[str, Any], loc: Loc) -> str:
+    kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        allowed = field_names(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {close[0]!r}?; " if close else ""
+        return f"unknown field ({hint}allowed: {', '.join(allowed)})"
+    if kind == "missing":
+        return "required field is missing"
+    value = err.get("input")
+    if kind == "string_pattern_mismatch" and err["ctx"]["pattern"] == NAME_PATTERN:
+        msg = "must be lower-case letters, digits, '_', '.' or '-', starting with a letter or digit"
+    if kind != "value_error" and isinstance(value, str | int | float | bool | type(None)):
+        msg += f" (found: {value!r})"
+    return msg
+
+
+def _clean(loc: Loc, data: Any) -> Loc:
+    """Drop loc parts that are not in the data (union tags such as 'int' or 'function-after[...]')."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and part.isidentifier():
+            out.append(part)  # a missing field: it names the place, there is nothing below it
+            break
+        else:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _line_of(root: CommentedMap, loc: Loc) -> tuple[int, int]:
+    """(how many parts of loc were found, 1-based line of the deepest one) in one round-trip tree."""
+    node, depth, line = root, 0, 1
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            line = node.lc.item(part)[0] + 1
+        else:
+            break
+        node, depth = node[part], depth + 1
+    return depth, line
+
+
+def field_names(loc: Loc) -> list[str]:
+    """Field names (aliases) of the section at `loc`, [] when `loc` is not a section."""
+    model = section_model(loc)
+    if model is None:
+        return []
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def section_model(loc: Loc) -> type[BaseModel] | None:
+    """The schema class of the section at `loc` (list indices skipped), None when it is not a section."""
+    model: type[BaseModel] | None = Manifest
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        names = {info.alias or name: info for name, info in model.model_fields.items()}
+        model = _model_in(names[part].annotation) if part in names else None
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, tuple, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+# ---- plain data, ${VAR} expansion, include ----
+
+
+def _plain(node: Any, file: str, problems: list[str], line: int = 1, loc: Loc = ()) -> Any:
+    """Round-trip node → plain dict/list/str/int/float/bool, expanding ${VAR} in strings."""
+    if isinstance(node, CommentedMap):
+        return {str(k): _plain(v, file, problems, node.lc.value(k)[0] + 1, loc + (str(k),)) for k, v in node.items()}
+    if isinstance(node, CommentedSeq):
+        return [_plain(v, file, problems, node.lc.item(i)[0] + 1, loc + (i,)) for i, v in enumerate(node)]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        dotted = ".".join(str(p) for p in loc)
+        return expand(str(node), os.environ, lambda msg: problems.append(f"{file}:{line}: {dotted}: {msg}"))
+    return node
+
+
+def expand(text: str, env: typing.Mapping[str, str], report: typing.Callable[[str], None]) -> str:
+    """Replace ${VAR} and ${VAR:-default}; an undefined variable without default is reported, text kept."""
+
+    def replace(match: re.Match[str]) -> str:
+        body = _VAR_BODY.fullmatch(match[1])
+        if body is None:
+            report(f"malformed variable {match[0]!r} (allowed: ${{NAME}} or ${{NAME:-default}})")
+            return match[0]
+        name, default = body[1], body[2]
+        if _SECRET.search(name):
+            report(f"${{{name}}} looks like a secret; secrets stay in the environment, never in a manifest")
+            return match[0]
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        report(f"environment variable {name} is not set (set it, or write ${{{name}:-default}})")
+        return match[0]
+
+    if "${" in text and text.count("${") != len(_VAR.findall(text)):
+        report(f"unclosed '${{' in {text!r} (allowed: ${{NAME}} or ${{NAME:-default}})")
+        return text
+    return _VAR.sub(replace, text)
+
+
+def _included(path: Path, include: Any, line: int, seen: tuple[Path, ...], problems: list[str]) -> Document:
+    if not isinstance(include, str) or not include:
+        problems.append(f"{path}:{line}: include: must be a relative path to a manifest file (found: {include!r})")
+        return Document({}, [])
+    target = (path.parent / include).resolve()
+    if target in seen + (path.resolve(),):
+        problems.append(f"{path}:{line}: include: {include!r} includes itself (directly or through other files)")
+        return Document({}, [])
+    if not target.is_file():
+        problems.append(f"{path}:{line}: include: no such file {include!r} (relative to {path.parent})")
+        return Document({}, [])
+    try:
+        return load_document(path.parent / include, seen + (path.resolve(),))
+    except ManifestError as exc:
+        problems.extend(exc.problems)
+        return Document({}, [])
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else in `over` replaces the base value."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

@@ -1,0 +1,400 @@
+"""Pydantic models of the run manifest, format 1 (field names are the contract in specs/manifest.md).
+
+One small frozen class per section, `extra="forbid"` everywhere: a manifest is a value, and its
+canonical JSON hash is the run key (`Manifest.run_key()`). Plug-in names (schemes, selectors,
+allocators, datasets) are checked through their families, so `runner ls`, the docs and the schema
+cannot drift. Cross-field rules raise `Problems`, which carries the dotted field each problem is
+about; runner/manifest.py turns that into `file:line: field: message`.
+
+The fuser rule: exactly one of `path` / `hub` / `from_run`. A manifest may leave `fuser:` out when
+  - `kind: train` (training builds the fuser; a given fuser would be the starting point), or
+  - `kind: bench`, or
+  - `kind: eval` and every baseline needs no fuser (`eval.baselines` non-empty and within
+    {receiver, sharer}); such a run evaluates only those baselines, so `kv:` must then be left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from qc2c.eval.datasets import DATASETS
+from qc2c.kv.budget import ALLOCATORS
+from qc2c.kv.quant import SCHEMES
+from qc2c.kv.selection import SELECTORS
+
+from qc2c.plugins import Plugins
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+FORMAT_VERSION = 1
+NO_FUSER_BASELINES = frozenset({"receiver", "sharer"})
+
+
+class Problems(ValueError):
+    """Cross-field problems as (dotted field, anchor, message); `anchor` is the dotted path whose line to
+    report (a missing `train:` points at the `kind:` line), None meaning the field itself."""
+
+    def __init__(self, items: list[tuple[str, str | None, str]]) -> None:
+        self.items = items
+        super().__init__("; ".join(f"{field}: {message}" for field, _, message in items))
+
+
+# ---- constrained types, defined once ----
+
+
+def _parse_layers(value: object) -> tuple[int, ...]:
+    """ "24-27" (inclusive) or a strictly increasing list of receiver layer indices → sorted tuple."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
+        if not match:
+            raise ValueError(
+                f"layer range {value!r} is malformed (allowed: 'A-B' inclusive with 0 <= A <= B, or a list)"
+            )
+        first, last = int(match[1]), int(match[2])
+        if first > last:
+            raise ValueError(f"layer range {value!r} is reversed (write '{last}-{first}')")
+        return tuple(range(first, last + 1))
+    if isinstance(value, list | tuple) and value:
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+            raise ValueError(f"layer list {list(value)} must hold non-negative integers")
+        if any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"layer list {list(value)} must be strictly increasing, without repeats")
+        return tuple(value)
+    raise ValueError(f"layers must be 'A-B' (inclusive) or a non-empty list of layer indices, not {value!r}")
+
+
+def _parse_limit(value: object) -> int | tuple[int, int] | None:
+    """null (all), N (the first N items) or [start, end) → None | int | (start, end)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, list | tuple) and len(value) == 2:
+        start, end = value
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value) and 0 <= start < end:
+            return (start, end)
+    raise ValueError(
+        f"limit {value!r} is not allowed (allowed: null, a positive N, or [start, end) with 0 <= start < end)"
+    )
+
+
+Fraction = Annotated[float, Strict(), Field(gt=0, le=1)]
+UnitInterval = Annotated[float, Strict(), Field(ge=0, lt=1)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+StrictBool = Annotated[bool, Strict()]
+NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+RunName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+HubRepo = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+LayerRange = Annotated[tuple[int, ...], BeforeValidator(_parse_layers)]
+Limit = Annotated[int | tuple[int, int] | None, BeforeValidator(_parse_limit)]
+Axis = Literal["token", "channel", "head", "layer", "tensor"]
+
+
+def _member_of(family: Plugins) -> AfterValidator:
+    """A str checked by `family.get` (UnknownPlugin is a ValueError: a field error with a did-you-mean)."""
+
+    def check(value: str) -> str:
+        family.get(value)
+        return value
+
+    return AfterValidator(check)
+
+
+SchemeName = Annotated[str, _member_of(SCHEMES)]
+SelectorName = Annotated[str, _member_of(SELECTORS)]
+AllocatorName = Annotated[str, _member_of(ALLOCATORS)]
+DatasetName = Annotated[str, _member_of(DATASETS)]
+
+
+def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"listed more than once: {', '.join(repeated)} (each name may appear once)")
+    return values
+
+
+def _candidate(value: str) -> str:
+    return value if value == "drop" else SCHEMES.get(value) and value
+
+
+Candidate = Annotated[str, AfterValidator(_candidate)]
+Unique = AfterValidator(_unique)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- pair and fuser ----
+
+
+class Pair(Section):
+    receiver: NonEmptyStr
+    receiver_revision: NonEmptyStr = "main"
+    sharer: NonEmptyStr
+    sharer_revision: NonEmptyStr = "main"
+    alignment: Literal["none", "first", "longest"] = "none"
+
+
+class Hub(Section):
+    repo: HubRepo
+    subfolder: NonEmptyStr | None = None
+    revision: NonEmptyStr = "main"
+
+
+class FuserSource(Section):
+    """Where the fuser checkpoint comes from: exactly one of path / hub / from_run (+ optional sha256 pin)."""
+
+    path: NonEmptyStr | None = None
+    hub: Hub | None = None
+    from_run: RunName | None = None
+    sha256: Sha256 | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> FuserSource:
+        given = [k for k in ("path", "hub", "from_run") if getattr(self, k) is not None]
+        if len(given) != 1:
+            found = f"found: {', '.join(given)}" if given else "found none"
+            raise ValueError(f"exactly one of path / hub / from_run is required ({found})")
+        return self
+
+
+# ---- kv compression ----
+
+
+class Quant(Section):
+    scheme: SchemeName = "int8"
+    symmetric: StrictBool = False
+    key_axis: Axis = "channel"
+    value_axis: Axis = "token"
+    group_size: PositiveInt | None = 64
+    scale_dtype: Literal["float16", "float32"] = "float16"
+
+
+class Override(Section):
+    layers: LayerRange
+    scheme: SchemeName
+
+
+class Precision(Section):
+    """Per RECEIVER layer precision; `default: null` means kv.quant.scheme."""
+
+    default: SchemeName | None = None
+    overrides: tuple[Override, ...] = ()
+    last_fp16: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> Precision:
+        seen: dict[int, int] = {}
+        for i, override in enumerate(self.overrides):
+            clash = sorted(layer for layer in override.layers if layer in seen)
+            if clash:
+                raise Problems(
+                    [(f"overrides.{i}.layers", None, f"layers {clash} already set by overrides[{seen[clash[0]]}]")]
+                )
+            seen.update(dict.fromkeys(override.layers, i))
+        return self
+
+
+class Selection(Section):
+    method: SelectorName = "all"
+    keep: Fraction = 1.0
+    min_tokens: PositiveInt = 1
+    knorm_sign: Literal["low", "high"] = "low"
+    window: PositiveInt = 8
+    seed: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _settings_match_method(self) -> Selection:
+        problems = []
+        if self.method == "all" and self.keep != 1.0:
+            problems.append(("keep", None, "method 'all' sends every token (allowed: keep 1.0, or choose a selector)"))
+        if "knorm_sign" in self.model_fields_set and self.method != "knorm":
+            problems.append(("knorm_sign", None, f"only used by method 'knorm' (method is {self.method!r})"))
+        if "window" in self.model_fields_set and self.method != "attention":
+            problems.append(("window", None, f"only used by method 'attention' (method is {self.method!r})"))
+        if problems:
+            raise Problems(problems)
+        return self
+
+
+class Budget(Section):
+    bytes_per_sample: PositiveInt
+    allocator: AllocatorName = "greedy"
+    candidates: Annotated[tuple[Candidate, ...], Field(min_length=1), Unique] = ("drop", "int4", "int8")
+
+
+class KV(Section):
+    quant: Quant = Quant()
+    precision: Precision | None = None
+    selection: Selection = Selection()
+    budget: Budget | None = None
+
+
+# ---- eval, train, runtime ----
+
+
+class Eval(Section):
+    datasets: Annotated[tuple[DatasetName, ...], Field(min_length=1), Unique]
+    split: NonEmptyStr = "test"
+    limit: Limit = None
+    protocol: Literal["logits", "generate"] = "logits"
+    max_new_tokens: PositiveInt = 64
+    batch_size: PositiveInt = 16
+    baselines: Annotated[tuple[Literal["receiver", "sharer", "c2c_fp16"], ...], Unique] = ("receiver", "c2c_fp16")
+
+    @model_validator(mode="after")
+    def _generate_only(self) -> Eval:
+        if "max_new_tokens" in self.model_fields_set and self.protocol != "generate":
+            raise Problems([("max_new_tokens", None, "only used by protocol 'generate' (protocol is 'logits')")])
+        return self
+
+
+class TrainData(Section):
+    """A Hugging Face dataset id or a local JSONL of chat conversations (exactly one)."""
+
+    dataset: NonEmptyStr | None = None
+    jsonl: NonEmptyStr | None = None
+    split: NonEmptyStr = "train"
+    limit: PositiveInt | None = None
+    max_length: PositiveInt = 2048
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> TrainData:
+        if (self.dataset is None) == (self.jsonl is None):
+            raise ValueError("exactly one of dataset / jsonl is required")
+        return self
+
+
+class Projector(Section):
+    """C2CProjector hyper-parameters; defaults are the published 0.6B+0.5B recipe (specs/c2c-reference.md §6)."""
+
+    type: Literal["C2CProjector"] = "C2CProjector"
+    hidden_dim: PositiveInt = 1024
+    intermediate_dim: PositiveInt = 1024
+    num_layers: Annotated[int, Strict(), Field(ge=3)] = 3
+    dropout: UnitInterval = 0.1
+    initial_temperature: PositiveFloat = 1.0
+    final_temperature: PositiveFloat = 0.001
+    anneal_steps: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _temperature_anneals_down(self) -> Projector:
+        if self.final_temperature > self.initial_temperature:
+            raise Problems([("final_temperature", None, "must be <= initial_temperature (the gate anneals down)")])
+        return self
+
+
+class Optim(Section):
+    lr: PositiveFloat = 1.0e-4
+    weight_decay: NonNegativeFloat = 0.01
+    epochs: PositiveInt = 1
+    max_steps: PositiveInt | None = None
+    warmup_ratio: UnitInterval = 0.1
+    max_grad_norm: PositiveFloat = 1.0
+    batch_size: PositiveInt = 4
+    grad_accum: PositiveInt = 8
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+
+
+class Train(Section):
+    data: TrainData
+    projector: Projector = Projector()
+    layer_map: Literal["last_aligned", "k_nearest"] = "last_aligned"
+    optim: Optim = Optim()
+    qat: StrictBool = False
+    save_steps: PositiveInt = 500
+
+
+class Runtime(Section):
+    device: Annotated[str, StringConstraints(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")] = "auto"
+    dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
+    seed: NonNegativeInt = 0
+    container: Literal["auto", "docker", "native"] = "auto"
+    max_sample_errors: NonNegativeInt = 0
+
+
+# ---- the manifest ----
+
+
+class Manifest(Section):
+    format_version: Annotated[int, Strict()] = Field(alias="schema")
+    name: RunName
+    milestone: RunName = "custom"
+    kind: Literal["eval", "train", "bench"] = "eval"
+    description: str = ""
+    pair: Pair
+    fuser: FuserSource | None = None
+    kv: KV = KV()
+    eval: Eval | None = None
+    train: Train | None = None
+    runtime: Runtime = Runtime()
+
+    @field_validator("format_version")
+    @classmethod
+    def _supported_version(cls, value: int) -> int:
+        if value != FORMAT_VERSION:
+            raise ValueError(f"unsupported schema version {value} (this qc2c reads schema: {FORMAT_VERSION})")
+        return value
+
+    @model_validator(mode="after")
+    def _sections_match_kind(self) -> Manifest:
+        problems = _kind_problems(self) + _fuser_problems(self)
+        if problems:
+            raise Problems(problems)
+        return self
+
+    def run_key(self) -> str:
+        """sha256 of the canonical semantic JSON: everything except name, description and milestone."""
+        data = self.model_dump(mode="json", by_alias=True, exclude={"name", "description", "milestone"})
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _kind_problems(m: Manifest) -> list[tuple[str, str | None, str]]:
+    problems: list[tuple[str, str | None, str]] = []
+    if m.kind == "eval" and m.eval is None:
+        problems.append(("eval", "kind", "required when kind: eval (datasets to evaluate)"))
+    if m.kind == "train" and m.train is None:
+        problems.append(("train", "kind", "required when kind: train (data, projector, optim)"))
+    if m.kind != "train" and m.train is not None:
+        problems.append(("train", None, f"only allowed with kind: train (kind is {m.kind!r})"))
+    if m.kind == "train" and m.eval is not None:
+        problems.append(
+            ("eval", None, "not allowed with kind: train (evaluate with a kind: eval manifest using fuser.from_run)")
+        )
+    return problems
+
+
+def _fuser_problems(m: Manifest) -> list[tuple[str, str | None, str]]:
+    if m.fuser is not None or m.kind != "eval" or m.eval is None:
+        return []
+    if not m.eval.baselines or not set(m.eval.baselines) <= NO_FUSER_BASELINES:
+        return [
+            (
+                "fuser",
+                "kind",
+                "required for kind: eval (allowed without a fuser only when eval.baselines are all "
+                "in [receiver, sharer]; then only those baselines run)",
+            )
+        ]
+    if "kv" in m.model_fields_set:
+        return [("kv", None, "set without a fuser: only the receiver/sharer baselines run, so kv would be unused")]
+    return []
