@@ -1,0 +1,46 @@
+"""Quantization schemes: the `SCHEMES` family and how a manifest's `kv.quant` becomes Scheme objects.
+
+Members (names are the public names): fp16 bf16 (reference precisions), fp32 (lossless reference for
+float32 runtimes), int8 int4 int2 (uniform; symmetric absmax or min/max + zero point), nf4 (bitsandbytes'
+codebook × absmax), fp8_e4m3 fp8_e5m2 (scaled torch float8). Implementations live in `qc2c.kv.schemes`.
+Keys and values are configured separately (`key_axis`, `value_axis`): KIVI (arXiv:2402.02750) puts key
+scales per channel, value scales per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from qc2c.kv.grouping import Grouping
+from qc2c.kv.schemes import floats, fp8, nf4, uniform  # noqa: F401  (registers the members)
+from qc2c.kv.schemes.base import SCALE_DTYPES, SCHEMES, Encoded, NonFiniteInput, Scheme, pack, unpack
+
+__all__ = ["SCHEMES", "Encoded", "NonFiniteInput", "Scheme", "build_scheme", "build_kv_schemes", "pack", "unpack"]
+
+
+def build_scheme(
+    name: str,
+    *,
+    axis: str = "token",
+    group_size: int | None = None,
+    symmetric: bool = False,
+    scale_dtype: str = "float16",
+) -> Scheme:
+    """A configured scheme by public name; unknown names raise `UnknownPlugin` with a suggestion."""
+    cls = SCHEMES.get(name)
+    if scale_dtype not in SCALE_DTYPES:
+        raise ValueError(f"scale_dtype: {scale_dtype!r} is not allowed (allowed: {', '.join(SCALE_DTYPES)})")
+    return cls(grouping=Grouping(axis, group_size), symmetric=bool(symmetric), scale_dtype=SCALE_DTYPES[scale_dtype])
+
+
+def build_kv_schemes(name: str, quant: Mapping[str, Any]) -> tuple[Scheme, Scheme]:
+    """(key scheme, value scheme) for scheme `name` with the grouping settings of a manifest `kv.quant` dict."""
+    common = {
+        "group_size": quant.get("group_size", 64),
+        "symmetric": quant.get("symmetric", False),
+        "scale_dtype": quant.get("scale_dtype", "float16"),
+    }
+    key = build_scheme(name, axis=quant.get("key_axis", "channel"), **common)
+    value = build_scheme(name, axis=quant.get("value_axis", "token"), **common)
+    return key, value

@@ -1,0 +1,1 @@
+"""Quantization scheme members, one module per family of formats; `qc2c.kv.quant` is the public entry."""

@@ -1,0 +1,150 @@
+"""The quantization scheme family: base class, encoded form, bit packing and scale storage.
+
+A scheme turns the stacked, selected sharer KV of R rows, x: (R, L, H, n, D), into per-row uint8 buffers:
+packed codes (`payload`), scale bytes (`scales`) and zero points (`zeros`), and back. Everything stays on
+x's device; the only host step is `Message.to_bytes`. `nbytes(shape)` is a closed form that must equal the
+packed size (property-tested), so results can report drift = measured − closed form.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from qc2c.kv.grouping import Grouping, Shape
+from qc2c.plugins import Plugins
+
+SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+class NonFiniteInput(ValueError):
+    """The KV to encode holds NaN or Inf: quantizing it would silently spread garbage to the receiver."""
+
+
+@dataclass
+class Encoded:
+    """One half (K or V) of R rows, encoded. Every tensor is uint8 with the row first.
+
+    payload: (R, P) packed codes; scales: (R, G·itemsize) raw scale bytes; zeros: (R, G) zero points
+    (width 0 when the scheme has none); shape: one row's (L, H, n, D).
+    """
+
+    payload: Tensor
+    scales: Tensor
+    zeros: Tensor
+    shape: Shape
+
+    def row(self, r: int) -> Encoded:
+        return Encoded(self.payload[r : r + 1], self.scales[r : r + 1], self.zeros[r : r + 1], self.shape)
+
+
+@dataclass(frozen=True)
+class Scheme(ABC):
+    """One quantization scheme with its grouping. Subclasses set `bits` and `rank` and override encode/decode.
+
+    `rank` orders schemes by precision (higher = more precise): a sharer layer read by several receiver
+    layers is sent at the highest rank any of them asks for.
+    """
+
+    grouping: Grouping = Grouping("token")
+    symmetric: bool = False
+    scale_dtype: torch.dtype = torch.float16
+
+    name: ClassVar[str]
+    bits: ClassVar[int]
+    rank: ClassVar[int]
+    is_lossless_for: ClassVar[tuple[torch.dtype, ...]] = ()
+
+    @abstractmethod
+    def encode(self, x: Tensor) -> Encoded: ...
+
+    @abstractmethod
+    def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor: ...
+
+    def has_scales(self) -> bool:
+        return True
+
+    def has_zeros(self) -> bool:
+        return False
+
+    def nbytes(self, shape: Shape) -> dict[str, int]:
+        """Closed-form bytes of one encoded row of shape (L, H, n, D): {"payload", "scales"}."""
+        n_elements = math.prod(shape)
+        payload = (n_elements * self.bits + 7) // 8
+        groups = self.grouping.n_groups(shape) if self.has_scales() else 0
+        scale_bytes = groups * (2 if self.scale_dtype == torch.float16 else 4) if self.has_scales() else 0
+        return {"payload": payload, "scales": scale_bytes + (groups if self.has_zeros() else 0)}
+
+
+SCHEMES: Plugins[Scheme] = Plugins("quantization scheme")
+
+
+# ---- bit packing ----
+
+
+def pack(codes: Tensor, bits: int) -> Tensor:
+    """(R, M) uint8 codes < 2**bits -> (R, ceil(M·bits/8)) bytes, lowest bits first (little-endian nibbles)."""
+    if bits == 8:
+        return codes
+    per = 8 // bits
+    r, m = codes.shape
+    extra = -m % per
+    if extra:
+        codes = torch.cat([codes, codes.new_zeros(r, extra)], dim=1)
+    groups = codes.view(r, -1, per)
+    out = groups[..., 0].clone()
+    for i in range(1, per):
+        out |= groups[..., i] << (bits * i)
+    return out
+
+
+def unpack(packed: Tensor, bits: int, m: int) -> Tensor:
+    """Inverse of `pack`: (R, P) bytes -> (R, m) codes."""
+    if bits == 8:
+        return packed
+    per = 8 // bits
+    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
+    codes = (packed.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
+    return codes.view(packed.shape[0], -1)[:, :m]
+
+
+# ---- scales ----
+
+
+def store_scales(scale: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Round float32 scales UP to `dtype` so that stored × levels still covers the group's range.
+
+    Returns (stored scales in `dtype`, the same values as float32). A zero or subnormal scale (zero or
+    constant group) is lifted to the dtype's smallest normal so that no division gives NaN/Inf.
+    """
+    info = torch.finfo(dtype)
+    scale = scale.clamp_min(info.tiny)
+    if dtype != torch.float32:
+        # nearest-`dtype` rounding of s·(1+eps) is >= s (relative spacing of normals <= eps)
+        scale = scale * (1.0 + info.eps)
+    stored = scale.to(dtype)
+    if not bool(torch.isfinite(stored).all()):
+        raise NonFiniteInput(
+            f"a scale overflows {dtype} (|x| too large for this scale dtype; use scale_dtype: float32)"
+        )
+    return stored, stored.float()
+
+
+def scale_bytes(stored: Tensor, r: int) -> Tensor:
+    return stored.reshape(r, -1).view(torch.uint8)
+
+
+def load_scales(enc: Encoded, dtype: torch.dtype) -> Tensor:
+    """(R, G) float32 scales from their bytes."""
+    return enc.scales.view(dtype).float()
+
+
+def check_finite(stat: Tensor, what: str) -> None:
+    """Refuse NaN/Inf. Called on per-group statistics (small; NaN/Inf propagates into max/min)."""
+    if not bool(torch.isfinite(stat).all()):
+        raise NonFiniteInput(f"{what}: input holds NaN or Inf; refusing to encode it")

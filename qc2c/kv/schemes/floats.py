@@ -1,0 +1,65 @@
+"""Unscaled float schemes: fp16 / bf16 (the reference precisions) and fp32 (lossless for float32 runtimes).
+
+The payload is the value's own bits (x cast to the format, viewed as bytes); no scales, no grouping.
+fp32 is not in the manifest spec's list: it exists so that a float32 conformance run can check that the
+message path with a lossless scheme reproduces uncompressed C2C exactly. Input the format cannot
+represent finitely (NaN, Inf, or |x| beyond its range) is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from qc2c.kv.schemes.base import SCHEMES, Encoded, Scheme, check_finite
+
+
+@dataclass(frozen=True)
+class RawFloat(Scheme):
+    """Shared body: cast and reinterpret. Subclasses set `float_dtype`, `bits`, `rank`."""
+
+    float_dtype: ClassVar[torch.dtype]
+
+    def has_scales(self) -> bool:
+        return False
+
+    def encode(self, x: Tensor) -> Encoded:
+        r = x.shape[0]
+        y = x.to(self.float_dtype).contiguous()
+        check_finite(y.abs().amax() if y.numel() else y, self.name)
+        empty = x.new_zeros((r, 0), dtype=torch.uint8)
+        return Encoded(y.view(torch.uint8).reshape(r, -1), empty, empty, tuple(x.shape[1:]))
+
+    def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
+        r = enc.payload.shape[0]
+        return enc.payload.view(self.float_dtype).view(r, *enc.shape).to(dtype)
+
+
+@SCHEMES.register("fp32")
+@dataclass(frozen=True)
+class Fp32(RawFloat):
+    bits: ClassVar[int] = 32
+    rank: ClassVar[int] = 100
+    float_dtype: ClassVar[torch.dtype] = torch.float32
+    is_lossless_for: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@SCHEMES.register("fp16")
+@dataclass(frozen=True)
+class Fp16(RawFloat):
+    bits: ClassVar[int] = 16
+    rank: ClassVar[int] = 90
+    float_dtype: ClassVar[torch.dtype] = torch.float16
+    is_lossless_for: ClassVar[tuple[torch.dtype, ...]] = (torch.float16,)
+
+
+@SCHEMES.register("bf16")
+@dataclass(frozen=True)
+class Bf16(RawFloat):
+    bits: ClassVar[int] = 16
+    rank: ClassVar[int] = 80
+    float_dtype: ClassVar[torch.dtype] = torch.bfloat16
+    is_lossless_for: ClassVar[tuple[torch.dtype, ...]] = (torch.bfloat16,)

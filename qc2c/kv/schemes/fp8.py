@@ -1,0 +1,58 @@
+"""FP8 e4m3 / e5m2 with a scale per group: s = amax / fmax, codes = float8(x / s) (torch float8 dtypes).
+
+e4m3fn has no Inf (max 448) and e5m2 max is 57344; x/s is clamped to ±fmax before the cast because the
+rounded scale can push it a hair past fmax, and e4m3fn would turn that into NaN. Relative error: at most
+2^-4 (e4m3) / 2^-3 (e5m2) of |x| for normals, plus half the smallest subnormal × s near zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from qc2c.kv.schemes.base import SCHEMES, Encoded, Scheme, check_finite, load_scales, scale_bytes, store_scales
+
+
+@dataclass(frozen=True)
+class ScaledFloat8(Scheme):
+    """Shared body of the two fp8 formats; subclasses set `fp8_dtype`."""
+
+    bits: ClassVar[int] = 8
+    fp8_dtype: ClassVar[torch.dtype]
+
+    def encode(self, x: Tensor) -> Encoded:
+        r = x.shape[0]
+        xg, dim, unview = self.grouping.view(x.float())
+        fmax = torch.finfo(self.fp8_dtype).max
+        amax = xg.abs().amax(dim=dim, keepdim=True)
+        check_finite(amax, self.name)
+        stored, scale = store_scales(amax / fmax, self.scale_dtype)
+        y = (xg * scale.reciprocal()).clamp_(-fmax, fmax).to(self.fp8_dtype)
+        codes = unview(y.view(torch.uint8)).reshape(r, -1)
+        return Encoded(codes, scale_bytes(stored, r), x.new_zeros((r, 0), dtype=torch.uint8), tuple(x.shape[1:]))
+
+    def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
+        r = enc.payload.shape[0]
+        codes = enc.payload.view(self.fp8_dtype).view(r, *enc.shape)
+        cg, dim, unview = self.grouping.view(codes.view(torch.uint8))
+        stat = list(cg.shape)
+        stat[dim] = 1
+        scale = load_scales(enc, self.scale_dtype).view(stat)
+        return unview((cg.view(self.fp8_dtype).float() * scale).to(dtype))
+
+
+@SCHEMES.register("fp8_e4m3")
+@dataclass(frozen=True)
+class Fp8E4M3(ScaledFloat8):
+    rank: ClassVar[int] = 50
+    fp8_dtype: ClassVar[torch.dtype] = torch.float8_e4m3fn
+
+
+@SCHEMES.register("fp8_e5m2")
+@dataclass(frozen=True)
+class Fp8E5M2(ScaledFloat8):
+    rank: ClassVar[int] = 40
+    fp8_dtype: ClassVar[torch.dtype] = torch.float8_e5m2

@@ -1,0 +1,59 @@
+"""NF4: 16 normal-quantile levels × an absmax scale per group (QLoRA, arXiv:2305.14314).
+
+The codebook is bitsandbytes' (specs/kv-compression.md). A value maps to the nearest level, found by
+comparing x/absmax with the midpoints between neighbouring levels (ties go to the lower level), so
+|decode(encode(x)) − x| <= absmax × (largest codebook gap)/2. Codes pack two per byte.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from qc2c.kv.schemes.base import SCHEMES, Encoded, Scheme, check_finite, load_scales, pack, scale_bytes
+from qc2c.kv.schemes.base import store_scales, unpack
+
+NF4_LEVELS = (
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0,
+)  # fmt: skip
+NF4_MIDPOINTS = tuple((a + b) / 2 for a, b in zip(NF4_LEVELS, NF4_LEVELS[1:]))
+NF4_MAX_GAP = max(b - a for a, b in zip(NF4_LEVELS, NF4_LEVELS[1:]))
+
+
+@SCHEMES.register("nf4")
+@dataclass(frozen=True)
+class NF4(Scheme):
+    """4-bit NormalFloat with one absmax per group; `symmetric` is ignored (the codebook is fixed)."""
+
+    bits: ClassVar[int] = 4
+    rank: ClassVar[int] = 35
+
+    def encode(self, x: Tensor) -> Encoded:
+        r = x.shape[0]
+        xg, dim, unview = self.grouping.view(x.float())
+        absmax = xg.abs().amax(dim=dim, keepdim=True)
+        check_finite(absmax, self.name)
+        stored, scale = store_scales(absmax, self.scale_dtype)
+        mids = torch.tensor(NF4_MIDPOINTS, dtype=torch.float32, device=x.device)
+        codes = torch.bucketize(xg * scale.reciprocal(), mids).to(torch.uint8)
+        flat = unview(codes).reshape(r, -1)
+        return Encoded(
+            pack(flat, 4), scale_bytes(stored, r), x.new_zeros((r, 0), dtype=torch.uint8), tuple(x.shape[1:])
+        )
+
+    def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
+        r = enc.payload.shape[0]
+        codes = unpack(enc.payload, 4, math.prod(enc.shape)).view(r, *enc.shape)
+        cg, dim, unview = self.grouping.view(codes)
+        stat = list(cg.shape)
+        stat[dim] = 1
+        levels = torch.tensor(NF4_LEVELS, dtype=torch.float32, device=codes.device)
+        scale = load_scales(enc, self.scale_dtype).view(stat)
+        return unview((levels[cg.long()] * scale).to(dtype))
