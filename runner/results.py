@@ -120,8 +120,10 @@ class SettingResult(Part):
         problems = []
         if self.n_correct > self.n:
             problems.append(f"n_correct {self.n_correct} > n {self.n}")
-        if self.n_errors > self.n:
-            problems.append(f"n_errors {self.n_errors} > n {self.n}")
+        if self.n_correct + self.n_errors > self.n:
+            problems.append(
+                f"n_correct {self.n_correct} + n_errors {self.n_errors} > n {self.n} (errors are never correct)"
+            )
         if self.n and not math.isclose(self.accuracy, self.n_correct / self.n, abs_tol=1e-9):
             problems.append(f"accuracy {self.accuracy} != n_correct/n = {self.n_correct / self.n}")
         if self.n and not self.ci95[0] - 1e-9 <= self.accuracy <= self.ci95[1] + 1e-9:

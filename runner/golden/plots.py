@@ -1,0 +1,156 @@
+"""golden/plots/*.png: budget curves (accuracy vs bytes per sample) and the per-layer precision view.
+
+Budget curve, one per dataset: every row that sends a message is a point (x = mean measured bytes per sample,
+log scale; y = accuracy with its Wilson 95% interval as an error bar), one marker per setting family, the
+Pareto frontier (no other point is both smaller and more accurate) drawn as a step line, and the baselines
+(receiver alone, sharer alone, uncompressed C2C) as horizontal lines. Precision view: bits per receiver and
+per sharer layer of each compressed row, beside the fraction of prompt tokens actually sent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
+
+from runner import fsio  # noqa: E402
+from runner.golden.validate import GoldenFile, GoldenRow  # noqa: E402
+from runner.results import BASELINES, COMPRESSED, TEXT_ONLY  # noqa: E402
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+BASELINE_STYLE = {"receiver": ("tab:gray", ":"), "sharer": ("tab:brown", "-."), "c2c_fp16": ("black", "--")}
+# Bits per element of each scheme name (the public names of qc2c.kv.quant.SCHEMES); fp32 is the codec's lossless
+# float32 reference. A layer that is not sent is 0.
+SCHEME_BITS = {
+    "fp32": 32,
+    "fp16": 16,
+    "bf16": 16,
+    "fp8_e4m3": 8,
+    "fp8_e5m2": 8,
+    "int8": 8,
+    "nf4": 4,
+    "int4": 4,
+    "int2": 2,
+}
+PNG_METADATA = {"Software": None}  # no version string: the same rows give the same bytes
+
+
+def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points (bytes, accuracy) not dominated by a point with fewer-or-equal bytes and higher accuracy."""
+    frontier: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not frontier or y > frontier[-1][1]:
+            frontier.append((x, y))
+    return frontier
+
+
+def write_plots(golden: GoldenFile, plots_dir: Path) -> list[Path]:
+    """Render every plot into `plots_dir` (atomic writes); returns the files written."""
+    by_dataset: dict[str, list[GoldenRow]] = defaultdict(list)
+    for row in golden.rows.values():
+        by_dataset[row.dataset.name].append(row)
+    written = []
+    for dataset in sorted(by_dataset):
+        written.append(
+            _save(plot_budget_curve(dataset, by_dataset[dataset]), plots_dir / f"accuracy_vs_bytes_{dataset}.png")
+        )
+    compressed = [r for r in golden.rows.values() if r.setting == COMPRESSED and r.precision is not None]
+    if compressed:
+        written.append(_save(plot_precision(compressed), plots_dir / "precision_layers.png"))
+    return written
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, metadata=PNG_METADATA)
+    plt.close(fig)
+    fsio.atomic_write(path, buffer.getvalue())
+    return path
+
+
+def plot_budget_curve(dataset: str, rows: list[GoldenRow]) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    senders = sorted((r for r in rows if r.setting not in TEXT_ONLY and r.metrics.bytes), key=lambda r: r.key)
+    families = sorted({r.family for r in senders})
+    colors = plt.get_cmap("tab10")
+    for i, family in enumerate(families):
+        group = [r for r in senders if r.family == family]
+        xs = [r.metrics.bytes.mean for r in group]
+        ys = [r.metrics.accuracy for r in group]
+        err = np.array(
+            [[y - r.metrics.ci95[0] for r, y in zip(group, ys)], [r.metrics.ci95[1] - y for r, y in zip(group, ys)]]
+        )
+        ax.errorbar(
+            xs, ys, yerr=err, fmt=MARKERS[i % len(MARKERS)], color=colors(i % 10), ms=7, capsize=3, label=family
+        )
+    frontier = pareto_frontier([(r.metrics.bytes.mean, r.metrics.accuracy) for r in senders])
+    if len(frontier) > 1:
+        fx, fy = zip(*frontier)
+        ax.step(fx, fy, where="post", color="tab:red", lw=1.5, alpha=0.7, label="Pareto frontier")
+    for name in BASELINES:
+        accs = sorted({r.metrics.accuracy for r in rows if r.setting == name})
+        if accs:
+            color, style = BASELINE_STYLE[name]
+            ax.axhline(float(np.mean(accs)), color=color, ls=style, lw=1.2, label=f"{name} (baseline)")
+    if senders:
+        ax.set_xscale("log")
+    else:
+        ax.text(0.5, 0.5, "no setting sends a message", transform=ax.transAxes, ha="center")
+    ax.set_xlabel("bytes per sample (measured message size, log scale)")
+    ax.set_ylabel("accuracy (Wilson 95% CI)")
+    ax.set_title(f"{dataset}: accuracy vs bytes sent")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _bits(scheme: str | None) -> float:
+    if scheme is None:
+        return 0.0
+    return float(SCHEME_BITS.get(scheme, math.nan))
+
+
+def plot_precision(rows: list[GoldenRow]) -> plt.Figure:
+    rows = sorted(rows, key=lambda r: (r.milestone, r.manifest, r.dataset.name, r.run_key))
+    labels = [f"{r.manifest} · {r.dataset.name}" for r in rows]
+    receiver = _matrix([[_bits(s) for s in r.precision.receiver] for r in rows])
+    sharer = _matrix([[_bits(s) for s in r.precision.sharer] for r in rows])
+    kept = [
+        (r.metrics.n_tokens_sent.mean / r.metrics.n_tokens_prompt_mean)
+        if r.metrics.n_tokens_sent and r.metrics.n_tokens_prompt_mean
+        else math.nan
+        for r in rows
+    ]
+    height = 1.6 + 0.35 * len(rows)
+    fig, axes = plt.subplots(1, 3, figsize=(13, height), gridspec_kw={"width_ratios": [3, 3, 1.4]})
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgray")
+    for ax, matrix, title in ((axes[0], receiver, "receiver layers"), (axes[1], sharer, "sharer layers (as sent)")):
+        image = ax.imshow(matrix, aspect="auto", cmap=cmap, vmin=0, vmax=16, interpolation="nearest")
+        ax.set_title(f"bits per element: {title}", fontsize=9)
+        ax.set_xlabel("layer")
+        ax.set_yticks(range(len(rows)), labels if ax is axes[0] else [""] * len(rows), fontsize=8)
+    fig.colorbar(image, ax=axes[1], fraction=0.05, label="bits (0 = not sent)")
+    axes[2].barh(range(len(rows)), kept, color="tab:orange")
+    axes[2].set_xlim(0, 1.05)
+    axes[2].invert_yaxis()
+    axes[2].set_yticks(range(len(rows)), [""] * len(rows))
+    axes[2].set_title("prompt tokens sent (fraction)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _matrix(rows: list[list[float]]) -> np.ma.MaskedArray:
+    width = max((len(r) for r in rows), default=0)
+    data = np.full((len(rows), max(width, 1)), np.nan)
+    for i, values in enumerate(rows):
+        data[i, : len(values)] = values
+    return np.ma.masked_invalid(data)

@@ -1,0 +1,54 @@
+"""`python -m runner golden show`: the golden rows as a rich table in the terminal (humans only)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from runner.golden.summary import _dedupe, _order
+from runner.golden.validate import GoldenFile
+from runner.results import COMPRESSED
+
+
+def build_table(golden: GoldenFile, milestone: str | None = None) -> Table:
+    """Same rows and order as golden_summary.md, optionally one milestone."""
+    table = Table(title="golden runs" + (f" · {milestone}" if milestone else ""), show_lines=False)
+    for name, justify in (
+        ("milestone", "left"),
+        ("run", "left"),
+        ("setting", "left"),
+        ("dataset", "left"),
+        ("accuracy", "right"),
+        ("95% CI", "right"),
+        ("Δ c2c_fp16", "right"),
+        ("p", "right"),
+        ("bytes/sample", "right"),
+        ("ratio", "right"),
+        ("n", "right"),
+    ):
+        table.add_column(name, justify=justify)
+    rows = [r for r in golden.rows.values() if milestone is None or r.milestone == milestone]
+    for row, repeats in _dedupe(sorted(rows, key=lambda r: (r.milestone, *_order(r)))):
+        m = row.metrics
+        paired = m.paired.get("c2c_fp16")
+        delta = f"{paired.diff:+.3f}" if paired else ("ref" if row.setting == "c2c_fp16" else "—")
+        style = "bold" if row.setting == COMPRESSED else "dim"
+        table.add_row(
+            row.milestone,
+            row.manifest + (f" (+{repeats - 1})" if repeats > 1 else ""),
+            row.family if row.setting == COMPRESSED else row.setting,
+            row.dataset.name,
+            f"{m.accuracy:.3f}",
+            f"[{m.ci95[0]:.3f}, {m.ci95[1]:.3f}]",
+            delta,
+            f"{paired.mcnemar_p:.3g}" if paired else "—",
+            f"{m.bytes.mean:,.0f}" if m.bytes else "—",
+            f"{m.compression_ratio:.2f}×" if m.compression_ratio else "—",
+            f"{m.n}/{row.dataset.n_expected}",
+            style=style,
+        )
+    return table
+
+
+def show(golden: GoldenFile, milestone: str | None = None, console: Console | None = None) -> None:
+    (console or Console()).print(build_table(golden, milestone))
