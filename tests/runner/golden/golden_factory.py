@@ -89,7 +89,7 @@ def build_result(
     *, name: str, milestone: str, scheme: str = "int8", keep: float = 1.0, seed: int = 0, dataset: str = "mini"
 ) -> dict[str, Any]:
     """A results dict as the runner writes it; accuracy drops with fewer bits/tokens, seeded per item."""
-    rng = random.Random(f"{name}/{dataset}/{seed}")
+    rng = random.Random(f"{milestone}/{scheme}/{keep}/{dataset}/{seed}")  # like the run key: not the name
     p_fp16 = 0.7
     fp16 = [rng.random() < p_fp16 for _ in range(N_ITEMS)]
     receiver = [rng.random() < 0.4 for _ in range(N_ITEMS)]
