@@ -59,17 +59,22 @@ class FusePlan:
 
     @classmethod
     def from_runs(cls, fuse_mask: Tensor, last_len: int) -> FusePlan:
-        """Split at every change of the batch's 'any row fuses here' profile; the last `last_len` tokens
-        form the last section (never fused)."""
+        """Common section ends for per-row masks: wherever some row's fused run ends, then the last section.
+
+        A token must see the fused KV of every fused run before it in its row, so each run end is a section
+        end; a run start need not be (unfused tokens before it are not changed by fusing later ones). Rows
+        whose runs end at the same columns (one fused run, then the last section) therefore get exactly
+        their batch-of-one result; the last `last_len` tokens are never fused.
+        """
         length = fuse_mask.shape[1]
         if not 0 < last_len <= length:
             raise ValueError(f"last section length {last_len} not in 1..{length}")
         if fuse_mask[:, length - last_len :].any():
             raise ValueError("the last section cannot be fused (its logits are computed from the unfused cache)")
-        any_row = fuse_mask[:, : length - last_len].any(0).tolist()
-        ends = [i for i in range(1, len(any_row)) if any_row[i] != any_row[i - 1]]
-        ends = [*ends, length - last_len] if any_row else []
-        return cls([*ends, length], fuse_mask)
+        body = fuse_mask[:, : length - last_len]
+        run_ends = (body[:, :-1] & ~body[:, 1:]).any(0).nonzero().flatten().add(1).tolist()
+        ends = sorted({*run_ends, length - last_len, length} - {0})
+        return cls(ends, fuse_mask)
 
 
 @dataclass
