@@ -44,10 +44,12 @@ class SelectionContext:
 
 @dataclass
 class Selection:
-    """kept: (B, N) bool; indices[r]: that row's kept positions, sorted ascending (int64, on device)."""
+    """kept: (B, N) bool; indices[r]: that row's kept positions, sorted ascending (int64, on device);
+    ranked[r]: the same positions best-first (what a byte budget spends on first)."""
 
     kept: Tensor
     indices: list[Tensor]
+    ranked: list[Tensor]
     n_sent: list[int]
     projected: dict[int, KV] | None = None
 
@@ -78,11 +80,12 @@ class Selector(ABC):
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices
         n_valid = valid.sum(1).tolist()
         n_sent = [max(n_tokens_to_send(keep, v, min_tokens), f) for v, f in zip(n_valid, n_forced)]
-        indices = [order[r, :n].sort().values for r, n in enumerate(n_sent)]
+        ranked = [order[r, :n] for r, n in enumerate(n_sent)]
+        indices = [idx.sort().values for idx in ranked]
         kept = torch.zeros_like(valid)
         for r, idx in enumerate(indices):
             kept[r, idx] = True
-        return Selection(kept, indices, n_sent, ctx.projected)
+        return Selection(kept, indices, ranked, n_sent, ctx.projected)
 
 
 def _positions(ctx: SelectionContext) -> Tensor:

@@ -39,6 +39,9 @@ class Encoded:
     zeros: Tensor
     shape: Shape
 
+    def to(self, device: torch.device | str) -> Encoded:
+        return Encoded(self.payload.to(device), self.scales.to(device), self.zeros.to(device), self.shape)
+
     def row(self, r: int) -> Encoded:
         return Encoded(self.payload[r : r + 1], self.scales[r : r + 1], self.zeros[r : r + 1], self.shape)
 
@@ -107,7 +110,6 @@ def unpack(packed: Tensor, bits: int, m: int) -> Tensor:
     """Inverse of `pack`: (R, P) bytes -> (R, m) codes."""
     if bits == 8:
         return packed
-    per = 8 // bits
     shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
     codes = (packed.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
     return codes.view(packed.shape[0], -1)[:, :m]

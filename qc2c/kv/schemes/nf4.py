@@ -14,8 +14,17 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from qc2c.kv.schemes.base import SCHEMES, Encoded, Scheme, check_finite, load_scales, pack, scale_bytes
-from qc2c.kv.schemes.base import store_scales, unpack
+from qc2c.kv.schemes.base import (
+    SCHEMES,
+    Encoded,
+    Scheme,
+    check_finite,
+    load_scales,
+    pack,
+    scale_bytes,
+    store_scales,
+    unpack,
+)
 
 NF4_LEVELS = (
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,

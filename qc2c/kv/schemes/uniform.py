@@ -72,7 +72,7 @@ class UniformInt(Scheme):
         cg, dim, unview = self.grouping.view(codes)
         scale = load_scales(enc, self.scale_dtype).view(_stat_shape(cg, dim))
         if self.symmetric:
-            offset = float((1 << (self.bits - 1)))
+            offset = float(1 << (self.bits - 1))
             y = (cg.float() - offset) * scale
         else:
             zero = enc.zeros.view(_stat_shape(cg, dim)).float()
