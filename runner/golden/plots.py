@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from runner import fsio  # noqa: E402
 from runner.golden.validate import GoldenFile, GoldenRow  # noqa: E402
@@ -108,7 +109,7 @@ def plot_budget_curve(dataset: str, rows: list[GoldenRow]) -> plt.Figure:
     ax.set_ylabel("accuracy (Wilson 95% CI)")
     ax.set_title(f"{dataset}: accuracy vs bytes sent")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.85)
     fig.tight_layout()
     return fig
 
@@ -137,11 +138,12 @@ def plot_precision(rows: list[GoldenRow]) -> plt.Figure:
         image = ax.imshow(matrix, aspect="auto", cmap=cmap, vmin=0, vmax=16, interpolation="nearest")
         ax.set_title(f"bits per element: {title}", fontsize=9)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_yticks(range(len(rows)), labels if ax is axes[0] else [""] * len(rows), fontsize=8)
     fig.colorbar(image, ax=axes[1], fraction=0.05, label="bits (0 = not sent)")
     axes[2].barh(range(len(rows)), kept, color="tab:orange")
     axes[2].set_xlim(0, 1.05)
-    axes[2].invert_yaxis()
+    axes[2].set_ylim(len(rows) - 0.5, -0.5)  # the same rows as the image panels, top to bottom
     axes[2].set_yticks(range(len(rows)), [""] * len(rows))
     axes[2].set_title("prompt tokens sent (fraction)", fontsize=9)
     fig.tight_layout()
