@@ -159,3 +159,13 @@ def test_sixteen_concurrent_merges_lose_nothing(run_factory):
     assert {row.manifest for row in golden.rows.values()} == {f"m3_keep{i:02d}" for i in range(16)}
     assert check_golden(run_factory.golden_dir) == []
     assert sorted(p.name for p in run_factory.golden_dir.iterdir()) == [GOLDEN_JSON, GOLDEN_JSON + ".lock", SUMMARY_MD]
+
+
+def test_compressed_row_without_measured_bytes_is_refused_but_c2c_fp16_may_have_none(run_factory):
+    no_fp16_bytes = run_factory.make("a", "m2", patch={"settings.c2c_fp16.bytes": None})
+    assert merge_runs([no_fp16_bytes], run_factory.golden_dir, [], False).ok
+    no_bytes = run_factory.make("b", "m2", scheme="int4", patch={"settings.compressed.bytes": None})
+    report = merge_runs([no_bytes], run_factory.golden_dir, [], False)
+    assert any(": bytes_consistent: compressed: no measured message bytes" in p for p in report.problems), (
+        report.problems
+    )
