@@ -25,6 +25,7 @@ def connect(target: Target, *, connect_timeout_s: int = 15) -> Connection:
     config = Config(runtime_ssh_path=os.path.expanduser(target.ssh_config)) if target.ssh_config else Config()
     # never inline env vars into command lines (they would show in `ps`)
     config.inline_ssh_env = False
+    config.run.in_stream = False  # remote commands never read our stdin (batch use, CI, pytest)
     kwargs: dict[str, object] = {}
     if target.identity_file:
         kwargs.update(key_filename=os.path.expanduser(target.identity_file), look_for_keys=False, allow_agent=False)

@@ -237,6 +237,12 @@ def cancel_command(job: Job, slurm_job_id: str | None) -> str:
     return shlex.join(["scancel", check_slurm_id(slurm_job_id)])
 
 
+def sftp_path(path: str) -> str:
+    """SFTP does not expand `~`: its relative paths already start at the login's home."""
+    check_remote_path(path)
+    return path[2:] if path.startswith("~/") else path
+
+
 def with_env(target: Target, command: str) -> str:
     """Prefix a far-side command with the target's env file (e.g. SLURM_CONF, module loads)."""
     if not target.env_file:

@@ -23,6 +23,7 @@ from remote.planning import PlannedTask, plan_tasks
 from remote.status import JobStatus, decide, format_status, parse_probe, parse_sacct, parse_squeue
 from remote.targets import Target, check_name
 from runner.exitcodes import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED
+from runner.fsio import atomic_write
 
 Planner = Callable[[Path, bool], list[PlannedTask]]
 
@@ -84,23 +85,24 @@ def launch(
     planner: Planner = plan_tasks,
     environ: dict[str, str] | None = None,
 ) -> ledger.LedgerEntry:
+    name = _job_name(manifest)  # a hostile file name is refused before anything runs
     planned = planner(manifest, is_sweep)
-    job = render.Job(name=_job_name(manifest), target=target, run_dirs=[p.run_dir for p in planned], is_sweep=is_sweep)
+    job = render.Job(name=name, target=target, run_dirs=[p.run_dir for p in planned], is_sweep=is_sweep)
     conn = connect(target)
     conn.run(f"umask 077 && mkdir -p {render.qpath(job.job_dir)}/manifests", hide=True)
     for i, task in enumerate(planned):
-        conn.put(io.BytesIO(task.manifest_text.encode("utf-8")), job.manifest_path(i))
+        conn.put(io.BytesIO(task.manifest_text.encode("utf-8")), render.sftp_path(job.manifest_path(i)))
     environ = dict(os.environ) if environ is None else environ
-    forwarded = write_secret_file(conn, f"{job.job_dir}/secrets.env", target.forward_env, environ)
+    forwarded = write_secret_file(conn, render.sftp_path(f"{job.job_dir}/secrets.env"), target.forward_env, environ)
     for name in sorted(set(target.forward_env) - set(forwarded)):
         print(f"{target.name}: {name} is not set here; not forwarded", file=sys.stderr)
     if target.kind == "runpod":
-        conn.put(io.BytesIO(render.launcher_script(job).encode("utf-8")), f"{job.job_dir}/launch.sh")
+        conn.put(io.BytesIO(render.launcher_script(job).encode("utf-8")), render.sftp_path(f"{job.job_dir}/launch.sh"))
         conn.run(f"chmod 700 {render.qpath(job.job_dir)}/launch.sh", hide=True)
         _run(conn, target, shlex.join(render.tmux_command(job)))
         handle = job.name
     else:
-        conn.put(io.BytesIO(render.sbatch_script(job).encode("utf-8")), f"{job.job_dir}/job.sbatch")
+        conn.put(io.BytesIO(render.sbatch_script(job).encode("utf-8")), render.sftp_path(f"{job.job_dir}/job.sbatch"))
         out = _run(conn, target, render.sbatch_command(job)).stdout.strip()
         handle = render.check_slurm_id(out.split(";")[0])
     entry = ledger.LedgerEntry(
@@ -122,8 +124,9 @@ def _job_of(target: Target, entry: ledger.LedgerEntry) -> render.Job:
 
 
 def job_status(conn: Connection, target: Target, entry: ledger.LedgerEntry) -> JobStatus:
+    """Ask the scheduler first, the files second: a job that the scheduler has let go of has already
+    written its final files, so the pair read in this order is never "gone and no exit code" by a race."""
     job = _job_of(target, entry)
-    files = parse_probe(_run(conn, target, render.probe_command(job), warn=True).stdout, job.n_tasks)
     scheduler: dict[int, str] = {}
     if target.kind == "runpod":
         alive = _run(conn, target, shlex.join(["tmux", "has-session", "-t", job.name]), warn=True).ok
@@ -135,6 +138,7 @@ def job_status(conn: Connection, target: Target, entry: ledger.LedgerEntry) -> J
             sacct = _run(conn, target, render.sacct_command(entry.handle), warn=True)
             from_sacct = parse_sacct(sacct.stdout) if sacct.ok else {}
             scheduler.update({t: from_sacct[t] for t in missing if t in from_sacct})
+    files = parse_probe(_run(conn, target, render.probe_command(job), warn=True).stdout, job.n_tasks)
     tasks = [decide(t, files[t], scheduler.get(t), kind=target.kind) for t in range(job.n_tasks)]
     return JobStatus(entry.name, tasks)
 
@@ -188,6 +192,20 @@ def conflicts_from_dry_run(text: str) -> list[str]:
     return out
 
 
+def snapshot_registry(conn: Connection, target: Target, repo: Path) -> Path | None:
+    """Copy the far side's runs/registry.json to runs/remote/<target>/registry.json (what merge trusts)."""
+    from remote.merge import registry_snapshot_dir
+
+    buffer = io.BytesIO()
+    try:
+        conn.get(render.sftp_path(f"{target.workdir.rstrip('/')}/runs/registry.json"), buffer)
+    except FileNotFoundError:
+        return None
+    path = registry_snapshot_dir(repo, target) / "registry.json"
+    atomic_write(path, buffer.getvalue())
+    return path
+
+
 def pull(target: Target, *, job: str | None, ledger_path: Path, repo: Path, partial: bool = False) -> int:
     """rsync run folders back; complete ones only unless `partial`. Local files that differ are kept and
     reported (exit 1), never overwritten."""
@@ -197,6 +215,7 @@ def pull(target: Target, *, job: str | None, ledger_path: Path, repo: Path, part
         return EXIT_BAD_INPUT
     conn = connect(target)
     rc = EXIT_OK
+    snapshot_registry(conn, target, repo)
     for entry in entries:
         result = job_status(conn, target, entry)
         for task in result.tasks:

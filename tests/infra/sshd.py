@@ -90,6 +90,17 @@ class SshDaemon:
         wait_until(lambda: port_open(self.port), 10, f"sshd on port {self.port} (see {self.log})")
         return self
 
+    def target_fields(self) -> dict[str, object]:
+        """The connection part of a remote target pointing at this daemon (strict host-key checking)."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": "root",
+            "identity_file": str(self.client_key),
+            "known_hosts_file": str(self.known_hosts),
+            "known_hosts": "strict",
+        }
+
     def stop(self) -> None:
         stop_pid_file(self.pid_file)
 
