@@ -1,0 +1,108 @@
+"""C2CModel entry point on the tiny pair: reference forward/generate semantics, save -> load round trip.
+
+Run: .venv/bin/python -m pytest tests/qc2c/test_c2c_model.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qc2c import C2CModel, load_fuser
+from qc2c.c2c import FusedBatch
+from qc2c.fuser.checkpoint import save_fuser
+
+CHAT = [{"role": "user", "content": "Which planet is known as the red planet?"}]
+
+
+@pytest.fixture(scope="module")
+def model() -> C2CModel:
+    return C2CModel.from_pretrained("tiny:qwen3", "tiny:qwen2", "tiny:qwen3+qwen2")
+
+
+def test_forward_without_index_is_the_plain_receiver(model):
+    ids = model.chat_inputs(CHAT)["input_ids"]
+    out = model.forward(ids)
+    with torch.no_grad():
+        plain = model.pair.receiver(input_ids=ids)
+    assert torch.equal(out.logits, plain.logits)
+
+
+def test_fusion_changes_the_last_token_logits(model):
+    inputs = model.chat_inputs(CHAT)
+    fused = model.forward(**inputs).logits
+    plain = model.forward(inputs["input_ids"]).logits[:, -1:]
+    assert fused.shape == plain.shape and not torch.allclose(fused, plain, atol=1e-3)
+
+
+def test_generate_fuses_every_prompt_token_but_the_last(model):
+    inputs = model.chat_inputs(CHAT)
+    ids = inputs["input_ids"]
+    seq = model.generate(ids, max_new_tokens=5)
+    assert seq.shape == (1, ids.shape[1] + 5) and torch.equal(seq[:, : ids.shape[1]], ids)
+    first = model.forward(**inputs).logits[0, -1].argmax()
+    assert seq[0, ids.shape[1]] == first
+    # each next token is the receiver's greedy step on the fused cache: replay it by hand
+    out = model.forward(**inputs)
+    cache, tok = out.cache, first.view(1, 1)
+    with torch.no_grad():
+        for step in range(1, 5):
+            pos = torch.tensor([[ids.shape[1] + step - 1]])
+            tok = (
+                model.pair.receiver(input_ids=tok, position_ids=pos, past_key_values=cache)
+                .logits[:, -1]
+                .argmax(-1, keepdim=True)
+            )
+            assert seq[0, ids.shape[1] + step] == tok[0, 0]
+
+
+def test_generate_stops_at_eos_and_fills(model):
+    ids = model.chat_inputs(CHAT)["input_ids"]
+    free = model.generate(ids, max_new_tokens=6)
+    gen = free[0, ids.shape[1] :].tolist()
+    k = max(range(len(gen)), key=lambda i: gen.index(gen[i]))  # a token whose first occurrence is latest
+    eos = gen[k]  # pretend it is the eos: generation stops right after its first occurrence
+    seq = model.generate(ids, max_new_tokens=6, eos_token_id=eos)
+    assert seq.shape[1] == ids.shape[1] + gen.index(eos) + 1 and seq[0, -1] == eos
+    rows = model.decode(model.fused_prefill(FusedBatch.left_padded(
+        [{"input_ids": r, "fuse_mask": [True] * (len(r) - 1) + [False], "last_len": 1} for r in (ids[0].tolist(),) * 2],
+        0)), max_new_tokens=6, eos_token_id=eos)  # fmt: skip
+    assert rows.shape[1] == gen.index(eos) + 1
+
+
+def test_batched_decode_matches_single_rows(model):
+    tok = model.pair.receiver_tokenizer
+    rows = [
+        model.chat_inputs([{"role": "user", "content": q}])["input_ids"][0].tolist()
+        for q in ("Hi?", CHAT[0]["content"])
+    ]
+    batch = FusedBatch.left_padded(
+        [{"input_ids": r, "fuse_mask": [True] * (len(r) - 1) + [False], "last_len": 1} for r in rows], tok.pad_token_id
+    )
+    new = model.decode(model.fused_prefill(batch), max_new_tokens=4)
+    for i, r in enumerate(rows):
+        one = model.generate(torch.tensor([r]), max_new_tokens=4)
+        assert torch.equal(new[i], one[0, len(r) :])
+
+
+def test_kv_cache_index_must_cover_the_input(model):
+    ids = model.chat_inputs(CHAT)["input_ids"]
+    with pytest.raises(ValueError, match="add up to"):
+        model.forward(ids, kv_cache_index=[torch.tensor([[[1, 0]] * 3]), torch.tensor([[[-1, 0]]])])
+
+
+def test_save_load_round_trip_gives_identical_outputs(model, tmp_path):
+    fuser = model.fuser
+    root = save_fuser(tmp_path / "copy", list(fuser.projectors), fuser.layer_map, fuser.recipe, fuser.init_args)
+    assert load_fuser(root).sha256 == fuser.sha256  # same bytes, same content hash
+    again = C2CModel.from_pretrained("tiny:qwen3", "tiny:qwen2", str(root / "final"))
+    inputs = model.chat_inputs(CHAT)
+    assert torch.equal(again.forward(**inputs).logits, model.forward(**inputs).logits)
+
+
+def test_aligned_pair_generates(model):
+    m = C2CModel.from_pretrained("tiny:qwen3", "tiny:llama", "tiny:qwen3+llama", alignment="longest")
+    inputs = m.chat_inputs(CHAT)
+    assert [int(x[0, 0, 0]) for x in inputs["kv_cache_index"]] == [-1, 1, -1]
+    seq = m.generate(**inputs, max_new_tokens=3)
+    assert seq.shape[1] == inputs["input_ids"].shape[1] + 3
