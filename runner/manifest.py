@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from runner.schema import NAME_PATTERN, Manifest, Problems
+from runner.schema import PATTERN_HELP, Manifest, Problems
 
 _VAR = re.compile(r"\$\{([^}]*)\}")
 _VAR_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
@@ -111,15 +111,20 @@ def read_yaml(path: Path) -> CommentedMap:
     try:
         root = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise ManifestError([f"{path}:{line}: YAML syntax: {exc.problem or exc.context}"]) from None
+        raise ManifestError([f"{path}:{_syntax_line(exc)}: YAML syntax: {exc.problem or exc.context}"]) from None
     except YAMLError as exc:
         raise ManifestError([f"{path}:1: YAML syntax: {str(exc).splitlines()[0]}"]) from None
     if not isinstance(root, CommentedMap):
-        kind = "empty" if root is None else f"a {type(root).__name__}"
+        kind = "empty" if root is None else ("a list" if isinstance(root, list) else f"a single value {root!r}")
         raise ManifestError([f"{path}:1: (top level): the file is {kind}; a manifest is a mapping (schema: 1, ...)"])
     return root
+
+
+def _syntax_line(exc: MarkedYAMLError) -> int:
+    """An unclosed [ or { is reported where it opened, not at the end of the file where it was noticed."""
+    use_context = exc.context_mark is not None and "flow" in str(exc.context)
+    mark = exc.context_mark if use_context or exc.problem_mark is None else exc.problem_mark
+    return mark.line + 1 if mark is not None else 1
 
 
 def validate_document(doc: Document) -> Manifest:
@@ -140,7 +145,7 @@ def format_errors(exc: ValidationError, doc: Document) -> list[str]:
         loc = _clean(err["loc"], doc.data)
         if isinstance(error, Problems):
             for dotted, anchor, message in error.items:
-                where = _parts(anchor) if anchor is not None else loc + _parts(dotted)
+                where = loc + _parts(anchor if anchor is not None else dotted)
                 problems.append(_line(doc, loc + _parts(dotted), where, message))
         else:
             problems.append(_line(doc, loc, loc, _message(err, loc)))
@@ -166,9 +171,11 @@ def _message(err: dict[str, Any], loc: Loc) -> str:
         return f"unknown field ({hint}allowed: {', '.join(allowed)})"
     if kind == "missing":
         return "required field is missing"
+    if kind == "too_short":
+        return f"needs at least {err['ctx']['min_length']} item(s) (found {err['ctx']['actual_length']})"
     value = err.get("input")
-    if kind == "string_pattern_mismatch" and err["ctx"]["pattern"] == NAME_PATTERN:
-        msg = "must be lower-case letters, digits, '_', '.' or '-', starting with a letter or digit"
+    if kind == "string_pattern_mismatch":
+        msg = PATTERN_HELP.get(err["ctx"]["pattern"], msg)
     if kind != "value_error" and isinstance(value, str | int | float | bool | type(None)):
         msg += f" (found: {value!r})"
     return msg
@@ -294,7 +301,7 @@ def _included(path: Path, include: Any, line: int, seen: tuple[Path, ...], probl
         problems.append(f"{path}:{line}: include: no such file {include!r} (relative to {path.parent})")
         return Document({}, [])
     try:
-        return load_document(path.parent / include, seen + (path.resolve(),))
+        return load_document(os.path.normpath(path.parent / include), seen + (path.resolve(),))
     except ManifestError as exc:
         problems.extend(exc.problems)
         return Document({}, [])

@@ -6,11 +6,10 @@ allocators, datasets) are checked through their families, so `runner ls`, the do
 cannot drift. Cross-field rules raise `Problems`, which carries the dotted field each problem is
 about; runner/manifest.py turns that into `file:line: field: message`.
 
-The fuser rule: exactly one of `path` / `hub` / `from_run`. A manifest may leave `fuser:` out when
-  - `kind: train` (training builds the fuser; a given fuser would be the starting point), or
-  - `kind: bench`, or
-  - `kind: eval` and every baseline needs no fuser (`eval.baselines` non-empty and within
-    {receiver, sharer}); such a run evaluates only those baselines, so `kv:` must then be left out.
+Fuser rule: exactly one of `path` / `hub` / `from_run`. `fuser:` may be left out for `kind: train`
+(training builds it; a given fuser is the starting point), for `kind: bench`, and for `kind: eval`
+when every baseline needs no fuser (`eval.baselines` non-empty, within {receiver, sharer}): such a run
+evaluates only those baselines, so `kv:` must then be left out too.
 """
 
 from __future__ import annotations
@@ -31,14 +30,23 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
 from qc2c.eval.datasets import DATASETS
 from qc2c.kv.budget import ALLOCATORS
 from qc2c.kv.quant import SCHEMES
 from qc2c.kv.selection import SELECTORS
-
 from qc2c.plugins import Plugins
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
+PATTERN_HELP = {  # what each pattern allows, in words, for error messages
+    NAME_PATTERN: "must be lower-case letters, digits, '_', '.' or '-', starting with a letter or digit",
+    DEVICE_PATTERN: "allowed: auto, cpu, cuda, cuda:N",
+    SHA256_PATTERN: "must be 64 lower-case hex digits (sha256sum of the checkpoint content)",
+    REPO_PATTERN: "must be a Hugging Face repo id 'owner/name'",
+}
 FORMAT_VERSION = 1
 NO_FUSER_BASELINES = frozenset({"receiver", "sharer"})
 
@@ -60,9 +68,7 @@ def _parse_layers(value: object) -> tuple[int, ...]:
     if isinstance(value, str):
         match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
         if not match:
-            raise ValueError(
-                f"layer range {value!r} is malformed (allowed: 'A-B' inclusive with 0 <= A <= B, or a list)"
-            )
+            raise ValueError(f"layer range {value!r} is malformed (allowed: 'A-B', inclusive, or a list)")
         first, last = int(match[1]), int(match[2])
         if first > last:
             raise ValueError(f"layer range {value!r} is reversed (write '{last}-{first}')")
@@ -86,9 +92,7 @@ def _parse_limit(value: object) -> int | tuple[int, int] | None:
         start, end = value
         if all(isinstance(v, int) and not isinstance(v, bool) for v in value) and 0 <= start < end:
             return (start, end)
-    raise ValueError(
-        f"limit {value!r} is not allowed (allowed: null, a positive N, or [start, end) with 0 <= start < end)"
-    )
+    raise ValueError(f"limit {value!r} is not allowed (allowed: null, N > 0, or [start, end) with start < end)")
 
 
 Fraction = Annotated[float, Strict(), Field(gt=0, le=1)]
@@ -100,8 +104,8 @@ NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
 StrictBool = Annotated[bool, Strict()]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 RunName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-HubRepo = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
+HubRepo = Annotated[str, StringConstraints(pattern=REPO_PATTERN)]
 LayerRange = Annotated[tuple[int, ...], BeforeValidator(_parse_layers)]
 Limit = Annotated[int | tuple[int, int] | None, BeforeValidator(_parse_limit)]
 Axis = Literal["token", "channel", "head", "layer", "tensor"]
@@ -226,9 +230,10 @@ class Selection(Section):
         problems = []
         if self.method == "all" and self.keep != 1.0:
             problems.append(("keep", None, "method 'all' sends every token (allowed: keep 1.0, or choose a selector)"))
-        if "knorm_sign" in self.model_fields_set and self.method != "knorm":
+        # unused settings must keep their defaults: never silently ignored, and one run key per meaning
+        if self.knorm_sign != "low" and self.method != "knorm":
             problems.append(("knorm_sign", None, f"only used by method 'knorm' (method is {self.method!r})"))
-        if "window" in self.model_fields_set and self.method != "attention":
+        if self.window != 8 and self.method != "attention":
             problems.append(("window", None, f"only used by method 'attention' (method is {self.method!r})"))
         if problems:
             raise Problems(problems)
@@ -262,7 +267,7 @@ class Eval(Section):
 
     @model_validator(mode="after")
     def _generate_only(self) -> Eval:
-        if "max_new_tokens" in self.model_fields_set and self.protocol != "generate":
+        if self.max_new_tokens != 64 and self.protocol != "generate":  # unused: must keep its default
             raise Problems([("max_new_tokens", None, "only used by protocol 'generate' (protocol is 'logits')")])
         return self
 
@@ -324,7 +329,7 @@ class Train(Section):
 
 
 class Runtime(Section):
-    device: Annotated[str, StringConstraints(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")] = "auto"
+    device: Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)] = "auto"
     dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
     seed: NonNegativeInt = 0
     container: Literal["auto", "docker", "native"] = "auto"
@@ -377,9 +382,8 @@ def _kind_problems(m: Manifest) -> list[tuple[str, str | None, str]]:
     if m.kind != "train" and m.train is not None:
         problems.append(("train", None, f"only allowed with kind: train (kind is {m.kind!r})"))
     if m.kind == "train" and m.eval is not None:
-        problems.append(
-            ("eval", None, "not allowed with kind: train (evaluate with a kind: eval manifest using fuser.from_run)")
-        )
+        why = "not allowed with kind: train (evaluate with a kind: eval manifest whose fuser is from_run)"
+        problems.append(("eval", None, why))
     return problems
 
 
@@ -387,14 +391,8 @@ def _fuser_problems(m: Manifest) -> list[tuple[str, str | None, str]]:
     if m.fuser is not None or m.kind != "eval" or m.eval is None:
         return []
     if not m.eval.baselines or not set(m.eval.baselines) <= NO_FUSER_BASELINES:
-        return [
-            (
-                "fuser",
-                "kind",
-                "required for kind: eval (allowed without a fuser only when eval.baselines are all "
-                "in [receiver, sharer]; then only those baselines run)",
-            )
-        ]
+        why = "required for kind: eval (only a run whose eval.baselines are all in [receiver, sharer] needs none)"
+        return [("fuser", "kind", why)]
     if "kv" in m.model_fields_set:
         return [("kv", None, "set without a fuser: only the receiver/sharer baselines run, so kv would be unused")]
     return []

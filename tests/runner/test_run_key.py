@@ -1,0 +1,73 @@
+"""The run key: a hash of the semantic manifest, blind to comments, names, descriptions and spelling.
+
+python -m pytest tests/runner/test_run_key.py -q
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from runner.manifest import load_manifest
+
+TEXT = """schema: 1
+name: t_key
+milestone: m2
+description: first wording
+pair: {receiver: tiny:qwen3, sharer: tiny:qwen2}
+fuser: {path: "tiny:qwen3+qwen2"}
+kv:
+  quant: {scheme: int4}
+  precision:
+    overrides:
+      - {layers: "2-3", scheme: fp16}
+eval: {datasets: [mini]}
+"""
+
+
+def key(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    return load_manifest(path).run_key()
+
+
+def test_run_key_is_sha256_of_canonical_json_without_labels(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(TEXT)
+    m = load_manifest(path)
+    data = m.model_dump(mode="json", by_alias=True)
+    for label in ("name", "description", "milestone"):
+        del data[label]
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    assert m.run_key() == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_comments_layout_and_labels_do_not_change_the_key(tmp_path):
+    reference = key(tmp_path, TEXT)
+    relabelled = TEXT.replace("t_key", "t_other").replace("first wording", "second").replace("m2", "custom")
+    commented = "# a header\n" + TEXT.replace("{scheme: int4}", "\n    scheme: int4   # why\n")
+    assert key(tmp_path, relabelled) == reference
+    assert key(tmp_path, commented) == reference
+
+
+def test_defaults_written_out_and_layer_spelling_do_not_change_the_key(tmp_path):
+    reference = key(tmp_path, TEXT)
+    explicit = TEXT.replace("{scheme: int4}", "{scheme: int4, symmetric: false, group_size: 64}").replace(
+        '"2-3"', "[2, 3]"
+    )
+    assert key(tmp_path, explicit + "runtime: {seed: 0, dtype: bfloat16}\n") == reference
+
+
+def test_every_semantic_change_changes_the_key(tmp_path):
+    reference = key(tmp_path, TEXT)
+    changes = [
+        ("scheme: int4", "scheme: int8"),
+        ('"2-3"', '"2-4"'),
+        ("[mini]", "[mini, openbookqa]"),
+        ("tiny:qwen2}", "tiny:qwen2, sharer_revision: v2}"),
+        ('"tiny:qwen3+qwen2"', '"tiny:qwen3+llama"'),
+    ]
+    keys = {key(tmp_path, TEXT.replace(old, new)) for old, new in changes}
+    keys.add(key(tmp_path, TEXT + "runtime: {seed: 1}\n"))
+    assert reference not in keys and len(keys) == len(changes) + 1
