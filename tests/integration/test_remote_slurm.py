@@ -1,0 +1,144 @@
+"""Slurm path against a real one-node Slurm (munge + slurmctld + slurmd on loopback) reached through a real
+sshd: sync → launch (sbatch array) → status → pull; USR1 requeue resumes the same run; status after squeue
+forgets the job (no slurmdbd here, so sacct fails too and the job's own files decide).
+
+Run: .venv/bin/python -m pytest tests/integration/test_remote_slurm.py -q   (root; slurm-wlm munge openssh-server)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from remote import ledger, tasks
+from remote.__main__ import main
+from remote.connect import connect
+from remote.planning import PlannedTask
+from remote.targets import Target
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "remote"))
+from infra import slurm as slurm_infra  # noqa: E402
+from infra import sshd as sshd_infra  # noqa: E402
+from infra import wait_until  # noqa: E402
+from standin_runner import run_dir_of  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+WHY = sshd_infra.unavailable() or slurm_infra.unavailable()
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(WHY), reason=f"slurm tier: {WHY}")]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with slurm_infra.SlurmCluster(tmp_path_factory.mktemp("slurm")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def far(tmp_path_factory, cluster) -> dict:
+    root = tmp_path_factory.mktemp("far")
+    env_file = root / "qc2c.env"
+    env_file.write_text(f"export SLURM_CONF={cluster.conf}\n")
+    with sshd_infra.SshDaemon(tmp_path_factory.mktemp("sshd")) as sshd:
+        fields = sshd.target_fields() | {
+            "kind": "slurm", "workdir": str(root / "qc2c"), "env_file": str(env_file), "venv": str(REPO / ".venv"),
+            "run_command": ["python", "tests/remote/standin_runner.py"],
+            "slurm": {"partition": cluster.partition, "cpus": 1, "mem": "500M", "time": "00:10:00"},
+        }  # fmt: skip
+        local = tmp_path_factory.mktemp("local")
+        targets = local / "targets.yaml"
+        YAML().dump({"targets": {"hpc": fields}}, targets.open("w"))
+        common = ["--targets", str(targets), "--ledger", str(local / "runs" / "remote_jobs.json")]
+        assert main([*common, "--repo", str(REPO), "sync", "hpc"]) == 0
+        yield {"target": Target.model_validate({**fields, "name": "hpc"}), "local": local, "common": common}
+
+
+def launch_standin(far: dict, tmp_path: Path, *specs: dict) -> ledger.LedgerEntry:
+    texts = [json.dumps({"name": f"s{i}", "milestone": "remote_test", "standin": s}) for i, s in enumerate(specs)]
+    planned = [PlannedTask(t, run_dir_of(json.loads(t))[0].as_posix()) for t in texts]
+    manifest = tmp_path / "standin.yaml"
+    manifest.write_text(texts[0])
+    return tasks.launch(
+        far["target"], manifest, is_sweep=len(specs) > 1, ledger_path=far["local"] / "runs" / "remote_jobs.json",
+        planner=lambda _m, _s: planned,
+    )  # fmt: skip
+
+
+def wait_state(far: dict, entry: ledger.LedgerEntry, predicate, timeout_s: float = 60):
+    conn = connect(far["target"])
+    seen = {}
+
+    def reached() -> bool:
+        seen["status"] = tasks.job_status(conn, far["target"], entry)
+        return predicate(seen["status"])
+
+    wait_until(reached, timeout_s, f"job {entry.name} ({seen.get('status')})", 0.3)
+    return seen["status"]
+
+
+def squeue(cluster, job_id: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-r", "-j", job_id, "-o", "%i|%T"], capture_output=True, text=True, env=cluster.env
+    ).stdout.strip()
+
+
+def test_launch_status_pull_and_status_after_job_left_squeue(far, cluster, tmp_path, capsys):
+    entry = launch_standin(far, tmp_path, {"n_samples": 3, "sleep_s": 0.2})
+    assert entry.handle.isdigit() and entry.kind == "slurm"
+    status = wait_state(far, entry, lambda s: s.state in ("done", "failed"))
+    assert status.state == "done" and (status.tasks[0].n_done, status.tasks[0].n_total) == (3, 3), status
+    script = (Path(entry.job_dir) / "job.sbatch").read_text()
+    assert "#SBATCH --requeue" in script and "#SBATCH --array=0-0" in script
+    assert main([*far["common"], "--repo", str(far["local"]), "pull", "hpc", "--job", entry.name]) == 0
+    assert (far["local"] / entry.run_dirs[0] / "results" / "mini.json").is_file()
+    # MinJobAge=5: the job leaves squeue; sacct has no database here; the job's own files decide
+    wait_until(lambda: squeue(cluster, entry.handle) == "", 30, "job to leave squeue", 0.5)
+    status = wait_state(far, entry, lambda s: True)
+    assert status.state == "done" and status.tasks[0].scheduler is None
+    capsys.readouterr()
+    assert main([*far["common"], "status", "hpc", "--job", entry.name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["state"] == "done"
+
+
+def test_failing_job_reports_failed_whatever_slurm_says(far, tmp_path):
+    entry = launch_standin(far, tmp_path, {"n_samples": 3, "sleep_s": 0.05, "fail_at": 1})
+    status = wait_state(far, entry, lambda s: s.state in ("done", "failed"))
+    assert status.state == "failed" and status.tasks[0].reason == "runner exited 1", status
+
+
+def test_sweep_is_one_job_array(far, tmp_path):
+    entry = launch_standin(far, tmp_path, {"n_samples": 2, "sleep_s": 0.05}, {"n_samples": 3, "sleep_s": 0.05})
+    status = wait_state(far, entry, lambda s: s.state in ("done", "failed"))
+    assert [t.state for t in status.tasks] == ["done", "done"], status
+    assert [t.n_total for t in status.tasks] == [2, 3]
+    assert len(set(entry.run_dirs)) == 2 and len(list(Path(entry.job_dir).glob("slurm-*_*.out"))) == 2
+
+
+def test_usr1_requeues_and_resumes_the_same_run_without_duplicates(far, cluster, tmp_path):
+    entry = launch_standin(far, tmp_path, {"n_samples": 25, "sleep_s": 0.1})
+    wait_state(far, entry, lambda s: s.state == "running" and (s.tasks[0].n_done or 0) >= 3)
+    # what --signal=B:USR1@120 does before the time limit, delivered now
+    subprocess.run(["scancel", "--batch", "--signal=USR1", entry.handle], check=True, env=cluster.env)
+    status = wait_state(far, entry, lambda s: s.state == "pending", 30)
+    assert status.tasks[0].run_state == "preempted" and 3 <= status.tasks[0].n_done < 25
+    # a requeued job waits ~120 s (BeginTime); start it now to keep the test fast
+    subprocess.run(["scontrol", "update", f"JobId={entry.handle}_0", "StartTime=now"], check=True, env=cluster.env)
+    status = wait_state(far, entry, lambda s: s.state in ("done", "failed"), 60)
+    assert status.state == "done", status
+    ids = [
+        json.loads(line)["id"]
+        for line in (Path(far["target"].workdir) / entry.run_dirs[0] / "progress" / "mini.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    assert ids == [f"mini-{i}" for i in range(25)], "every sample exactly once, in order, across the requeue"
+    log = next(Path(entry.job_dir).glob("slurm-*_0.out")).read_text()
+    assert "restart 0" in log and "restart 1" in log and "requeueing" in log, log
+    starts = [int(n) for n in re.findall(r"standin: resuming at (\d+)/25", log)]
+    assert len(starts) == 2 and starts[0] == 0 and starts[1] >= 3, log
