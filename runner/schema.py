@@ -393,6 +393,6 @@ def _fuser_problems(m: Manifest) -> list[tuple[str, str | None, str]]:
     if not m.eval.baselines or not set(m.eval.baselines) <= NO_FUSER_BASELINES:
         why = "required for kind: eval (only a run whose eval.baselines are all in [receiver, sharer] needs none)"
         return [("fuser", "kind", why)]
-    if "kv" in m.model_fields_set:
+    if m.kv != KV():  # unused without a fuser: must keep its defaults
         return [("kv", None, "set without a fuser: only the receiver/sharer baselines run, so kv would be unused")]
     return []
