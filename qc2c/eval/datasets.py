@@ -98,7 +98,7 @@ class MCSource(ABC):
             if len(self.hub_configs) > 1:
                 where += f" ({len({r.config for r in rows})} of {len(self.hub_configs)} configs present)"
             return rows, where
-        return _hub_rows(self.name, self.hub_id, self.hub_configs, split), f"source: hub {self.hub_id} (HF cache)"
+        return hub_rows(self.name, self.hub_id, self.hub_configs, split), f"source: hub {self.hub_id} (HF cache)"
 
     @abstractmethod
     def convert(self, rows: list[Row]) -> tuple[list[MCItem], list[str]]:
@@ -265,7 +265,8 @@ def _file_rows(path: Path, config: str | None, offset: int = 0) -> list[Row]:
     return [Row(f"{path}{sep}{i + 1}", config, offset + i, dict(rec)) for i, rec in enumerate(table)]
 
 
-def _hub_rows(name: str, hub_id: str, configs: tuple[str | None, ...], split: str) -> list[Row]:
+def hub_rows(name: str, hub_id: str, configs: tuple[str | None, ...], split: str) -> list[Row]:
+    """Rows of every config from the HF cache, downloading when the hub is reachable (used by qc2c.prefetch)."""
     rows: list[Row] = []
     for config in configs:
         try:
