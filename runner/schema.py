@@ -9,7 +9,9 @@ about; runner/manifest.py turns that into `file:line: field: message`.
 Fuser rule: exactly one of `path` / `hub` / `from_run`. `fuser:` may be left out for `kind: train`
 (training builds it; a given fuser is the starting point), for `kind: bench`, and for `kind: eval`
 when every baseline needs no fuser (`eval.baselines` non-empty, within {receiver, sharer}): such a run
-evaluates only those baselines, so `kv:` must then be left out too.
+evaluates only those baselines, so `kv:` must keep its defaults. Likewise a setting the chosen method
+does not use (`window`, `knorm_sign`, `max_new_tokens`) must keep its default: never silently ignored,
+and one run key per meaning.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ python -m pytest tests/runner/test_shipped_manifests.py -q
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -111,3 +112,17 @@ def test_json_dump_of_every_manifest_validates_to_the_same_manifest_and_key(path
     for m in expand_file(path):
         again = Manifest.model_validate(m.model_dump(mode="json", by_alias=True))
         assert again == m and again.run_key() == m.run_key()
+
+
+def test_ls_runs_lists_registry_entries(tmp_path, capsys):
+    key = "ab" * 32
+    entry = {"status": "complete", "run_dir": "runs/smoke/smoke-abababab", "manifest": "smoke"}
+    (tmp_path / "registry.json").write_text(json.dumps({key: entry}))
+    assert main(["ls", "runs", "--runs-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "ababababab\tcomplete\tsmoke\truns/smoke/smoke-abababab\n"
+
+
+def test_ls_runs_refuses_a_broken_registry(tmp_path, capsys):
+    (tmp_path / "registry.json").write_text("{not json")
+    assert main(["ls", "runs", "--runs-dir", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'registry.json'}:1: registry is not valid JSON" in capsys.readouterr().err
