@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SECRET_NAME = re.compile(r"(^HF_TOKEN$|TOKEN$|KEY$|SECRET$|PASSWORD$)", re.IGNORECASE)
+SECRET_NAME = re.compile(r"(^HF_TOKEN$|TOKEN$|KEY$|SECRET$|PASSWORD$)", re.IGNORECASE)  # environment names
+SECRET_FIELD = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD)$")  # upper-case (env-style) names inside documents
 REDACTED = "[redacted]"
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "safetensors", "huggingface-hub", "pydantic", "qc2c")
 MIN_SECRET_LEN = 4  # shorter values ("1", "on") would redact ordinary text without protecting anything
@@ -34,7 +35,8 @@ def secret_values(environ: dict[str, str] | None = None) -> list[str]:
 def redact(obj: Any, secrets: list[str] | None = None) -> Any:
     """`obj` (str / dict / list / scalar) with every secret value replaced by "[redacted]", recursively.
 
-    Keys whose name looks secret get their value redacted whatever it is.
+    Keys written like secret environment variables (upper case, e.g. "HF_TOKEN", "AWS_SECRET") get their
+    value redacted whatever it is; ordinary lower-case fields such as "run_key" are left alone.
     """
     secrets = secret_values() if secrets is None else secrets
     if isinstance(obj, str):
@@ -43,7 +45,7 @@ def redact(obj: Any, secrets: list[str] | None = None) -> Any:
         return obj
     if isinstance(obj, dict):
         return {
-            redact(k, secrets): (REDACTED if isinstance(k, str) and SECRET_NAME.search(k) else redact(v, secrets))
+            redact(k, secrets): (REDACTED if isinstance(k, str) and SECRET_FIELD.search(k) else redact(v, secrets))
             for k, v in obj.items()
         }
     if isinstance(obj, list | tuple):

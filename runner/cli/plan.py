@@ -1,0 +1,76 @@
+"""`python -m runner plan MANIFEST`: a dry run — run key, run folder, registry decision, fuser resolution
+and preflight (the pair and the fuser are loaded and checked against each other; nothing is scored or written).
+
+Exit codes: 0 the run can start (or is complete); 1 a preflight problem; 2 a bad manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from runner.exitcodes import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED
+
+EPILOG = """examples:
+  python -m runner plan manifests/smoke.yaml
+  python -m runner plan manifests/m7_align1.yaml --json      # {"run_key", "run_dir", "decision", "problems"}
+  python -m runner plan manifests/smoke.yaml --no-preflight  # do not load models
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="dry run: run key, run folder, registry decision, preflight",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("manifest", type=Path, metavar="MANIFEST")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per manifest")
+    parser.add_argument("--no-preflight", action="store_true", help="skip loading the pair and the fuser")
+    parser.add_argument("--runs-dir", type=Path, default=None)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from runner.cli.run import load_manifests
+    from runner.manifest import ManifestError
+    from runner.plan import make_plan
+
+    try:
+        manifests = load_manifests(args.manifest)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    worst = EXIT_OK
+    for manifest in manifests:
+        plan = make_plan(manifest, source=args.manifest, runs_dir=args.runs_dir)
+        if not plan.problems and not args.no_preflight and plan.decision != "skip" and manifest.kind == "eval":
+            plan.problems += preflight_problems(plan)
+        if args.json:
+            print(json.dumps(plan.to_json(), sort_keys=True))
+        else:
+            print(
+                f"{manifest.name}: run_key {plan.run_key}\n  run folder: {plan.run_dir}\n"
+                f"  decision:   {plan.decision} ({plan.reason})\n  settings:   {', '.join(plan.settings)}\n"
+                f"  fuser:      {plan.fuser_source or '-'}"
+            )
+            for problem in plan.problems:
+                print(f"{args.manifest}: {problem}", file=sys.stderr)
+        if plan.problems:
+            worst = EXIT_RUN_FAILED
+    return worst
+
+
+def preflight_problems(plan) -> list[str]:
+    from runner.session import load_session
+
+    try:
+        load_session(plan.manifest, plan.fuser_ref, plan.settings)
+    except Exception as exc:  # noqa: BLE001 - every load failure is a preflight problem, one line each
+        return list(getattr(exc, "problems", None) or [f"preflight: {type(exc).__name__}: {exc}"])
+    return []

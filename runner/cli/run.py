@@ -1,0 +1,132 @@
+"""`python -m runner run MANIFEST`: validate → plan → preflight → container decision → execute → results.
+
+A sweep file runs every expanded manifest in turn (complete ones are skipped) and prints one summary table.
+Exit codes (runner/exitcodes.py): 0 complete (or already complete); 1 the run failed (sample errors above
+runtime.max_sample_errors, preflight refusal such as a model missing from an offline HF cache or a fuser
+that does not fit the pair, a from_run without a complete run); 2 bad manifest or arguments;
+75 preempted by SIGTERM / SIGINT / SIGUSR1 (progress flushed; run the same command again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from runner.exitcodes import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
+
+EPILOG = """examples:
+  python -m runner run manifests/smoke.yaml                  # make run
+  python -m runner run manifests/m2_int4.yaml --container native
+  python -m runner run manifests/sweeps/m2_schemes.yaml      # every member; complete ones are skipped
+  QC2C_RUNS_DIR=/scratch/runs python -m runner run manifests/smoke.yaml
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a manifest or a sweep (resumes partial runs, skips complete ones)",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("manifest", type=Path, metavar="MANIFEST", help="manifest or sweep YAML file")
+    parser.add_argument(
+        "--container",
+        choices=("auto", "docker", "native"),
+        default=None,
+        help="where to execute (default: the manifest's runtime.container)",
+    )
+    parser.add_argument("--runs-dir", type=Path, default=None, help="runs folder (default: runs/ or $QC2C_RUNS_DIR)")
+    parser.set_defaults(func=run)
+
+
+def load_manifests(path: Path) -> list[Any]:
+    """Every manifest `path` holds (one, or a sweep's expansion); ManifestError on any problem."""
+    from runner.sweep import expand_file
+
+    if not path.is_file():
+        from runner.manifest import ManifestError
+
+        raise ManifestError([f"{path}:1: (file): no such manifest file"])
+    return expand_file(path)
+
+
+def container_decision(requested: str) -> tuple[str, str]:
+    """(runtime, reason) from runner.container when it exists; native otherwise (said in the log)."""
+    if os.environ.get("QC2C_IN_CONTAINER") == "1":
+        return "native", "already inside the qc2c container (QC2C_IN_CONTAINER=1)"
+    try:
+        from runner.container import choose_runtime
+    except ImportError:
+        if requested == "docker":
+            return "error", "container: docker requested but this checkout has no container support"
+        return "native", "container support not available in this checkout: running natively"
+    decision = choose_runtime(requested)
+    return decision.runtime, decision.reason
+
+
+def run(args: argparse.Namespace) -> int:
+    from runner.manifest import ManifestError
+
+    try:
+        manifests = load_manifests(args.manifest)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    requested = args.container or manifests[0].runtime.container
+    runtime, reason = container_decision(requested)
+    if runtime == "error":
+        print(reason, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"runtime: {runtime} ({reason})", file=sys.stderr)
+    if runtime == "docker":
+        from runner.container import run_in_container
+
+        argv = ["run", str(args.manifest), "--container", "native"]
+        return run_in_container(args.manifest, argv)
+    return run_native(
+        args.manifest, manifests, runs_dir=args.runs_dir, container={"runtime": runtime, "reason": reason}
+    )
+
+
+def run_native(source: Path, manifests: list[Any], *, runs_dir: Path | None, container: dict[str, Any]) -> int:
+    from runner.execute import run_plan
+    from runner.plan import make_plan
+    from runner.progress_ui import ProgressUI, print_table, results_table, sweep_table
+    from runner.summarize import read_results
+
+    rows, all_results, worst = [], [], EXIT_OK
+    for manifest in manifests:
+        plan = make_plan(manifest, source=source if len(manifests) == 1 else None, runs_dir=runs_dir)
+        row = {"name": manifest.name, "decision": plan.decision, "run_dir": str(plan.run_dir), "exit": EXIT_OK}
+        rows.append(row)
+        print(f"{manifest.name}: {plan.decision} ({plan.reason}) -> {plan.run_dir}", file=sys.stderr)
+        if plan.problems:
+            for problem in plan.problems:
+                print(f"{source}: {problem}", file=sys.stderr)
+            row["exit"] = EXIT_RUN_FAILED
+        elif plan.decision == "busy":
+            print(f"{plan.run_dir}: already running ({plan.reason}); not started twice", file=sys.stderr)
+            row["exit"] = EXIT_RUN_FAILED
+        elif plan.decision != "skip":
+            row["exit"] = run_plan(plan, container=container, ui=ProgressUI())
+            if row["exit"] == EXIT_RUN_FAILED:
+                print(f"{plan.run_dir}: run failed: see {plan.run_dir / 'logs' / 'run.log'}", file=sys.stderr)
+        if row["exit"] == EXIT_OK:
+            results = read_results(plan.run_dir)
+            all_results += results
+            acc = [r.settings["compressed"].accuracy for r in results if "compressed" in r.settings]
+            row["accuracy"] = ", ".join(f"{a:.3f}" for a in acc) or "-"
+        if row["exit"] == EXIT_PREEMPTED:
+            return EXIT_PREEMPTED  # the job is being stopped: do not start the next sweep member
+        worst = max(worst, row["exit"])
+    if all_results:
+        print_table(results_table(f"results ({source})", all_results))
+    if len(manifests) > 1:
+        print_table(sweep_table(rows))
+    return worst

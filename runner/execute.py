@@ -1,0 +1,198 @@
+"""Execute a planned run: run folder → load → score every dataset in batches → results → registry.
+
+Durability: each batch's records are appended and fsync'd before the next batch starts, so a SIGKILL loses
+at most the batch in flight and a re-run resumes from the progress files (no sample scored twice, none
+lost). SIGTERM / SIGINT / SIGUSR1 only set a flag; the loop stops after the current batch is on disk,
+marks status.json "preempted" and returns EXIT_PREEMPTED (75), which Slurm's requeue path checks.
+Per-sample exceptions are recorded in the progress line; more than runtime.max_sample_errors fails the run.
+A run that scored nothing is never complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from runner import fsio
+from runner.exitcodes import EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
+from runner.plan import Plan
+from runner.provenance import collect, redact, secret_values
+from runner.records import ProgressLog
+from runner.registry import Registry, now_iso
+from runner.status import StatusFile
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HEARTBEAT_S = 30.0
+
+
+class Preempted(Exception):
+    """A stop signal arrived; progress up to the last batch is on disk."""
+
+
+class RunFailed(Exception):
+    """The run cannot complete (too many sample errors, nothing scored, preflight refusal)."""
+
+
+class StopFlag:
+    """Set by SIGTERM / SIGINT / SIGUSR1; checked between batches."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in self.SIGNALS:
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signal = signum
+
+    def check(self) -> None:
+        if self.signal is not None:
+            raise Preempted(f"received {signal.Signals(self.signal).name}")
+
+
+class RedactingFilter(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets = secret_values()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), self.secrets)
+        record.args = ()
+        return True
+
+
+def open_log(run_dir: Path, *, echo: bool = True) -> logging.Logger:
+    """logs/run.log (appended across resumes) and, when `echo`, the same lines on stderr; secrets redacted."""
+    log = logging.getLogger(f"qc2c.run.{run_dir}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "logs" / "run.log", encoding="utf-8")]
+    if echo:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    handlers[0].setLevel(logging.DEBUG)
+    for handler in handlers[1:]:
+        handler.setLevel(logging.INFO)
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+        handler.addFilter(RedactingFilter())
+        log.addHandler(handler)
+    return log
+
+
+def prepare_run_dir(plan: Plan) -> None:
+    """A re-run of an invalid/failed run moves the old folder aside (never deletes results)."""
+    if plan.decision == "rerun" and plan.run_dir.exists():
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        aside = plan.run_dir.parent / ".superseded" / f"{plan.run_tag}-{stamp}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(plan.run_dir), str(aside))
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_manifest_yaml(plan: Plan) -> None:
+    """manifest.yaml: the resolved manifest (defaults filled, ${VAR} expanded), dumped with ruamel."""
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    data = redact(plan.manifest.model_dump(mode="json", by_alias=True))
+    doc = CommentedMap(data)
+    source = plan.source or "(sweep member)"
+    doc.yaml_set_start_comment(f"resolved manifest of run {plan.run_tag}\nsource: {source}\nrun_key: {plan.run_key}")
+    buf = io.StringIO()
+    yaml = YAML(typ="rt")
+    yaml.default_flow_style = False
+    yaml.dump(doc, buf)
+    fsio.atomic_write(plan.run_dir / "manifest.yaml", buf.getvalue())
+
+
+def run_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Any = None) -> int:
+    """Execute `plan` (decision new / resume / rerun); returns an exit code from runner.exitcodes."""
+    prepare_run_dir(plan)
+    log = open_log(plan.run_dir, echo=ui is None or not getattr(ui, "live", False))
+    registry = Registry(plan.runs_dir)
+    status = StatusFile(plan.run_dir, plan.run_key)
+    stop = StopFlag()
+    stop.install()
+    m = plan.manifest
+    registry.set_status(plan.run_key, "running", run_dir=str(plan.run_dir), manifest=m.name, reason=None)
+    log.info("run %s (%s): decision %s: %s", plan.run_tag, plan.run_key, plan.decision, plan.reason)
+    try:
+        write_manifest_yaml(plan)
+        status.write("running")
+        from runner.session import load_session
+
+        t0 = time.monotonic()
+        session = load_session(m, plan.fuser_ref, plan.settings)
+        log.info(
+            "loaded pair and fuser on %s in %.1f s; settings: %s",
+            session.device,
+            time.monotonic() - t0,
+            ", ".join(plan.settings),
+        )
+        stop.check()
+        from runner.scoring_loop import score_datasets
+
+        datasets_info = score_datasets(plan, session, status=status, registry=registry, stop=stop, log=log, ui=ui)
+        provenance = collect(
+            repo=REPO_ROOT,
+            device=session.device,
+            run_key=plan.run_key,
+            models=session.info["models"],
+            fuser=session.info.get("fuser"),
+            datasets=datasets_info,
+            container=container,
+        )
+        fsio.atomic_write_json(plan.run_dir / "provenance.json", provenance)
+        from runner.summarize import write_results
+
+        write_results(plan, session, datasets_info, provenance, log=log)
+    except Preempted as exc:
+        log.warning("preempted (%s): progress is on disk; re-run the same manifest to resume", exc)
+        status.write("preempted", exit_code=EXIT_PREEMPTED, reason=str(exc))
+        return EXIT_PREEMPTED
+    except RunFailed as exc:
+        return _fail(plan, registry, status, log, str(exc))
+    except Exception as exc:  # noqa: BLE001 - logged with traceback, one line on stderr, run marked failed
+        (plan.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        log.debug("traceback:\n%s", traceback.format_exc())
+        problems = getattr(exc, "problems", None)
+        return _fail(plan, registry, status, log, "; ".join(problems) if problems else f"{type(exc).__name__}: {exc}")
+    finally:
+        stop.restore()
+    status.write("complete", exit_code=EXIT_OK)
+    registry.set_status(plan.run_key, "complete", run_dir=str(plan.run_dir), manifest=m.name, completed=now_iso())
+    log.info("complete: %s", plan.run_dir)
+    return EXIT_OK
+
+
+def _fail(plan: Plan, registry: Registry, status: StatusFile, log: logging.Logger, reason: str) -> int:
+    log.error("run failed: %s", reason)
+    status.write("failed", exit_code=EXIT_RUN_FAILED, reason=reason)
+    registry.set_status(
+        plan.run_key, "failed", run_dir=str(plan.run_dir), manifest=plan.manifest.name, reason=redact(reason)
+    )
+    return EXIT_RUN_FAILED
+
+
+def progress_log(plan: Plan, dataset: str) -> ProgressLog:
+    return ProgressLog(plan.run_dir / "progress" / f"{dataset}.jsonl")

@@ -1,0 +1,129 @@
+"""Plan a run: run key, run folder, registry decision, fuser resolution and preflight — before any model runs.
+
+Decisions (registry entry / run folder → what `runner run` does):
+  complete                      → skip      (never re-run, never downgraded)
+  running, process alive        → busy      (refused: another process owns the run folder)
+  invalid or failed             → rerun     (the old folder is moved to runs/<milestone>/.superseded/)
+  progress files present        → resume    (a killed or preempted run; samples done are not scored again)
+  nothing                       → new
+The run tag `<name>-<run_key[:10]>` depends only on the manifest, so a requeued job finds its folder again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.registry import Entry, Registry
+
+DECISIONS = ("new", "resume", "skip", "rerun", "busy")
+
+
+class PlanError(ValueError):
+    """A plan-time refusal (missing fuser, from_run without a complete run, ...); `.problems` lists them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class Plan:
+    manifest: Any  # runner.schema.Manifest
+    source: Path | None  # the manifest file (None for a sweep member)
+    runs_dir: Path
+    run_key: str
+    run_tag: str
+    run_dir: Path
+    decision: str
+    reason: str
+    entry: Entry | None
+    fuser_ref: str | dict[str, Any] | None = None
+    fuser_source: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self) -> list[str]:
+        """The settings this run scores: the compressed message path (when a fuser is given) + baselines."""
+        baselines = list(self.manifest.eval.baselines) if self.manifest.eval else []
+        return (["compressed"] if self.manifest.fuser is not None else []) + baselines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_key": self.run_key,
+            "run_dir": str(self.run_dir),
+            "run_tag": self.run_tag,
+            "decision": self.decision,
+            "reason": self.reason,
+            "settings": self.settings,
+            "fuser": self.fuser_source,
+            "problems": self.problems,
+        }
+
+
+def default_runs_dir() -> Path:
+    """runs/ in the working directory, or $QC2C_RUNS_DIR (where results go; never changes a result)."""
+    return Path(os.environ.get("QC2C_RUNS_DIR", "runs"))
+
+
+def has_progress(run_dir: Path) -> bool:
+    progress = run_dir / "progress"
+    return progress.is_dir() and any(p.stat().st_size > 0 for p in progress.glob("*.jsonl"))
+
+
+def decide(entry: Entry | None, run_dir: Path) -> tuple[str, str]:
+    if entry is not None and entry.status == "complete":
+        return "skip", f"complete since {entry.updated} ({entry.run_dir})"
+    if entry is not None and entry.is_live():
+        return "busy", f"running as pid {entry.pid} on {entry.host} (heartbeat {entry.heartbeat})"
+    if entry is not None and entry.status in ("invalid", "failed"):
+        why = f": {entry.reason}" if entry.reason else ""
+        return "rerun", f"registry says {entry.status}{why}"
+    if has_progress(run_dir):
+        return "resume", f"progress found in {run_dir / 'progress'}"
+    return "new", "no registry entry and no progress"
+
+
+def resolve_fuser(manifest: Any, registry: Registry) -> tuple[str | dict[str, Any] | None, str | None]:
+    """The fuser reference `qc2c.fuser.checkpoint.load_fuser` takes (path, "tiny:a+b" or a hub dict) and a
+    human-readable source. `from_run: NAME` becomes the final/ of NAME's latest complete run."""
+    fuser = manifest.fuser
+    if fuser is None:
+        return None, None
+    if fuser.path is not None:
+        return fuser.path, fuser.path
+    if fuser.hub is not None:
+        hub = fuser.hub.model_dump(mode="json")
+        return hub, f"hub:{hub['repo']}/{hub.get('subfolder') or ''}@{hub['revision']}"
+    entry = registry.latest_complete(fuser.from_run)
+    if entry is None or entry.run_dir is None:
+        raise PlanError(
+            [
+                f"fuser.from_run: no complete run of manifest {fuser.from_run!r} in {registry.path} "
+                f"(run it first: make run MANIFEST=manifests/{fuser.from_run}.yaml)"
+            ]
+        )
+    final = Path(entry.run_dir) / "final"
+    if not final.is_dir():
+        raise PlanError([f"fuser.from_run: run {entry.run_dir} of {fuser.from_run!r} has no final/ folder"])
+    return str(final), f"from_run:{fuser.from_run}@{entry.key[:10]}"
+
+
+def make_plan(manifest: Any, *, source: Path | None, runs_dir: Path | None = None) -> Plan:
+    """Everything `runner run` decides before loading a model (no side effects on disk)."""
+    runs_dir = runs_dir or default_runs_dir()
+    registry = Registry(runs_dir)
+    run_key = manifest.run_key()
+    run_tag = f"{manifest.name}-{run_key[:10]}"
+    run_dir = runs_dir / manifest.milestone / run_tag
+    entry = registry.get(run_key)
+    decision, reason = decide(entry, run_dir)
+    plan = Plan(manifest, source, runs_dir, run_key, run_tag, run_dir, decision, reason, entry)
+    if decision != "skip":
+        try:
+            plan.fuser_ref, plan.fuser_source = resolve_fuser(manifest, registry)
+        except PlanError as exc:
+            plan.problems.extend(exc.problems)
+    return plan

@@ -1,0 +1,125 @@
+"""The batch loop of a run: for each dataset, score the samples not yet in progress/<dataset>.jsonl with
+every setting, append the batch's records (fsync'd), update status.json, and check the stop flag and the
+error budget between batches.
+
+One progress line per sample: {"id", "gold", "subject", "settings": {setting: RowScore.to_json}, "error"}.
+`error` is None, or "setting: Type: message (at file:line)" for every setting that raised on the sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from qc2c.eval.batching import chunks
+from runner.provenance import redact, secret_values
+from runner.registry import Registry
+from runner.status import StatusFile
+
+
+def sample_record(item: Any, rows: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    settings = {name: row.to_json(item.answer) for name, row in rows.items()}
+    errors = [f"{name}: {row.error}" for name, row in rows.items() if row.error]
+    record = {
+        "id": item.id,
+        "gold": item.answer,
+        "subject": getattr(item, "subject", None),
+        "settings": settings,
+        "error": "; ".join(errors) or None,
+    }
+    return redact(record, secrets)
+
+
+def load_datasets(manifest: Any) -> dict[str, Any]:
+    from qc2c.eval.datasets import load_mc
+
+    ev = manifest.eval
+    return {name: load_mc(name, split=ev.split, limit=ev.limit) for name in ev.datasets}
+
+
+def dataset_info(ds: Any, manifest: Any) -> dict[str, Any]:
+    limit = manifest.eval.limit
+    return {
+        "split": manifest.eval.split,
+        "fingerprint": ds.fingerprint,
+        "n_total": ds.n_total,
+        "limit": list(limit) if isinstance(limit, tuple) else limit,
+        "n_declared": len(ds.items) if limit is not None else None,
+        "notes": list(getattr(ds, "notes", []) or []),
+    }
+
+
+def score_datasets(
+    plan: Any,
+    session: Any,
+    *,
+    status: StatusFile,
+    registry: Registry,
+    stop: Any,
+    log: logging.Logger,
+    ui: Any = None,
+) -> dict[str, dict[str, Any]]:
+    """Score every dataset of the manifest to completion (or raise Preempted / RunFailed)."""
+    from runner.execute import RunFailed, progress_log
+
+    m = plan.manifest
+    datasets = load_datasets(m)
+    infos = {name: dataset_info(ds, m) for name, ds in datasets.items()}
+    logs = {name: progress_log(plan, name) for name in datasets}
+    todo: dict[str, list[Any]] = {}
+    for name, ds in datasets.items():
+        progress = logs[name].open()
+        done = progress.done_ids
+        todo[name] = [item for item in ds.items if item.id not in done]
+        status.set_dataset(
+            name, n_done=len(ds.items) - len(todo[name]), n_total=len(ds.items), n_errors=progress.n_errors
+        )
+        log.info(
+            "%s: %d items (fingerprint %s), %d already scored, %d to score",
+            name,
+            len(ds.items),
+            ds.fingerprint[:12],
+            len(ds.items) - len(todo[name]),
+            len(todo[name]),
+        )
+    status.write("running")
+    if ui is not None:
+        ui.start({name: status.datasets[name] for name in datasets})
+    secrets = secret_values()
+    last_beat = time.monotonic()
+    max_errors = m.runtime.max_sample_errors
+    for name, items in todo.items():
+        for batch in chunks(len(items), m.eval.batch_size):
+            stop.check()
+            batch_items = [items[i] for i in batch]
+            rows_by_setting = {s: scorer.score_rows(batch_items) for s, scorer in session.scorers.items()}
+            records = [
+                sample_record(item, {s: rows[j] for s, rows in rows_by_setting.items()}, secrets)
+                for j, item in enumerate(batch_items)
+            ]
+            logs[name].append(records)
+            n_err = sum(1 for r in records if r["error"])
+            status.scored(name, len(records), n_err)
+            status.write()
+            for r in records:
+                if r["error"]:
+                    log.error("%s: sample %s failed: %s", name, r["id"], r["error"])
+            if ui is not None:
+                ui.advance(name, len(records))
+            if time.monotonic() - last_beat > 30.0:
+                registry.heartbeat(plan.run_key)
+                last_beat = time.monotonic()
+            total_errors = sum(d["n_errors"] for d in status.datasets.values())
+            if total_errors > max_errors:
+                raise RunFailed(
+                    f"{total_errors} sample(s) raised (runtime.max_sample_errors is {max_errors}); "
+                    f"see {logs[name].path} and logs/run.log"
+                )
+    stop.check()
+    if ui is not None:
+        ui.stop()
+    n_done = sum(d["n_done"] for d in status.datasets.values())
+    if n_done == 0:
+        raise RunFailed("no sample was scored (empty dataset selection?); a run that scored nothing is not complete")
+    return infos

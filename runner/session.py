@@ -1,0 +1,145 @@
+"""Load what a run scores with: the pair, the fuser (checked against the pair first), the codec, and one
+`SettingScorer` per setting. Kept apart from the loop in runner/execute.py so `plan` can run the same
+preflight without scoring anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from qc2c.eval.score import AlignedScorer, SettingScorer, c2c_prefill, plain_prefill
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class PreflightError(ValueError):
+    """The pair and the fuser cannot work together (or cannot be loaded); `.problems` lists why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class Session:
+    """Everything loaded for a run. `info` feeds provenance.json and the results file."""
+
+    scorers: dict[str, SettingScorer]
+    device: str
+    info: dict[str, Any] = field(default_factory=dict)
+    fuser: Any = None
+    codec: Any = None
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise PreflightError([f"runtime.device: {requested!r} requested but no CUDA device is visible"])
+    return requested
+
+
+def load_session(manifest: Any, fuser_ref: Any, settings: list[str]) -> Session:
+    """Load models, fuser and codec for `settings`; preflight problems raise before any model runs a token."""
+    from transformers.utils import logging as hf_logging
+
+    from qc2c.models.pair import load_pair
+
+    hf_logging.disable_progress_bar()  # weight-loading bars would interleave with the run's own output
+
+    device = resolve_device(manifest.runtime.device)
+    dtype = DTYPES[manifest.runtime.dtype]
+    torch.manual_seed(manifest.runtime.seed)
+    p = manifest.pair
+    pair = load_pair(
+        p.receiver,
+        p.sharer,
+        receiver_revision=p.receiver_revision,
+        sharer_revision=p.sharer_revision,
+        dtype=dtype,
+        device=device,
+    )
+    info: dict[str, Any] = {"models": _model_info(pair)}
+    fuser = codec = None
+    if fuser_ref is not None:
+        fuser = _load_checked_fuser(manifest, fuser_ref, pair, dtype, device)
+        info["fuser"] = {"source": fuser.source, "sha256": fuser.sha256, "root": str(fuser.root), "loaded": True}
+    if "compressed" in settings:
+        from qc2c.kv.codec import build_codec
+
+        codec = build_codec(
+            manifest.kv.model_dump(mode="json", by_alias=True),
+            layer_map=dict(fuser.layer_map),
+            n_sharer_layers=pair.sharer.config.num_hidden_layers,
+            n_receiver_layers=pair.receiver.config.num_hidden_layers,
+        )
+    ev = manifest.eval
+    scorers: dict[str, SettingScorer] = {}
+    aligned = manifest.pair.alignment != "none"
+    aligner = None
+    if aligned:
+        from qc2c.models.align import TokenAligner
+
+        aligner = TokenAligner(pair.receiver_tokenizer, pair.sharer_tokenizer, manifest.pair.alignment)
+    for name in settings:
+        args = (ev.protocol, ev.max_new_tokens, device)
+        if name == "receiver":
+            scorers[name] = SettingScorer(
+                name, pair.receiver_tokenizer, plain_prefill(pair.receiver), pair.receiver, *args
+            )
+        elif name == "sharer":
+            scorers[name] = SettingScorer(
+                name, pair.sharer_tokenizer, plain_prefill(pair.sharer, "sharer_prefill_s"), pair.sharer, *args
+            )
+        else:
+            prefill = c2c_prefill(pair.receiver, pair.sharer, fuser, codec if name == "compressed" else None)
+            if aligned:  # documented per-row path (see AlignedScorer)
+                scorers[name] = AlignedScorer(
+                    name, pair.receiver_tokenizer, prefill, pair.receiver, *args, aligner=aligner
+                )
+            else:
+                scorers[name] = SettingScorer(name, pair.receiver_tokenizer, prefill, pair.receiver, *args)
+    return Session(scorers, device, info, fuser, codec)
+
+
+def _load_checked_fuser(manifest: Any, fuser_ref: Any, pair: Any, dtype: torch.dtype, device: str) -> Any:
+    from qc2c.fuser.checkpoint import FuserError, load_fuser
+    from qc2c.fuser.preflight import check_compatible
+
+    try:
+        fuser = load_fuser(fuser_ref, sha256=manifest.fuser.sha256)
+    except FuserError as exc:
+        raise PreflightError([f"fuser: {exc}"]) from None
+    p = manifest.pair
+    problems = check_compatible(
+        fuser,
+        pair.receiver.config,
+        pair.sharer.config,
+        (pair.receiver_tokenizer, pair.sharer_tokenizer),
+        alignment=None if p.alignment == "none" else p.alignment,
+        names=(p.receiver, p.sharer),
+    )
+    if problems:
+        raise PreflightError([f"fuser: {p}" for p in problems])
+    return fuser.to(device=device, dtype=dtype)
+
+
+def _model_info(pair: Any) -> dict[str, Any]:
+    from runner.provenance import config_sha256
+
+    out = {}
+    for role in ("receiver", "sharer"):
+        model = getattr(pair, role)
+        path = getattr(pair, f"{role}_path", None)
+        out[role] = {
+            "ref": getattr(pair, f"{role}_ref", None),
+            "path": str(path) if path else None,
+            "revision": getattr(pair, f"{role}_revision", None),
+            "config_sha256": config_sha256(path),
+            "class": type(model).__name__,
+            "n_layers": model.config.num_hidden_layers,
+        }
+    return out
