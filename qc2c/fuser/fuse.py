@@ -6,7 +6,7 @@ For each section [a, b) (boundaries common to the batch):
   3. otherwise the sharer runs the section too (always, so its cache stays in step);
   4. where the section has positions to fuse, every mapped receiver layer t gets
      cache_r[t][:, :, a:b] = projector_t(sharer KV of layer map[t], receiver KV)[at fused positions],
-     written in place (rounded once into the cache dtype), so later sections and decoding see it.
+     replacing the cache tensors (rounded once into the cache dtype), so later sections and decoding see it.
 
 Which positions are fused is a per-row mask (B, L): the reference `kv_cache_index` (a flag per section, same
 for the whole batch) converts to it, and batched left-padded evaluation sets it to each row's own prompt
@@ -131,7 +131,6 @@ def fuse_section(
 ) -> list[dict[str, Any]]:
     """Overwrite cache[t][:, :, a:b] at the fused positions of every mapped layer t; returns per-row records."""
     a = section.section_start
-    n = section.fuse_mask.shape[1]
     sharer, projected, kept = section.sharer, None, section.fuse_mask
     records: list[dict[str, Any]] = []
     if message_path is not None:
@@ -145,11 +144,19 @@ def fuse_section(
         else:
             k_new, v_new = section.project(t, sharer[s], section.receiver[t])
         layer = cache.layers[t]
-        for store, new in ((layer.keys, k_new), (layer.values, v_new)):
-            view = store[:, :, a : a + n, :]
-            new = new.to(store.dtype)  # the one rounding into the cache dtype
-            view.copy_(new if dense else torch.where(kept[:, None, :, None], new, view))
+        layer.keys = _replace(layer.keys, k_new, a, kept, dense)
+        layer.values = _replace(layer.values, v_new, a, kept, dense)
     return records
+
+
+def _replace(store: Tensor, new: Tensor, a: int, kept: Tensor, dense: bool) -> Tensor:
+    """store with [:, :, a:a+n] replaced at the kept positions. A new tensor, not an in-place write: the old
+    one may be saved for backward by the receiver's attention (training through the fused cache)."""
+    n = new.shape[2]
+    own = store[:, :, a : a + n]
+    new = new.to(store.dtype)  # the one rounding into the cache dtype
+    section = new if dense else torch.where(kept[:, None, :, None], new, own)
+    return torch.cat([store[:, :, :a], section, store[:, :, a + n :]], dim=2)
 
 
 def fused_forward(
@@ -207,7 +214,6 @@ def fused_forward(
             sharer_attention=list(s_out.attentions) if want_attn else None,
             section_start=a,
         )
-        section.receiver = [(k.clone(), v.clone()) for k, v in section.receiver]  # fusion overwrites in place
         records = merge_records(records, fuse_section(cache, fuser, section, message_path))
     raise AssertionError("unreachable: the plan has a last section")
 

@@ -12,7 +12,7 @@ import torch
 
 from qc2c import C2CModel
 from qc2c.c2c import FusedBatch
-from qc2c.fuser.fuse import FusePlan
+from qc2c.fuser.fuse import FusePlan, fused_forward
 from qc2c.fuser.seam import SectionKV, Transmitted
 
 QUESTIONS = ["What is two plus two?", "Name a large animal that lives in the sea and breathes air.", "Why?"]
@@ -141,3 +141,29 @@ def test_plan_from_runs_splits_at_fused_run_ends():
     index = [torch.tensor([[[-1, 0]] * 2]), torch.tensor([[[1, 0]] * 3]), torch.tensor([[[-1, 0]]])]
     plan = FusePlan.from_kv_cache_index(index, batch=2)
     assert plan.ends == [2, 5, 6] and plan.fuse_mask[:, 2:5].all() and not plan.fuse_mask[:, :2].any()
+
+
+def test_gradients_reach_the_projectors_through_the_fused_cache(model):
+    # training runs the same forward with grad: the last section's loss must depend on the projectors
+    ids = torch.tensor([prompt(model, QUESTIONS[0])])
+    plan = FusePlan.from_kv_cache_index(standard_index(ids.shape[1]), 1)
+    fuser = model.fuser
+    fuser.projectors.train()
+    try:
+        out = fused_forward(model.pair.receiver, model.pair.sharer, fuser, plan, ids)
+        out.logits.float().logsumexp(-1).sum().backward()
+        grads = [p.key_in.weight.grad for p in fuser.projectors]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    finally:
+        fuser.projectors.eval()
+        fuser.projectors.zero_grad(set_to_none=True)
+        model.pair.receiver.zero_grad(set_to_none=True)
+
+
+def test_sdpa_sharer_switches_to_eager_for_attention_and_back():
+    m = C2CModel.from_pretrained("tiny:qwen3", "tiny:qwen2", "tiny:qwen3+qwen2", attn_implementation="sdpa")
+    ids = torch.tensor([prompt(m, QUESTIONS[0])])
+    path = PassThrough(needs_sharer_attention=True)
+    m.forward(ids, kv_cache_index=standard_index(ids.shape[1]), message_path=path)
+    assert path.seen[0].sharer_attention[0].shape[-1] == ids.shape[1] - 1
+    assert m.pair.sharer.config._attn_implementation == "sdpa"
