@@ -273,7 +273,7 @@ def hub_fuser_dir(repo: str, subfolder: str = "", revision: str = "main") -> Pat
     try:
         snap = snapshot_download(repo, revision=revision, allow_patterns=patterns, local_files_only=HF_HUB_OFFLINE)
     except Exception as e:  # noqa: BLE001 - hub errors are many types; all mean "not available here"
-        hint = f"python -m qc2c.prefetch fuser {repo} --subfolder {root_sub or '.'} --revision {revision}"
+        hint = f"hf download {repo} --revision {revision} --include " + " ".join(f"'{p}'" for p in patterns)
         mode = "offline (HF_HUB_OFFLINE=1) and not in the HF cache" if HF_HUB_OFFLINE else "could not be fetched"
         raise FuserError(
             f"fuser hub:{repo}/{sub}@{revision}: {mode} ({type(e).__name__}); prefetch it: {hint}"

@@ -122,3 +122,21 @@ def test_conformance_checkpoints_load_strictly(conformance):
     fuser = load_fuser(conformance / "fixtures/ckpt/tiny_qwen3+tiny_llama_Fuser")
     assert fuser.layer_map == {0: 2, 1: 3, 2: 4, 3: 5}  # README: pair B last_aligned
     assert fuser.model_field("is_do_alignment") is True
+
+
+def test_hub_reference_reads_the_hf_cache_snapshot(tmp_path, monkeypatch):
+    # an HF cache laid out as huggingface_hub writes it: refs/main -> snapshots/<commit>/<subfolder>/...
+    cache = tmp_path / "hub"
+    commit = "a" * 40
+    repo = cache / "models--nics-efc--C2C_Fuser"
+    write(repo / "snapshots" / commit / "pair_Fuser")
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub._snapshot_download.constants.HF_HUB_CACHE", str(cache), raising=False)
+    expected = fuser_sha256(repo / "snapshots" / commit / "pair_Fuser")
+    by_string = load_fuser("hub:nics-efc/C2C_Fuser/pair_Fuser/final@main")
+    by_dict = load_fuser({"repo": "nics-efc/C2C_Fuser", "subfolder": "pair_Fuser/final", "revision": "main"})
+    assert by_string.sha256 == by_dict.sha256 == expected
+    assert by_string.source == "hub:nics-efc/C2C_Fuser/pair_Fuser/final@main"
