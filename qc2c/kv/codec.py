@@ -110,18 +110,20 @@ class Codec:
         groups: dict[Layout, list[int]] = {}
         for r in rows:
             groups.setdefault(layouts[r], []).append(r)
-        stacks: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
+        stacks: dict[tuple, Tensor] = {}
         n_tokens = section.fuse_mask.shape[1]
         for layout, members in groups.items():
             index_data = {r: [encode_indices(idx, n_tokens) for _, idx in sets[r]] for r in members}
             encoded = []
             for name, layers, set_id in layout.segments:
-                if layers not in stacks:
-                    stacks[layers] = tuple(torch.stack([section.sharer[i][h] for i in layers], dim=1) for h in (0, 1))
                 tokens = torch.stack([sets[r][set_id][1] for r in members])
-                halves = [_gather(stack, members, tokens) for stack in stacks[layers]]
-                key_scheme, value_scheme = self.schemes[name]
-                encoded.append((_encode(key_scheme, halves[0]), _encode(value_scheme, halves[1])))
+                pair = []
+                for h, scheme in enumerate(self.schemes[name]):
+                    key = (layers, h, scheme.work_dtype)
+                    if key not in stacks:
+                        stacks[key] = _stack([section.sharer[i][h] for i in layers], scheme.work_dtype)
+                    pair.append(_encode(scheme, _gather(stacks[key], members, tokens)))
+                encoded.append(tuple(pair))
             for i, r in enumerate(members):
                 segs = [Segment(*self.schemes[name], set_id, layers, k.row(i), v.row(i))
                         for (name, layers, set_id), (k, v) in zip(layout.segments, encoded)]  # fmt: skip
@@ -150,7 +152,7 @@ class Codec:
         """Messages of a batch -> per sharer layer (K, V) each (B, H, N, D) on device/dtype, and kept (B, N)."""
         m0 = messages[0]
         b, shape = len(messages), (m0.n_layers, m0.n_heads, m0.n_tokens, m0.head_dim)
-        out = [torch.zeros(b, *shape, dtype=dtype, device=device) for _ in (0, 1)]
+        out: list[Tensor | None] = [None, None]
         kept = torch.zeros(b, m0.n_tokens, dtype=torch.bool, device=device)
         groups: dict[Any, list[int]] = {}
         for r, m in enumerate(messages):
@@ -168,7 +170,16 @@ class Codec:
                 idx = torch.stack([tokens[i][seg.token_set] for i in range(len(members))])
                 for h, scheme in ((0, seg.key_scheme), (1, seg.value_scheme)):
                     enc = _cat_rows([(messages[r].segments[j].key, messages[r].segments[j].value)[h] for r in members])
-                    _scatter(out[h], members, seg.layers, idx, _decode(scheme, enc.to(device), dtype))
+                    values = _decode(scheme, enc.to(device), dtype)
+                    if out[h] is None and values.shape == (b, *shape) and _is_arange(idx):
+                        out[h] = values  # every row, layer and token: no scatter
+                        continue
+                    if out[h] is None:
+                        out[h] = torch.zeros(b, *shape, dtype=dtype, device=device)
+                    _scatter(out[h], members, seg.layers, idx, values)
+        for h in (0, 1):
+            if out[h] is None:
+                out[h] = torch.zeros(b, *shape, dtype=dtype, device=device)
         return [(out[0][:, i], out[1][:, i]) for i in range(m0.n_layers)], kept
 
     # ---- the message path ----
@@ -209,6 +220,15 @@ class Codec:
         return all(dtype in SCHEMES.get(n).is_lossless_for for n in names)
 
 
+def _stack(layers: list[Tensor], dtype: torch.dtype | None) -> Tensor:
+    """Per-layer (B, H, N, D) -> (B, L, H, N, D), converted to `dtype` in the same pass."""
+    first = layers[0]
+    out = torch.empty(first.shape[0], len(layers), *first.shape[1:], dtype=dtype or first.dtype, device=first.device)
+    for i, x in enumerate(layers):
+        out[:, i].copy_(x)
+    return out
+
+
 def _encode(scheme: Scheme, x: Tensor) -> Encoded:
     if x.numel() == 0:  # a row that sends no tokens
         empty = x.new_zeros((x.shape[0], 0), dtype=torch.uint8)
@@ -225,12 +245,17 @@ def _decode(scheme: Scheme, enc: Encoded, dtype: torch.dtype) -> Tensor:
 def _gather(stack: Tensor, rows: list[int], tokens: Tensor) -> Tensor:
     """(B, L, H, N, D) stack -> (R, L, H, n, D) at the rows' token positions (no copy when it is all of it)."""
     b, n_layers, n_heads, n, head_dim = stack.shape
-    if len(rows) == b and tokens.shape[1] == n and bool((tokens == torch.arange(n, device=tokens.device)).all()):
+    if len(rows) == b and tokens.shape[1] == n and _is_arange(tokens):
         return stack
     r_idx = torch.tensor(rows, device=stack.device)[:, None, None, None]
     l_idx = torch.arange(n_layers, device=stack.device)[None, :, None, None]
     h_idx = torch.arange(n_heads, device=stack.device)[None, None, :, None]
     return stack[r_idx, l_idx, h_idx, tokens[:, None, None, :]]
+
+
+def _is_arange(tokens: Tensor) -> bool:
+    """(R, n) positions are 0..n-1 in every row (sorted unique positions: the last one is n-1)."""
+    return tokens.numel() == 0 or bool((tokens[:, -1] == tokens.shape[1] - 1).all())
 
 
 def _scatter(out: Tensor, rows: list[int], layers: tuple[int, ...], tokens: Tensor, values: Tensor) -> None:

@@ -62,6 +62,7 @@ class Scheme(ABC):
     bits: ClassVar[int]
     rank: ClassVar[int]
     is_lossless_for: ClassVar[tuple[torch.dtype, ...]] = ()
+    work_dtype: ClassVar[torch.dtype | None] = torch.float32  # what encode wants x in (None: as given)
 
     @abstractmethod
     def encode(self, x: Tensor) -> Encoded: ...

@@ -22,6 +22,7 @@ class RawFloat(Scheme):
     """Shared body: cast and reinterpret. Subclasses set `float_dtype`, `bits`, `rank`."""
 
     float_dtype: ClassVar[torch.dtype]
+    work_dtype: ClassVar[torch.dtype | None] = None
 
     def has_scales(self) -> bool:
         return False

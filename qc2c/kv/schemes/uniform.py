@@ -13,6 +13,7 @@ tests/qc2c/kv/reference.py does the same arithmetic so the two agree bit for bit
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -52,8 +53,8 @@ class UniformInt(Scheme):
             q = (xg * scale.reciprocal()).round_().clamp_(-half, half).add_(half + 1)
             zeros = x.new_zeros((r, 0), dtype=torch.uint8)
         else:
-            lo = xg.amin(dim=dim, keepdim=True).clamp_max_(0.0)
-            hi = xg.amax(dim=dim, keepdim=True).clamp_min_(0.0)
+            lo, hi = torch.aminmax(xg, dim=dim, keepdim=True)
+            lo, hi = lo.clamp_max_(0.0), hi.clamp_min_(0.0)
             check_finite(hi - lo, self.name)
             stored, scale = store_scales((hi - lo) / qmax, self.scale_dtype)
             inv = scale.reciprocal()
@@ -65,19 +66,15 @@ class UniformInt(Scheme):
 
     def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
         r = enc.payload.shape[0]
-        n_elements = 1
-        for s in enc.shape:
-            n_elements *= s
-        codes = unpack(enc.payload, self.bits, n_elements).view(r, *enc.shape)
+        codes = unpack(enc.payload, self.bits, math.prod(enc.shape)).view(r, *enc.shape)
         cg, dim, unview = self.grouping.view(codes)
         scale = load_scales(enc, self.scale_dtype).view(_stat_shape(cg, dim))
+        y = cg.float()
         if self.symmetric:
-            offset = float(1 << (self.bits - 1))
-            y = (cg.float() - offset) * scale
+            y.sub_(float(1 << (self.bits - 1)))
         else:
-            zero = enc.zeros.view(_stat_shape(cg, dim)).float()
-            y = (cg.float() - zero) * scale
-        return unview(y.to(dtype))
+            y.sub_(enc.zeros.view(_stat_shape(cg, dim)))
+        return unview(y.mul_(scale).to(dtype))
 
 
 def _stat_shape(xg: Tensor, dim: int) -> tuple[int, ...]:

@@ -1,0 +1,129 @@
+"""Codec throughput: encode + decode of a realistic sharer cache next to a memcpy of the same bytes.
+
+Default geometry is Qwen2.5-0.5B's (24 layers × 2 KV heads × 64), 256 prompt tokens, batch 16, fp16.
+For each scheme the full message path runs (stack layers, quantize, pack into per-row messages; decode
+back to the cache dtype) with `kv.quant` defaults (keys per channel, values per token, group 64,
+asymmetric). Throughput = fp16 input bytes / (encode + decode) seconds. Quantize/dequantize is
+memory-bound, so the yardstick is a memcpy of the same bytes measured right before each scheme in the
+same process (a loaded machine slows both alike); `ratio` = memcpy time / round-trip time.
+
+examples:
+  python -m qc2c.bench codec
+  python -m qc2c.bench codec --schemes int8 int4 --repeat 10 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from qc2c.fuser.seam import SectionKV
+from qc2c.kv.codec import build_codec
+from qc2c.kv.quant import SCHEMES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m qc2c.bench codec", description=__doc__.splitlines()[0],
+                                epilog=__doc__.split("examples:")[1], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--tokens", type=int, default=256)
+    p.add_argument("--layers", type=int, default=24)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--schemes", nargs="+", default=None, help="default: every registered scheme")
+    p.add_argument("--repeat", type=int, default=5, help="timed repeats per measurement; the minimum is reported")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def _best(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def build_section(args: argparse.Namespace) -> SectionKV:
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    gen = torch.Generator().manual_seed(0)
+    shape = (args.batch, args.heads, args.tokens, args.head_dim)
+    sharer = [tuple(torch.randn(shape, generator=gen).to(device, dtype) for _ in (0, 1)) for _ in range(args.layers)]
+    mask = torch.ones(args.batch, args.tokens, dtype=torch.bool, device=device)
+    layer_map = {t: t for t in range(args.layers)}
+    return SectionKV(sharer=sharer, receiver=[], fuse_mask=mask, layer_map=layer_map, project=None)  # type: ignore[arg-type]
+
+
+def measure(args: argparse.Namespace) -> dict:
+    section = build_section(args)
+    device = section.fuse_mask.device
+    n_layers = len(section.sharer)
+    k0 = section.sharer[0][0]
+    input_bytes = 2 * n_layers * k0.numel() * k0.element_size()
+    src = [torch.stack([kv[h] for kv in section.sharer]) for h in (0, 1)]
+    dst = [torch.empty_like(s) for s in src]
+    rows = []
+    for name in args.schemes or SCHEMES.names():
+        memcpy_s = _best(lambda: [d.copy_(s) for d, s in zip(dst, src)], args.repeat, device)
+        codec = build_codec({"quant": {"scheme": name}}, layer_map=section.layer_map, n_sharer_layers=n_layers,
+                            n_receiver_layers=n_layers)  # fmt: skip
+        encode_s = _best(lambda c=codec: c.encode(section), args.repeat, device)
+        messages, _, _ = codec.encode(section)
+        decode_s = _best(lambda c=codec, m=messages: c.decode(m, dtype=k0.dtype, device=device), args.repeat, device)
+        nbytes = sum(m.nbytes for m in messages)
+        round_trip = encode_s + decode_s
+        rows.append({"scheme": name, "encode_ms": 1e3 * encode_s, "decode_ms": 1e3 * decode_s,
+                     "round_trip_gb_s": input_bytes / round_trip / 1e9, "memcpy_gb_s": input_bytes / memcpy_s / 1e9,
+                     "ratio_to_memcpy": memcpy_s / round_trip, "compression": input_bytes / nbytes})  # fmt: skip
+    return {
+        "geometry": {"batch": args.batch, "layers": n_layers, "heads": args.heads, "head_dim": args.head_dim,
+                     "tokens": args.tokens, "dtype": args.dtype},  # fmt: skip
+        "device": str(device), "threads": torch.get_num_threads(), "input_bytes": input_bytes, "rows": rows,
+    }  # fmt: skip
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    g = result["geometry"]
+    title = (f"codec round trip: {g['batch']}×{g['layers']}L×{g['heads']}H×{g['tokens']}T×{g['head_dim']} {g['dtype']} "
+             f"({result['input_bytes'] / 1e6:.1f} MB) on {result['device']}, {result['threads']} threads")  # fmt: skip
+    table = Table(title=title)
+    for col in ("scheme", "encode ms", "decode ms", "round trip GB/s", "memcpy GB/s", "ratio", "compression"):
+        table.add_column(col, justify="left" if col == "scheme" else "right")
+    for r in result["rows"]:
+        table.add_row(r["scheme"], f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}", f"{r['round_trip_gb_s']:.3f}",
+                      f"{r['memcpy_gb_s']:.2f}", f"{100 * r['ratio_to_memcpy']:.1f}%", f"{r['compression']:.2f}×")  # fmt: skip
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    unknown = [s for s in args.schemes or () if s not in SCHEMES]
+    if unknown:
+        for name in unknown:
+            try:
+                SCHEMES.get(name)
+            except ValueError as exc:
+                print(f"--schemes: {exc}", file=sys.stderr)
+        return 2
+    result = measure(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_table(result)
+    return 0
