@@ -7,6 +7,7 @@ round-trip nodes (`CommentedMap.lc`, `CommentedSeq.lc`), which is why YAML is lo
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import os
 import re
@@ -18,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from runner.schema import PATTERN_HELP, Manifest, Problems
@@ -84,7 +85,7 @@ def load_document(path: str | os.PathLike[str], _seen: tuple[Path, ...] = ()) ->
     sources = [(str(path), root)]
     include = data.pop("include", None)
     if include is not None:
-        line = root.lc.key("include")[0] + 1
+        line = key_line(root, "include")
         fatal: list[str] = []
         base = _included(path, include, line, _seen, fatal)
         if fatal:
@@ -203,14 +204,31 @@ def _line_of(root: CommentedMap, loc: Loc) -> tuple[int, int]:
     """(how many parts of loc were found, 1-based line of the deepest one) in one round-trip tree."""
     node, depth, line = root, 0, 1
     for part in loc:
+        if isinstance(node, CommentedMap) and part not in node:
+            part = next((k for k in node if str(k) == part), part)  # non-string keys (`1:`) became strings
         if isinstance(node, CommentedMap) and part in node:
-            line = node.lc.key(part)[0] + 1
+            line = key_line(node, part, line)
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            line = node.lc.item(part)[0] + 1
+            line = _item_line(node, part, line)
         else:
             break
         node, depth = node[part], depth + 1
     return depth, line
+
+
+def key_line(node: CommentedMap, key: Any, default: int = 1) -> int:
+    """1-based line of `key` in `node`; `default` for keys without a position (from a `<<:` merge)."""
+    try:
+        return node.lc.key(key)[0] + 1
+    except (KeyError, TypeError, AttributeError):
+        return default
+
+
+def _item_line(node: CommentedSeq, index: int, default: int) -> int:
+    try:
+        return node.lc.item(index)[0] + 1
+    except (KeyError, TypeError, AttributeError):
+        return default
 
 
 def field_names(loc: Loc) -> list[str]:
@@ -249,17 +267,24 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 def _plain(node: Any, file: str, problems: list[str], line: int = 1, loc: Loc = ()) -> Any:
     """Round-trip node → plain dict/list/str/int/float/bool, expanding ${VAR} in strings."""
     if isinstance(node, CommentedMap):
-        return {str(k): _plain(v, file, problems, node.lc.value(k)[0] + 1, loc + (str(k),)) for k, v in node.items()}
+        return {str(k): _plain(v, file, problems, key_line(node, k, line), loc + (str(k),)) for k, v in node.items()}
     if isinstance(node, CommentedSeq):
-        return [_plain(v, file, problems, node.lc.item(i)[0] + 1, loc + (i,)) for i, v in enumerate(node)]
+        return [_plain(v, file, problems, _item_line(node, i, line), loc + (i,)) for i, v in enumerate(node)]
     if isinstance(node, bool) or node is None:
         return node
     if isinstance(node, int):
         return int(node)
     if isinstance(node, float):
         return float(node)
+    dotted = ".".join(str(p) for p in loc)
+    if isinstance(node, TaggedScalar):
+        if str(node.tag) == "tag:yaml.org,2002:str":
+            return _plain(str(node.value), file, problems, line, loc)
+        problems.append(f"{file}:{line}: {dotted}: YAML tag {node.tag} is not supported (write a plain value)")
+        return str(node.value)
+    if isinstance(node, datetime.date):
+        return node.isoformat()  # `2024-01-01` is text in a manifest; YAML would make it a date
     if isinstance(node, str):
-        dotted = ".".join(str(p) for p in loc)
         return expand(str(node), os.environ, lambda msg: problems.append(f"{file}:{line}: {dotted}: {msg}"))
     return node
 

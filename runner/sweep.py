@@ -18,7 +18,9 @@ import os
 import re
 from typing import Any
 
-from runner.manifest import Document, Loc, ManifestError, field_names, load_document, validate_document
+from ruamel.yaml.comments import CommentedMap
+
+from runner.manifest import Document, Loc, ManifestError, field_names, key_line, load_document, validate_document
 from runner.schema import Manifest
 
 _NOT_NAME = re.compile(r"[^a-z0-9_.-]+")
@@ -49,12 +51,12 @@ def expand_file(path: str | os.PathLike[str]) -> list[Manifest]:
 def _read_grid(doc: Document) -> dict[Loc, list[Any]]:
     file, root = doc.sources[0]
     grid, node = doc.data["grid"], root.get("grid")
-    line = root.lc.key("grid")[0] + 1 if "grid" in root else 1
+    line = key_line(root, "grid")
     if not isinstance(grid, dict) or not grid:
         raise ManifestError([f"{file}:{line}: grid: must map dotted field paths to lists of values"])
     problems, out = [], {}
     for dotted, values in grid.items():
-        at = node.lc.key(dotted)[0] + 1 if node is not None and dotted in node else line
+        at = key_line(node, dotted, line) if isinstance(node, CommentedMap) else line
         problem = path_problem(dotted)
         if problem is None and (not isinstance(values, list) or not values):
             problem = f"must be a non-empty list of values (found: {values!r})"

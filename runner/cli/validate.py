@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from runner.exitcodes import EXIT_BAD_INPUT, EXIT_OK
-from runner.manifest import ManifestError, read_yaml
+from runner.manifest import ManifestError, key_line, read_yaml
 from runner.schema import Manifest
 from runner.sweep import expand_file
 
@@ -86,8 +86,7 @@ def _duplicate_names(found: list[tuple[Path, Manifest]]) -> list[str]:
     problems = []
     for path, m in found:
         if m.name in first:
-            root = read_yaml(path)
-            line = root.lc.key("name")[0] + 1 if "name" in root else 1
+            line = key_line(read_yaml(path), "name")
             problems.append(f"{path}:{line}: name: {m.name!r} is already used by {first[m.name]} (names are unique)")
         else:
             first[m.name] = path
