@@ -78,7 +78,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def plot_budget_curve(dataset: str, rows: list[GoldenRow]) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(9.5, 5))
     senders = sorted((r for r in rows if r.setting not in TEXT_ONLY and r.metrics.bytes), key=lambda r: r.key)
     families = sorted({r.family for r in senders})
     colors = plt.get_cmap("tab10")
@@ -109,7 +109,7 @@ def plot_budget_curve(dataset: str, rows: list[GoldenRow]) -> plt.Figure:
     ax.set_ylabel("accuracy (Wilson 95% CI)")
     ax.set_title(f"{dataset}: accuracy vs bytes sent")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right", framealpha=0.85)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # never over a point
     fig.tight_layout()
     return fig
 
