@@ -106,3 +106,25 @@ def test_aligned_pair_generates(model):
     assert [int(x[0, 0, 0]) for x in inputs["kv_cache_index"]] == [-1, 1, -1]
     seq = m.generate(**inputs, max_new_tokens=3)
     assert seq.shape[1] == inputs["input_ids"].shape[1] + 3
+
+
+def test_reference_decode_sees_prompt_pads_padded_decode_does_not():
+    # §1.2 quirk: upstream decode steps slice the padding mask to its first column, so aligner pads in the
+    # prompt become visible; decode_mask="padded" keeps them masked. Replay both by hand.
+    m = C2CModel.from_pretrained("tiny:qwen3", "tiny:llama", "tiny:qwen3+llama", alignment="longest")
+    inputs = m.chat_inputs(CHAT)
+    mask = inputs["attention_mask"]
+    assert not mask.all(), "the aligned tiny prompt has no receiver pads; the test would prove nothing"
+    n = mask.shape[1]
+    seen = []
+    for mode, step_mask in (("reference", torch.ones(1, n + 1, dtype=torch.long)),
+                            ("padded", torch.cat([mask, torch.ones(1, 1, dtype=torch.long)], 1))):  # fmt: skip
+        seq = m.generate(**inputs, max_new_tokens=2, decode_mask=mode)
+        out = m.forward(**inputs)
+        first = out.logits[:, -1].argmax(-1, keepdim=True)
+        with torch.no_grad():
+            second = m.pair.receiver(input_ids=first, attention_mask=step_mask, position_ids=torch.tensor([[n]]),
+                                     past_key_values=out.cache).logits[:, -1]  # fmt: skip
+        seen.append(second)
+        assert seq[0, n] == first[0, 0] and seq[0, n + 1] == second.argmax(-1)[0], mode
+    assert not torch.allclose(seen[0], seen[1], atol=1e-4)  # the two masks do give different steps
