@@ -6,11 +6,15 @@ python -m pytest tests/runner/test_manifest.py -q
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
 
 from runner.__main__ import main
 from runner.manifest import ManifestError, expand, load_manifest
@@ -190,3 +194,38 @@ def test_validate_cli_counts_manifests_on_success(tmp_path, capsys):
     write(tmp_path, MINIMAL, "a.yaml")
     assert main(["validate", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == "ok: 1 manifests (1 files)"
+
+
+WEIRD_VALUES = [None, [], {}, "", "x", -1, 0, 1.5, True, [1, "a"], {"k": "v"}, "${QC2C_T_UNSET}", 10**30]
+
+
+def _paths(data, prefix=()):
+    for key, value in data.items():
+        yield (*prefix, key)
+        if isinstance(value, dict):
+            yield from _paths(value, (*prefix, key))
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_any_wrong_value_anywhere_gives_file_line_field_problems_never_a_crash(tmp_path_factory, data):
+    """Mutate 1-3 fields of smoke.yaml to odd values: the loader either accepts or lists well-formed problems."""
+    smoke = YAML(typ="safe").load((REPO_ROOT / "manifests" / "smoke.yaml").read_text())
+    paths = sorted(_paths(smoke)) + [("kv", "quant", "extra"), ("new_section",)]
+    for loc in data.draw(st.lists(st.sampled_from(paths), min_size=1, max_size=3)):
+        node = smoke
+        for part in loc[:-1]:
+            node = node[part] if isinstance(node.get(part), dict) else node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[loc[-1]] = data.draw(st.sampled_from(WEIRD_VALUES))
+    path = tmp_path_factory.mktemp("fuzz") / "m.yaml"
+    with path.open("w") as f:
+        YAML(typ="safe").dump(smoke, f)
+    try:
+        load_manifest(path)
+    except ManifestError as exc:
+        assert exc.problems
+        for problem in exc.problems:
+            assert re.fullmatch(rf"{re.escape(str(path))}:\d+: [^ ]+: .+", problem), problem
