@@ -188,6 +188,7 @@ def fused_forward(
             position_ids=None if position_ids is None else position_ids[:, a:b],
             past_key_values=cache,
             use_cache=True,
+            logits_to_keep=0 if last else 1,  # 0 = all; earlier sections need no (B, n, vocab) logits
         )
         if last:
             return FusedOutput(out.logits, cache, sharer_cache, records)
@@ -201,6 +202,7 @@ def fused_forward(
                 past_key_values=sharer_cache,
                 use_cache=True,
                 output_attentions=want_attn,
+                logits_to_keep=1,
             )
         fuse_mask = plan.fuse_mask[:, a:b]
         if not fuse_mask.any():
