@@ -186,7 +186,10 @@ class DatasetResult(Part):
     kind: Literal["eval"] = Field(description="manifest kind; only eval runs produce results files")
     pair: PairInfo = Field(description="the model pair")
     fuser: FuserInfo = Field(description="the C2C fuser used by the C2C settings")
-    kv: dict[str, Any] = Field(description="the manifest's kv section, as dumped (quant, precision, selection, budget)")
+    kv: dict[str, Any] | None = Field(
+        description="the manifest's kv section as dumped (quant, precision, selection, budget); null for a "
+        "baseline-only run (receiver/sharer alone), which has no compressed setting"
+    )
     dataset: DatasetInfo = Field(description="what was evaluated")
     protocol: Literal["logits", "generate"] = Field(description="eval.protocol")
     settings: dict[str, SettingResult] = Field(
@@ -205,6 +208,8 @@ class DatasetResult(Part):
             raise ValueError(f"unknown settings {unknown} (allowed: {COMPRESSED}, {', '.join(BASELINES)})")
         if not self.settings:
             raise ValueError("settings is empty")
+        if self.kv is None and COMPRESSED in self.settings:
+            raise ValueError(f"settings has '{COMPRESSED}' but kv is null (the compressed setting is the kv section)")
         return self
 
     def dump(self) -> dict[str, Any]:

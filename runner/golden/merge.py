@@ -56,9 +56,13 @@ def load_golden(path: Path) -> GoldenFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise GoldenFileError([f"{path}: unreadable: {exc}"]) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise GoldenFileError([f"{path}:{exc.lineno}: json: {exc.msg}"]) from None
+    except DuplicateKey as exc:
+        raise GoldenFileError(
+            [f"{path}: json: key {exc} appears twice (a hand merge?); one row would be lost"]
+        ) from None
     try:
         golden = GoldenFile.model_validate(data)
     except ValidationError as exc:
@@ -71,6 +75,20 @@ def load_golden(path: Path) -> GoldenFile:
     if wrong:
         raise GoldenFileError(wrong)
     return golden
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads keeps the last of two equal keys silently; in the store that would drop a row."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKey(key)
+        seen[key] = value
+    return seen
 
 
 def dump_golden(golden: GoldenFile) -> str:

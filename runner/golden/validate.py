@@ -49,7 +49,7 @@ class GoldenRow(Part):
     protocol: str = Field(description="eval.protocol")
     pair: PairInfo = Field(description="the model pair")
     fuser: FuserInfo = Field(description="the fuser of the C2C settings")
-    kv: dict[str, Any] = Field(description="the manifest's kv section")
+    kv: dict[str, Any] | None = Field(description="the manifest's kv section (null for a baseline-only run)")
     dataset: DatasetInfo = Field(description="what was evaluated")
     metrics: SettingResult = Field(description="what this setting scored")
     bytes_closed_form_drift: int = Field(ge=0, description="measured vs closed-form bytes, summed over samples")
@@ -81,9 +81,9 @@ def row_key(run_key: str, dataset: str, setting: str) -> str:
     return f"{run_key}/{dataset}/{setting}"
 
 
-def setting_family(setting: str, kv: dict[str, Any]) -> str:
+def setting_family(setting: str, kv: dict[str, Any] | None) -> str:
     """`int4`, `int8+mixed`, `int8+knorm`, `budget+greedy`, or the baseline name (the plot's marker)."""
-    if setting != COMPRESSED:
+    if setting != COMPRESSED or kv is None:
         return setting
     budget = kv.get("budget")
     if budget:

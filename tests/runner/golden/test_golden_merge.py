@@ -169,3 +169,19 @@ def test_compressed_row_without_measured_bytes_is_refused_but_c2c_fp16_may_have_
     assert any(": bytes_consistent: compressed: no measured message bytes" in p for p in report.problems), (
         report.problems
     )
+
+
+def test_baseline_only_run_without_kv_merges_its_text_rows(run_factory):
+    def baseline_only(data):
+        data["kv"] = None
+        data["precision"] = None
+        data["fuser"] = {"source": None, "sha256": None, "loaded": False}
+        data["settings"] = {"receiver": data["settings"]["receiver"]}
+        data["settings"]["receiver"]["paired"] = {}
+        data["settings"]["receiver"]["fidelity"] = None
+
+    run_dir = run_factory.make("m0_receiver", "m0", mutate=baseline_only)
+    report = merge_runs([run_dir], run_factory.golden_dir, [], False)
+    assert report.ok, report.problems
+    (row,) = _rows(run_factory).values()
+    assert row["setting"] == "receiver" and row["family"] == "receiver" and row["kv"] is None

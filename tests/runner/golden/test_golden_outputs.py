@@ -196,3 +196,14 @@ def test_show_prints_a_table_filtered_by_milestone(run_factory):
     console.print(build_table(golden))
     text = console.export_text()
     assert all(name in text for name in ("smoke", "m2_int2", "m3_knorm25"))
+
+
+def test_check_fails_on_a_row_key_written_twice(run_factory):
+    _store(run_factory)
+    path = run_factory.golden_dir / GOLDEN_JSON
+    data = json.loads(path.read_text())
+    key, row = sorted(data["rows"].items())[0]
+    body = json.dumps(row)
+    path.write_text('{"schema": 1, "rows": {' + f'"{key}": {body}, "{key}": {body}' + "}}")
+    problems = check_golden(run_factory.golden_dir)
+    assert problems == [f"{path}: json: key {key} appears twice (a hand merge?); one row would be lost"]
