@@ -1,6 +1,7 @@
 """qc2c: Quantized Cache-to-Cache — compress the sharer KV message of C2C and measure what it costs.
 
-Public API: `C2CModel`, `load_fuser`, `load_pair`. They are resolved on first access, so that importing a
+Public API: `C2CModel`, `load_fuser`, `load_pair` and the plug-in families `SCHEMES`, `SELECTORS`,
+`ALLOCATORS`, `DATASETS`, plus the wire `Message`. They are resolved on first access, so that importing a
 light module (`qc2c.plugins`, `qc2c.kv.quant`) does not import transformers.
 """
 
@@ -14,8 +15,17 @@ if TYPE_CHECKING:
     from qc2c.fuser.checkpoint import load_fuser
     from qc2c.models.pair import load_pair
 
-_EXPORTS = {"C2CModel": "qc2c.c2c", "load_fuser": "qc2c.fuser.checkpoint", "load_pair": "qc2c.models.pair"}
-__all__ = ["C2CModel", "load_fuser", "load_pair"]
+_EXPORTS = {
+    "C2CModel": "qc2c.c2c",
+    "load_fuser": "qc2c.fuser.checkpoint",
+    "load_pair": "qc2c.models.pair",
+    "SCHEMES": "qc2c.kv.quant",
+    "SELECTORS": "qc2c.kv.selection",
+    "ALLOCATORS": "qc2c.kv.budget",
+    "DATASETS": "qc2c.eval.datasets",
+    "Message": "qc2c.kv.wire",
+}
+__all__ = ["C2CModel", "load_fuser", "load_pair", "SCHEMES", "SELECTORS", "ALLOCATORS", "DATASETS", "Message"]
 
 
 def __getattr__(name: str) -> Any:

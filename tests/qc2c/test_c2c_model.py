@@ -128,3 +128,11 @@ def test_reference_decode_sees_prompt_pads_padded_decode_does_not():
         seen.append(second)
         assert seq[0, n] == first[0, 0] and seq[0, n + 1] == second.argmax(-1)[0], mode
     assert not torch.allclose(seen[0], seen[1], atol=1e-4)  # the two masks do give different steps
+
+
+def test_public_api_resolves_lazily():
+    import subprocess
+    import sys
+
+    code = "import sys, qc2c; assert 'transformers' not in sys.modules; [getattr(qc2c, n) for n in qc2c.__all__]"
+    subprocess.run([sys.executable, "-c", code], check=True)
