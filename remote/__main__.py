@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true")
         if verb == "logs":
             p.add_argument("-f", "--follow", action="store_true")
+        if verb == "merge":
+            p.add_argument("--allow", action="append", default=[], help="golden rule to waive (e.g. dirty), recorded")
         if verb == "pull":
             p.add_argument("--partial", action="store_true", help="also pull in-flight runs")
     return parser
@@ -65,7 +67,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return tasks.cancel(target, **common)
     if args.verb == "pull":
         return tasks.pull(target, repo=args.repo, partial=args.partial, **common)
-    return merge.merge(target, repo=args.repo, **common)
+    return merge.merge(target, repo=args.repo, allow=args.allow, **common)
 
 
 def main(argv: list[str] | None = None) -> int:

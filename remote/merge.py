@@ -19,7 +19,7 @@ def registry_snapshot_dir(repo: Path, target: Target) -> Path:
     return repo / "runs" / "remote" / target.name
 
 
-def merge(target: Target, *, job: str | None, ledger_path: Path, repo: Path, golden_dir: Path | None = None) -> int:
+def merge(target: Target, *, job: str | None, ledger_path: Path, repo: Path, allow: list[str] | None = None) -> int:
     from runner.golden.merge import merge_runs
 
     entries = ledger.select(ledger.load_entries(ledger_path), target.name, job)
@@ -27,9 +27,7 @@ def merge(target: Target, *, job: str | None, ledger_path: Path, repo: Path, gol
     if not run_dirs:
         print(f"{target.name}: nothing pulled yet (run `remote pull` first)", file=sys.stderr)
         return EXIT_BAD_INPUT
-    report = merge_runs(
-        run_dirs, golden_dir or repo / "golden", runs_dir=registry_snapshot_dir(repo, target), plots=False
-    )
+    report = merge_runs(run_dirs, repo / "golden", allow or [], runs_dir=registry_snapshot_dir(repo, target))
     for line in report.notes:
         print(line)
     if report.problems:

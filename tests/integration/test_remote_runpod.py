@@ -52,7 +52,8 @@ def far(tmp_path_factory, sshd) -> dict:
     }  # fmt: skip
     local = tmp_path_factory.mktemp("local")
     targets = local / "targets.yaml"
-    YAML().dump({"targets": {"pod": fields}}, targets.open("w"))
+    real = {k: v for k, v in fields.items() if k != "run_command"}  # the real runner: python -m runner run
+    YAML().dump({"targets": {"pod": fields, "real": real}}, targets.open("w"))
     common = ["--targets", str(targets), "--ledger", str(local / "runs" / "remote_jobs.json")]
     assert main([*common, "--repo", str(REPO), "sync", "pod"]) == 0
     return {"target": Target.model_validate({**fields, "name": "pod"}), "local": local, "common": common, "root": root}
@@ -177,3 +178,28 @@ def test_unknown_host_key_is_refused(far, tmp_path):
     assert rsync.returncode != 0 and b"Host key verification failed" in rsync.stderr
     accept = target.model_copy(update={"known_hosts": "accept-new"})
     assert connect(accept).run("true", hide=True).ok and "127.0.0.1" in empty.read_text()
+
+
+@pytest.mark.slow
+def test_real_smoke_manifest_sync_launch_status_pull_merge(far, capsys):
+    """The shipped manifests/smoke.yaml through the real runner on the far side, then a golden merge here."""
+    common, local = far["common"], far["local"]
+    assert main([*common, "--repo", str(REPO), "sync", "real", "--git"]) == 0
+    assert (Path(far["target"].workdir) / ".git" / "HEAD").is_file()
+    assert main([*common, "launch", "real", str(REPO / "manifests" / "smoke.yaml")]) == 0
+    entry = ledger.select(ledger.load_entries(local / "runs" / "remote_jobs.json"), "real")[-1]
+    assert entry.run_dirs[0].startswith("runs/smoke/smoke-")
+    target = far["target"].model_copy(update={"name": "real", "run_command": ["python", "-m", "runner", "run"]})
+    status = wait_state({**far, "target": target}, entry, {"done", "failed"}, timeout_s=400)
+    assert status.state == "done", (status, (Path(entry.job_dir) / "job.log").read_text()[-3000:])
+    assert status.tasks[0].n_done == status.tasks[0].n_total > 0
+    capsys.readouterr()
+    assert main([*common, "--repo", str(local), "pull", "real", "--job", entry.name]) == 0
+    assert (local / entry.run_dirs[0] / "results" / "mini.json").is_file()
+    assert json.loads((local / "runs" / "remote" / "real" / "registry.json").read_text())
+    # the working tree synced from this checkout may hold uncommitted work: the row records the waiver
+    assert main([*common, "--repo", str(local), "merge", "real", "--job", entry.name, "--allow", "dirty"]) == 0, (
+        capsys.readouterr().err
+    )
+    golden = json.loads((local / "golden" / "golden_runs.json").read_text())
+    assert any(entry.run_dirs[0] in json.dumps(row) for row in golden["rows"].values())
