@@ -185,3 +185,18 @@ def test_baseline_only_run_without_kv_merges_its_text_rows(run_factory):
     assert report.ok, report.problems
     (row,) = _rows(run_factory).values()
     assert row["setting"] == "receiver" and row["family"] == "receiver" and row["kv"] is None
+
+
+def test_merge_all_on_a_fresh_clone_merges_nothing_and_says_why(tmp_path, capsys):
+    argv = ["golden", "merge", "--all", "--runs-dir", str(tmp_path / "runs"), "--golden-dir", str(tmp_path / "golden")]
+    assert golden_cli(argv) == 0
+    err = capsys.readouterr().err
+    assert "run registry not found" in err and "no complete runs to merge" in err
+    assert not (tmp_path / "golden").exists()
+
+
+def test_run_folder_without_results_is_a_problem(run_factory):
+    run_dir = run_factory.runs_dir / "m2" / "empty-0000000000"
+    run_dir.mkdir(parents=True)
+    report = merge_runs([run_dir], run_factory.golden_dir, [], False)
+    assert report.problems == [f"{run_dir}: no results/*.json (has the run finished?)"]
