@@ -5,14 +5,17 @@ python -m pytest tests/qc2c/models/test_tiny.py -q
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from qc2c.models.tiny import TINY_MODELS, UnknownTinyModel, build_tiny, is_tiny_ref, resolve_tiny
+from qc2c.models import tiny
+from qc2c.models.tiny import TINY_MODELS, UnknownTinyModel, build_tiny, is_tiny_ref, resolve_tiny, spec_hash
 
 MESSAGES = [{"role": "user", "content": "Which planet is closest to the Sun?"}]
 
@@ -49,6 +52,21 @@ def test_resolve_builds_once_into_the_cache_env(tmp_path, monkeypatch):
     assert resolve_tiny("tiny:qwen2") == path
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary build folder left behind"
+
+
+def test_concurrent_builds_agree_and_leave_no_temporary_folders(tmp_path):
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        paths = list(pool.map(lambda _: build_tiny("llama", tmp_path), range(2)))
+    assert paths[0] == paths[1] and (paths[0] / "model.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [paths[0].name]
+
+
+def test_cache_key_follows_the_spec(monkeypatch):
+    before = spec_hash("qwen2")
+    assert len({spec_hash(name) for name in TINY_MODELS}) == len(TINY_MODELS)
+    changed = dataclasses.replace(TINY_MODELS["qwen2"], seed=99)
+    monkeypatch.setitem(tiny.TINY_MODELS, "qwen2", changed)
+    assert spec_hash("qwen2") != before
 
 
 def test_unknown_name_lists_the_known_models(tmp_path, monkeypatch):
