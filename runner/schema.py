@@ -369,8 +369,11 @@ class Manifest(Section):
         return self
 
     def run_key(self) -> str:
-        """sha256 of the canonical semantic JSON: everything except name, description and milestone."""
-        data = self.model_dump(mode="json", by_alias=True, exclude={"name", "description", "milestone"})
+        """sha256 of the canonical semantic JSON, without labels and without execution choices that
+        cannot change a number (runtime.container, runtime.max_sample_errors): native and container runs
+        of the same science share one registry entry."""
+        exclude = {"name": 1, "description": 1, "milestone": 1, "runtime": {"container", "max_sample_errors"}}
+        data = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -39,6 +39,8 @@ def test_run_key_is_sha256_of_canonical_json_without_labels(tmp_path):
     data = m.model_dump(mode="json", by_alias=True)
     for label in ("name", "description", "milestone"):
         del data[label]
+    for execution_choice in ("container", "max_sample_errors"):
+        del data["runtime"][execution_choice]
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     assert m.run_key() == hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -71,3 +73,10 @@ def test_every_semantic_change_changes_the_key(tmp_path):
     keys = {key(tmp_path, TEXT.replace(old, new)) for old, new in changes}
     keys.add(key(tmp_path, TEXT + "runtime: {seed: 1}\n"))
     assert reference not in keys and len(keys) == len(changes) + 1
+
+
+def test_where_it_runs_and_error_tolerance_do_not_change_the_key(tmp_path):
+    reference = key(tmp_path, TEXT)
+    runtime = "\nruntime: {container: docker, max_sample_errors: 3}\n"
+    assert key(tmp_path, TEXT.rstrip("\n") + runtime) == reference
+    assert key(tmp_path, TEXT.rstrip("\n") + "\nruntime: {seed: 7}\n") != reference
