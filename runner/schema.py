@@ -372,7 +372,7 @@ class Manifest(Section):
         """sha256 of the canonical semantic JSON, without labels and without execution choices that
         cannot change a number (runtime.container, runtime.max_sample_errors): native and container runs
         of the same science share one registry entry."""
-        exclude = {"name": 1, "description": 1, "milestone": 1, "runtime": {"container", "max_sample_errors"}}
+        exclude = {"name": True, "description": True, "milestone": True, "runtime": {"container", "max_sample_errors"}}
         data = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
