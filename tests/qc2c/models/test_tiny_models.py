@@ -1,6 +1,6 @@
 """Tiny model zoo: deterministic builds, the real from_pretrained path, tokenizers and chat templates.
 
-python -m pytest tests/qc2c/models/test_tiny.py -q
+python -m pytest tests/qc2c/models/test_tiny_models.py -q
 """
 
 from __future__ import annotations
