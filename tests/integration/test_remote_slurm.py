@@ -53,7 +53,9 @@ def far(tmp_path_factory, cluster) -> dict:
         }  # fmt: skip
         local = tmp_path_factory.mktemp("local")
         targets = local / "targets.yaml"
-        YAML().dump({"targets": {"hpc": fields}}, targets.open("w"))
+        real = {k: v for k, v in fields.items() if k != "run_command"}  # the real runner: python -m runner run
+        real["slurm"] = {"partition": cluster.partition, "cpus": 2, "mem": "6G", "time": "00:20:00"}
+        YAML().dump({"targets": {"hpc": fields, "real": real}}, targets.open("w"))
         common = ["--targets", str(targets), "--ledger", str(local / "runs" / "remote_jobs.json")]
         assert main([*common, "--repo", str(REPO), "sync", "hpc"]) == 0
         yield {"target": Target.model_validate({**fields, "name": "hpc"}), "local": local, "common": common}
@@ -142,3 +144,36 @@ def test_usr1_requeues_and_resumes_the_same_run_without_duplicates(far, cluster,
     assert "restart 0" in log and "restart 1" in log and "requeueing" in log, log
     starts = [int(n) for n in re.findall(r"standin: resuming at (\d+)/25", log)]
     assert len(starts) == 2 and starts[0] == 0 and starts[1] >= 3, log
+
+
+@pytest.mark.slow
+def test_real_smoke_manifest_requeued_on_usr1_resumes_then_pull_merge(far, cluster, capsys):
+    """manifests/smoke.yaml through the real runner as a Slurm job, preempted once mid-run (USR1 → flush, exit
+    75 → requeue), resumed in the same run folder with every sample scored exactly once, pulled and merged."""
+    common, local = far["common"], far["local"]
+    assert main([*common, "--repo", str(REPO), "sync", "real", "--git"]) == 0
+    assert main([*common, "launch", "real", str(REPO / "manifests" / "smoke.yaml")]) == 0
+    entry = ledger.select(ledger.load_entries(local / "runs" / "remote_jobs.json"), "real")[-1]
+    real = far["target"].model_copy(update={"name": "real", "run_command": ["python", "-m", "runner", "run"]})
+    here = {**far, "target": real}
+    status = wait_state(here, entry, lambda s: s.state != "pending" and (s.tasks[0].n_done or 0) > 0, 300)
+    assert status.state == "running" and status.tasks[0].n_done < status.tasks[0].n_total, status
+    subprocess.run(["scancel", "--batch", "--signal=USR1", entry.handle], check=True, env=cluster.env)
+    status = wait_state(here, entry, lambda s: s.state != "running", 120)
+    assert status.state == "pending" and status.tasks[0].run_state == "preempted", status
+    n_before = status.tasks[0].n_done
+    subprocess.run(["scontrol", "update", f"JobId={entry.handle}_0", "StartTime=now"], check=True, env=cluster.env)
+    status = wait_state(here, entry, lambda s: s.state in ("done", "failed"), 400)
+    log = next(Path(entry.job_dir).glob("slurm-*_0.out")).read_text()
+    assert status.state == "done", (status, log[-3000:])
+    progress = Path(real.workdir) / entry.run_dirs[0] / "progress" / "mini.jsonl"
+    ids = [json.loads(line)["id"] for line in progress.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == status.tasks[0].n_total, "every sample exactly once across the requeue"
+    assert "restart 1" in log and "requeueing" in log and 0 < n_before < len(ids)
+    capsys.readouterr()
+    assert main([*common, "--repo", str(local), "pull", "real", "--job", entry.name]) == 0
+    assert main([*common, "--repo", str(local), "merge", "real", "--job", entry.name, "--allow", "dirty"]) == 0, (
+        capsys.readouterr().err
+    )
+    golden = json.loads((local / "golden" / "golden_runs.json").read_text())
+    assert any(entry.run_dirs[0] in json.dumps(row) for row in golden["rows"].values())
