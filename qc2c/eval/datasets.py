@@ -148,7 +148,7 @@ class MMLURedux(MCSource):
                 skipped[error_type] += 1
                 continue
             choices = [str(c) for c in _field(row, "choices")]
-            answer = int(_field(row, "answer"))
+            answer = _int_field(row, "answer")
             if error_type == "wrong_groundtruth" and rec.get("correct_answer") is not None:
                 corrected = _answer_index(str(rec["correct_answer"]).strip(), len(choices))
                 if corrected is None:
@@ -299,6 +299,14 @@ def _field(row: Row, key: str) -> Any:
     if key not in row.record or row.record[key] is None:
         raise DatasetError(f"{row.where}: {key}: missing")
     return row.record[key]
+
+
+def _int_field(row: Row, key: str) -> int:
+    value = _field(row, key)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{row.where}: {key}: expected an integer, got {value!r}") from None
 
 
 def _labelled_item(row: Row, question_key: str, *, numeric_keys: bool = False) -> MCItem:

@@ -145,6 +145,14 @@ def test_bad_row_names_file_line_and_field(tmp_path, monkeypatch):
         load_mc("arc_challenge")
 
 
+def test_bad_mmlu_answer_names_file_line_and_field(tmp_path, monkeypatch):
+    row = {"question": "q", "choices": ["a", "b"], "answer": "x", "error_type": "ok", "correct_answer": None}
+    path = _write_jsonl(tmp_path / "mmlu_redux" / "anatomy" / "test.jsonl", [row])
+    monkeypatch.setenv("QC2C_DATA_DIR", str(tmp_path))
+    with pytest.raises(DatasetError, match=rf"^{path}:1: answer: expected an integer, got 'x'$"):
+        load_mc("mmlu_redux")
+
+
 def test_local_folder_without_the_split_is_an_error(tmp_path, monkeypatch):
     _write_jsonl(tmp_path / "openbookqa" / "train.jsonl", [])
     monkeypatch.setenv("QC2C_DATA_DIR", str(tmp_path))
