@@ -1,0 +1,112 @@
+"""python -m pytest tests/qc2c/eval/test_score.py -q
+
+Batch-size invariance on the real tiny pair: predictions (and option probabilities to float32 rounding)
+are identical for batch size 1 and 8, for every setting path and both protocols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from qc2c.eval.datasets import load_mc
+from qc2c.eval.score import AlignedScorer, SettingScorer, c2c_prefill, plain_prefill
+from qc2c.models.pair import load_pair
+
+N_ITEMS = 12
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return load_pair("tiny:qwen3", "tiny:qwen2", dtype=torch.float32, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def fuser():
+    from qc2c.fuser.checkpoint import load_fuser
+
+    return load_fuser("tiny:qwen3+qwen2")
+
+
+@pytest.fixture(scope="module")
+def items():
+    return load_mc("mini", limit=N_ITEMS).items
+
+
+def _scorer(pair, fuser, setting: str, protocol: str) -> SettingScorer:
+    if setting == "receiver":
+        return SettingScorer(setting, pair.receiver_tokenizer, plain_prefill(pair.receiver), pair.receiver, protocol, 6)
+    if setting == "sharer":
+        return SettingScorer(setting, pair.sharer_tokenizer, plain_prefill(pair.sharer), pair.sharer, protocol, 6)
+    prefill = c2c_prefill(pair.receiver, pair.sharer, fuser, None)
+    return SettingScorer(setting, pair.receiver_tokenizer, prefill, pair.receiver, protocol, 6)
+
+
+def _by_batches(scorer: SettingScorer, items, batch_size: int):
+    rows = []
+    for start in range(0, len(items), batch_size):
+        rows += scorer.score_rows(items[start : start + batch_size])
+    return rows
+
+
+@pytest.mark.parametrize("protocol", ["logits", "generate"])
+@pytest.mark.parametrize("setting", ["receiver", "sharer", "c2c_fp16"])
+def test_batch_of_eight_equals_batch_of_one(pair, fuser, items, setting: str, protocol: str) -> None:
+    scorer = _scorer(pair, fuser, setting, protocol)
+    one = _by_batches(scorer, items, 1)
+    eight = _by_batches(scorer, items, 8)
+    assert all(r.error is None for r in one + eight), [r.error for r in one + eight if r.error]
+    assert [r.pred for r in one] == [r.pred for r in eight]
+    if protocol == "logits":
+        for a, b in zip(one, eight):
+            assert a.option_probs.keys() == b.option_probs.keys()
+            assert max(abs(a.option_probs[k] - b.option_probs[k]) for k in a.option_probs) < 1e-5
+    else:
+        assert [r.text for r in one] == [r.text for r in eight]
+
+
+def test_c2c_fusion_changes_the_receiver(pair, fuser, items) -> None:
+    """The fused path is not silently the receiver alone (prior-art defect 1)."""
+    alone = _scorer(pair, fuser, "receiver", "logits").score_rows(items)
+    fused = _scorer(pair, fuser, "c2c_fp16", "logits").score_rows(items)
+    diff = max(abs(a.option_probs[k] - b.option_probs[k]) for a, b in zip(alone, fused) for k in a.option_probs)
+    assert diff > 1e-3
+
+
+def test_logits_probabilities_sum_to_one_and_pred_is_argmax(pair, fuser, items) -> None:
+    for row in _scorer(pair, fuser, "receiver", "logits").score_rows(items[:4]):
+        assert abs(sum(row.option_probs.values()) - 1.0) < 1e-9
+        assert row.pred == max(row.option_probs, key=row.option_probs.get)
+
+
+def test_generate_records_text_and_extraction_rule(pair, fuser, items) -> None:
+    row = _scorer(pair, fuser, "receiver", "generate").score_rows(items[:1])[0]
+    assert row.text is not None and row.extraction in ("phrase", "standalone", "word_boundary", "any_char", "none")
+
+
+def test_bad_item_gets_an_error_and_the_rest_of_the_batch_scores(pair, fuser, items) -> None:
+    bad = replace(items[1], labels=["A", "B"])  # two labels for four choices: the prompt cannot be rendered
+    scorer = _scorer(pair, fuser, "c2c_fp16", "logits")
+    rows = scorer.score_rows([items[0], bad, items[2]])
+    assert rows[1].error and "one label per choice" in rows[1].error and rows[1].pred is None
+    good = scorer.score_rows([items[0], items[2]])
+    assert [rows[0].pred, rows[2].pred] == [r.pred for r in good]
+    assert rows[0].error is None and rows[2].error is None
+
+
+@pytest.mark.parametrize("protocol", ["logits", "generate"])
+def test_aligned_pair_scores_row_by_row_identically(protocol: str, items) -> None:
+    from qc2c.fuser.checkpoint import load_fuser
+    from qc2c.models.align import TokenAligner
+
+    pair = load_pair("tiny:qwen3", "tiny:llama", dtype=torch.float32, device="cpu")
+    fuser = load_fuser("tiny:qwen3+llama")
+    aligner = TokenAligner(pair.receiver_tokenizer, pair.sharer_tokenizer, "longest")
+    prefill = c2c_prefill(pair.receiver, pair.sharer, fuser, None)
+    scorer = AlignedScorer("c2c_fp16", pair.receiver_tokenizer, prefill, pair.receiver, protocol, 8, aligner=aligner)
+    together = scorer.score_rows(items[:4])
+    alone = [scorer.score_rows([it])[0] for it in items[:4]]
+    assert all(r.error is None for r in together), [r.error for r in together]
+    assert [r.pred for r in together] == [r.pred for r in alone]
