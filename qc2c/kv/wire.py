@@ -130,7 +130,8 @@ class Message:
     def to_bytes(self) -> bytes:
         """The explicit host step: one device->host copy of every body buffer."""
         body = [d.reshape(-1) for d in self.index_data] + [b for s in self.segments for b in s.buffers()]
-        return self.header() + torch.cat(body).cpu().numpy().tobytes()
+        body = [b for b in body if b.numel()]
+        return self.header() + (torch.cat(body).cpu().numpy().tobytes() if body else b"")
 
     @classmethod
     def from_bytes(cls, data: bytes, device: torch.device | str = "cpu") -> Message:
@@ -167,7 +168,8 @@ class Message:
             nonlocal cursor
             if n and (body is None or cursor + n > body.numel()):
                 raise WireError("message body is truncated")
-            out = body[cursor : cursor + n] if n else torch.zeros(0, dtype=torch.uint8, device=device)
+            # a copy, so that every buffer starts aligned (scales and raw floats are viewed as wider dtypes)
+            out = body[cursor : cursor + n].clone() if n else torch.zeros(0, dtype=torch.uint8, device=device)
             cursor += n
             return out
 

@@ -61,3 +61,38 @@ def cases(draw, kinds: tuple[str, ...] = KINDS, max_tokens: int = 70) -> Case:
         kind=draw(st.sampled_from(kinds)),
         seed=draw(st.integers(0, 2**16)),
     )
+
+
+def build_section(
+    b: int, n_layers: int, n_heads: int, n: int, head_dim: int, seed: int, *, n_pad: int = 0,
+    dtype: torch.dtype = torch.float32, n_receiver_layers: int | None = None, attention: bool = False,
+):  # fmt: skip
+    """A seeded SectionKV: row 0 left-padded by n_pad; receiver = 2 heads × 8; project = fixed linear maps."""
+    from qc2c.fuser.seam import SectionKV
+
+    gen = torch.Generator().manual_seed(seed)
+    shape = (b, n_heads, n, head_dim)
+    sharer = [(torch.randn(shape, generator=gen).to(dtype), torch.randn(shape, generator=gen).to(dtype))
+              for _ in range(n_layers)]  # fmt: skip
+    n_receiver_layers = n_receiver_layers or n_layers
+    receiver = [(torch.randn(b, 2, n, 8, generator=gen).to(dtype), torch.randn(b, 2, n, 8, generator=gen).to(dtype))
+                for _ in range(n_receiver_layers)]  # fmt: skip
+    weights = [torch.randn(n_heads * head_dim, 16, generator=gen) / head_dim for _ in range(n_receiver_layers)]
+
+    def project(t, sharer_kv, receiver_kv):
+        out = []
+        for s, r in zip(sharer_kv, receiver_kv):
+            flat = s.float().permute(0, 2, 1, 3).reshape(b, n, -1) @ weights[t]
+            out.append((r.float() + flat.view(b, n, 2, 8).permute(0, 2, 1, 3)).to(dtype))
+        return tuple(out)
+
+    mask = torch.ones(b, n, dtype=torch.bool)
+    mask[0, :n_pad] = False
+    layer_map = {t: t * n_layers // n_receiver_layers for t in range(n_receiver_layers)}
+    attn = None
+    if attention:
+        causal = torch.ones(n, n, dtype=torch.bool).tril()
+        attn = [torch.randn(b, 2 * n_heads, n, n, generator=gen).masked_fill(~causal, -torch.inf).softmax(-1)
+                for _ in range(n_layers)]  # fmt: skip
+    return SectionKV(sharer=sharer, receiver=receiver, fuse_mask=mask, layer_map=layer_map, project=project,
+                     sharer_attention=attn)  # fmt: skip
