@@ -171,6 +171,7 @@ def base_image(daemon: Dockerd) -> str:
                 MMDEBSTRAP,
                 "--quiet",
                 "--variant=minbase",
+                "--format=tar",
                 f"--include={','.join(BASE_PACKAGES)}",
                 str(recipe["suite"]),
                 str(partial),
@@ -206,9 +207,17 @@ def wheelhouse(repo: Path, python_version: str = "3.11") -> Path:
 
 @contextmanager
 def serving(directory: Path) -> Iterator[str]:
-    """Serve `directory` on 127.0.0.1 (a pip --find-links page); yields the base URL."""
+    """Serve `directory` on 127.0.0.1 (a pip --find-links page); yields the base URL.
+
+    The port is derived from the folder name when free: the URL is a build argument of the pip layer,
+    so a new port every run would invalidate the cached dependency layer.
+    """
     handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    preferred = 40000 + int(hashlib.sha256(directory.name.encode()).hexdigest(), 16) % 20000
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", preferred), handler)
+    except OSError:  # taken: still works, only the pip layer is rebuilt
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
