@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 STAMP := $(VENV)/.stamp-setup
 
 .PHONY: help setup run test test-all lint validate plan golden plots bench lock image \
-        remote-sync remote-setup remote-launch remote-status remote-logs remote-pull remote-merge clean
+        remote-sync remote-setup remote-launch remote-status remote-logs remote-cancel remote-pull remote-merge clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -50,20 +50,22 @@ lock:  ## re-resolve requirements.lock from pyproject.toml
 image: $(STAMP)  ## build the pinned CUDA image, tagged with the git commit
 	$(PY) -m runner image
 
-remote-sync: $(STAMP)  ## rsync the repo to TARGET
-	$(PY) -m remote sync $(TARGET)
-remote-setup: $(STAMP)  ## bootstrap TARGET once
+remote-sync: $(STAMP)  ## rsync the repo to TARGET (GIT=1 also sends .git)
+	$(PY) -m remote sync $(TARGET) $(if $(GIT),--git,)
+remote-setup: $(STAMP)  ## bootstrap TARGET once (tools check; make setup there, or its venv)
 	$(PY) -m remote setup $(TARGET)
-remote-launch: $(STAMP)  ## launch MANIFEST on TARGET (detached)
-	$(PY) -m remote launch $(TARGET) $(MANIFEST)
-remote-status: $(STAMP)  ## status of jobs on TARGET
-	$(PY) -m remote status $(TARGET)
-remote-logs: $(STAMP)  ## logs of the latest job on TARGET
-	$(PY) -m remote logs $(TARGET)
-remote-pull: $(STAMP)  ## pull complete runs back from TARGET
-	$(PY) -m remote pull $(TARGET)
-remote-merge: $(STAMP)  ## golden merge of what was pulled
-	$(PY) -m remote merge $(TARGET)
+remote-launch: $(STAMP)  ## launch MANIFEST on TARGET, detached (SWEEP=1: one job array)
+	$(PY) -m remote launch $(TARGET) $(MANIFEST) $(if $(SWEEP),--sweep,)
+remote-status: $(STAMP)  ## pending/running/done/failed + progress of TARGET's jobs [JOB=name]
+	$(PY) -m remote status $(TARGET) $(if $(JOB),--job $(JOB),)
+remote-logs: $(STAMP)  ## log of the latest job on TARGET [JOB=name] [FOLLOW=1]
+	$(PY) -m remote logs $(TARGET) $(if $(JOB),--job $(JOB),) $(if $(FOLLOW),-f,)
+remote-cancel: $(STAMP)  ## cancel the latest job on TARGET [JOB=name]
+	$(PY) -m remote cancel $(TARGET) $(if $(JOB),--job $(JOB),)
+remote-pull: $(STAMP)  ## pull complete runs back from TARGET (PARTIAL=1: in-flight too; never overwrites)
+	$(PY) -m remote pull $(TARGET) $(if $(JOB),--job $(JOB),) $(if $(PARTIAL),--partial,)
+remote-merge: $(STAMP)  ## golden merge of what was pulled [ALLOW=dirty]
+	$(PY) -m remote merge $(TARGET) $(if $(JOB),--job $(JOB),) $(if $(ALLOW),--allow $(ALLOW),)
 
 clean:  ## remove the virtual environment and caches (runs/ and golden/ are kept)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

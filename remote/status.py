@@ -154,12 +154,12 @@ def decide(task: int, files: TaskFiles, scheduler: str | None, *, kind: str) -> 
     def out(state: str, reason: str) -> TaskStatus:
         return TaskStatus(task, state, reason, n_done, n_total, eta, run_state, scheduler)
 
+    if files.state == "cancelled":
+        return out("failed", f"cancelled (runner exited {files.exit_code})")
     if files.exit_code is not None and files.exit_code != 0:
         return out("failed", f"runner exited {files.exit_code}")
     if run_state == "failed":
         return out("failed", "runner status.json says failed")
-    if files.state == "cancelled":
-        return out("failed", "cancelled")
     if files.exit_code == 0:
         return out("done", "runner exited 0")
     if kind == "slurm" and scheduler is not None:

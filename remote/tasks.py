@@ -50,7 +50,7 @@ def setup(target: Target) -> int:
         print(f"{target.name}: missing on the far side: {', '.join(missing)}", file=sys.stderr)
         return EXIT_RUN_FAILED
     if target.venv:
-        check = f"{render.qpath(target.venv)}/bin/python -c 'import qc2c, runner'"
+        check = f"cd {render.qpath(target.workdir)} && {render.qpath(target.venv)}/bin/python -c 'import qc2c, runner'"
         if not conn.run(check, warn=True, hide=True).ok:
             print(f"{target.name}: venv {target.venv} cannot import qc2c/runner", file=sys.stderr)
             return EXIT_RUN_FAILED

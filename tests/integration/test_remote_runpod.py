@@ -143,12 +143,37 @@ def test_pull_never_clobbers_local_files_that_differ(far, tmp_path, capsys):
     assert (local_status.parent / "results" / "mini.json").is_file(), "files that do not clash still arrive"
 
 
-def test_cancel_reports_failed(far, tmp_path):
+def test_partial_pull_then_cancel_reports_failed(far, tmp_path, capsys):
     entry = launch_standin(far, tmp_path, "cancelled", n_samples=200, sleep_s=0.1)
     wait_state(far, entry, {"running"})
+    wait_until(lambda: (Path(far["target"].workdir) / entry.run_dirs[0] / "progress").is_dir(), 20, "progress")
+    local_run = far["local"] / entry.run_dirs[0]
+    assert main([*far["common"], "--repo", str(far["local"]), "pull", "pod", "--job", entry.name]) == 0
+    assert "running: not pulled (use --partial" in capsys.readouterr().out and not local_run.exists()
+    assert main([*far["common"], "--repo", str(far["local"]), "pull", "pod", "--job", entry.name, "--partial"]) == 0
+    assert json.loads((local_run / "status.json").read_text())["state"] == "running"
+    assert (
+        ledger.select(ledger.load_entries(far["local"] / "runs" / "remote_jobs.json"), "pod", entry.name)[0].pulled
+        == []
+    )
+    assert main([*far["common"], "logs", "pod", "--job", entry.name]) == 0
+    assert "qc2c: task 0 start" in capsys.readouterr().out
     assert main([*far["common"], "cancel", "pod", "--job", entry.name]) == 0
     status = wait_state(far, entry, {"failed", "done"})
-    assert status.state == "failed"
+    assert status.state == "failed" and status.tasks[0].reason == "cancelled (runner exited 75)"
+
+
+def test_setup_checks_tools_and_venv(far, capsys):
+    assert main([*far["common"], "setup", "pod"]) == 0
+    assert "reusing venv" in capsys.readouterr().out
+    targets = Path(far["common"][1])
+    text = targets.read_text()
+    targets.write_text(text.replace(str(VENV), "/nonexistent/venv"))
+    try:
+        assert main([*far["common"], "setup", "pod"]) == 1
+        assert "cannot import qc2c/runner" in capsys.readouterr().err
+    finally:
+        targets.write_text(text)
 
 
 def test_hostile_manifest_name_refused_before_connecting(far, tmp_path, capsys):
