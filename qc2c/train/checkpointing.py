@@ -1,0 +1,133 @@
+"""Training checkpoints in the published fuser layout, written atomically (specs/c2c-reference.md §3).
+
+    <out>/config.json                       the recipe (pair, alignment, projector, training settings)
+    <out>/checkpoint-<step>/projector_*.pt|json, projector_config.json, aggregator_config.json,
+                            training_state.pt   optimizer, scheduler, step, loss, RNG states, data position
+    <out>/final/...                          the same projector files (what `fuser: {from_run: ...}` loads)
+
+Every folder is built under a hidden temporary name next to its target and renamed into place, so a kill
+at any moment leaves either the previous checkpoint or the new one, never a half-written folder that the
+strict loader would refuse (or, worse, a resume would read).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from qc2c.fuser.checkpoint import PROJECTOR_CLASS, encode_arg
+
+STATE_FILE = "training_state.pt"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_projectors(
+    folder: Path, projectors: Sequence[nn.Module], layer_map: dict[int, int], init_args: Sequence[dict[str, Any]]
+) -> None:
+    """projector_{i}.pt / .json, projector_config.json and aggregator_config.json into `folder`."""
+    for i, (projector, args) in enumerate(zip(projectors, init_args, strict=True)):
+        state = {k: v.detach().clone() for k, v in projector.state_dict().items()}
+        torch.save(state, folder / f"projector_{i}.pt")
+        meta = {"class": PROJECTOR_CLASS, "init_args": {k: encode_arg(v) for k, v in args.items()}}
+        (folder / f"projector_{i}.json").write_text(json.dumps(meta, indent=2))
+    config = {"0": {"1": {str(t): [[s, t]] for t, s in sorted(layer_map.items())}}}
+    (folder / "projector_config.json").write_text(json.dumps(config))
+    (folder / "aggregator_config.json").write_text("{}")
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Rename a finished temporary folder into place (replacing an older one of the same name)."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)
+
+
+def _tmp_dir(out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out))
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    out: Path,
+    step: int,
+    projectors: Sequence[nn.Module],
+    layer_map: dict[int, int],
+    init_args: Sequence[dict[str, Any]],
+    training_state: dict[str, Any],
+) -> Path:
+    """Write `out/checkpoint-<step>/` atomically; training_state holds optimizer/scheduler/step/loss/position."""
+    tmp = _tmp_dir(out, f"checkpoint-{step}")
+    write_projectors(tmp, projectors, layer_map, init_args)
+    torch.save({**training_state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
+    target = out / f"checkpoint-{step}"
+    _publish(tmp, target)
+    return target
+
+
+def save_final(
+    out: Path, projectors: Sequence[nn.Module], layer_map: dict[int, int], init_args: Sequence[dict[str, Any]]
+) -> Path:
+    tmp = _tmp_dir(out, "final")
+    write_projectors(tmp, projectors, layer_map, init_args)
+    _publish(tmp, out / "final")
+    return out / "final"
+
+
+def write_recipe(out: Path, recipe: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps(recipe, indent=4, sort_keys=True))
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The complete checkpoint with the highest step (temporary folders are never matched)."""
+    if not out.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in out.iterdir() if (m := _CKPT.match(p.name)) and (p / STATE_FILE).is_file()]
+    return max(found)[1] if found else None
+
+
+def load_checkpoint(folder: Path, projectors: Sequence[nn.Module]) -> dict[str, Any]:
+    """Load projector weights strictly into `projectors`; returns the training state (optimizer etc.)."""
+    from qc2c.fuser.checkpoint import strict_load
+
+    for i, projector in enumerate(projectors):
+        path = folder / f"projector_{i}.pt"
+        strict_load(projector, torch.load(path, map_location="cpu", weights_only=True), path)
+    return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)

@@ -1,0 +1,304 @@
+"""Supervised training of the C2C projectors with both LLMs frozen (specs/c2c-reference.md §6).
+
+    spec = TrainSpec.from_manifest(manifest_dict)      # pair + train + kv + runtime sections, plain dicts
+    result = Trainer(spec, out_dir).train()           # checkpoints, diagnostics.jsonl, final/
+
+The sharer runs under no_grad in eval mode; the receiver's weights are frozen but it runs in the autograd
+graph, so the loss (next-token CE on the response, given the fused prompt) reaches the projectors through
+the fused cache. Projectors train in train mode (dropout, Gumbel-sigmoid gates whose temperature anneals
+after every optimizer step). With `train.qat` the manifest's codec sits between the sharer and the fusion
+(qc2c.train.qat). A run resumes from its latest checkpoint: weights, optimizer, scheduler, RNG states and
+the data position are restored, so the loss curve continues as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qc2c.fuser.checkpoint import Fuser
+from qc2c.fuser.fuse import FusePlan, fused_forward
+from qc2c.fuser.layer_map import LAYER_MAPS
+from qc2c.fuser.preflight import kv_shape
+from qc2c.fuser.projector import C2CProjector
+from qc2c.train import checkpointing as ckpt
+from qc2c.train.data import Example, TrainBatch, build_examples, collate, load_conversations, micro_batches
+from qc2c.train.diagnostics import DiagnosticsLog, Progress, gate_logits, grad_norms, peak_memory_bytes
+from qc2c.train.schedule import anneal_temperature, build_optimizer, build_scheduler, total_optimizer_steps
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+OPTIM_DEFAULTS = {"lr": 1e-4, "weight_decay": 0.01, "epochs": 1, "max_steps": None, "warmup_ratio": 0.1,
+                  "max_grad_norm": 1.0, "batch_size": 4, "grad_accum": 8, "scheduler": "linear"}  # fmt: skip
+PROJECTOR_DEFAULTS = {"hidden_dim": 1024, "intermediate_dim": 1024, "num_layers": 3, "dropout": 0.1,
+                      "initial_temperature": 1.0, "final_temperature": 0.001, "anneal_steps": None}  # fmt: skip
+
+
+class TrainingStopped(Exception):
+    """A stop was requested; the state up to `step` is in a checkpoint."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped after step {step} (checkpoint written)")
+        self.step = step
+
+
+@dataclass
+class TrainSpec:
+    """What a training run needs, from a manifest's sections as plain dicts (qc2c never imports runner)."""
+
+    receiver: str
+    sharer: str
+    train: dict[str, Any]
+    alignment: str | None = None
+    receiver_revision: str = "main"
+    sharer_revision: str = "main"
+    kv: dict[str, Any] | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    name: str = ""
+
+    @classmethod
+    def from_manifest(cls, m: dict[str, Any]) -> TrainSpec:
+        pair, runtime = m["pair"], m.get("runtime") or {}
+        device = runtime.get("device", "auto")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        alignment = pair.get("alignment", "none")
+        return cls(
+            receiver=pair["receiver"], sharer=pair["sharer"], train=m["train"],
+            alignment=None if alignment == "none" else alignment,
+            receiver_revision=pair.get("receiver_revision", "main"), sharer_revision=pair.get("sharer_revision", "main"),
+            kv=m.get("kv"), device=device, dtype=runtime.get("dtype", "bfloat16"), seed=runtime.get("seed", 0),
+            name=m.get("name", ""),
+        )  # fmt: skip
+
+    @property
+    def optim(self) -> dict[str, Any]:
+        return {**OPTIM_DEFAULTS, **(self.train.get("optim") or {})}
+
+    @property
+    def projector(self) -> dict[str, Any]:
+        return {**PROJECTOR_DEFAULTS, **(self.train.get("projector") or {})}
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    total_steps: int
+    resumed_from: int
+    losses: list[float] = field(default_factory=list)
+    n_examples: int = 0
+    n_dropped: int = 0
+
+
+class Trainer:
+    """Builds the pair, data, projectors, optimizer and schedule of a TrainSpec; `train()` runs it."""
+
+    def __init__(
+        self, spec: TrainSpec, out_dir: str | Path, *, pair: Any = None, conversations: Sequence[Any] | None = None
+    ) -> None:
+        from qc2c.models.align import TokenAligner
+        from qc2c.models.pair import load_pair
+
+        self.spec, self.out = spec, Path(out_dir)
+        self.device, self.dtype = torch.device(spec.device), DTYPES[spec.dtype]
+        self.pair = pair or load_pair(
+            spec.receiver, spec.sharer, receiver_revision=spec.receiver_revision,
+            sharer_revision=spec.sharer_revision, dtype=self.dtype, device=self.device,
+        )  # fmt: skip
+        for model in (self.pair.receiver, self.pair.sharer):
+            model.requires_grad_(False).eval()
+        if spec.alignment is None and not self.pair.same_tokenizer:
+            raise ValueError(
+                "pair.alignment: none, but the receiver and sharer tokenizers differ (the sharer would read receiver "
+                "token ids); set pair.alignment: first or longest"
+            )
+        self.aligner = (
+            TokenAligner(self.pair.receiver_tokenizer, self.pair.sharer_tokenizer, spec.alignment)
+            if spec.alignment
+            else None
+        )
+        data = spec.train["data"]
+        convs = conversations if conversations is not None else load_conversations(data)
+        tok = self.pair.receiver_tokenizer
+        self.examples, self.n_dropped = build_examples(convs, tok, self.aligner, data.get("max_length", 2048))
+        if not self.examples:
+            raise ValueError(f"train.data: no conversation fits max_length {data.get('max_length', 2048)}")
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        s_tok = self.pair.sharer_tokenizer
+        self.sharer_pad_id = s_tok.pad_token_id if s_tok.pad_token_id is not None else s_tok.eos_token_id
+        o = spec.optim
+        self.total_steps = total_optimizer_steps(
+            len(self.examples), o["batch_size"], o["grad_accum"], o["epochs"], o["max_steps"]
+        )
+        self._build_fuser()
+        self.optimizer = build_optimizer(self.fuser.projectors, o["lr"], o["weight_decay"])
+        self.scheduler = build_scheduler(self.optimizer, o["scheduler"], self.total_steps, o["warmup_ratio"])
+        self.message_path = self._message_path()
+        self.diagnostics = DiagnosticsLog(self.out / "diagnostics.jsonl")
+
+    # ---- construction ----
+
+    def _build_fuser(self) -> None:
+        r_layers, r_heads, r_dim = kv_shape(self.pair.receiver.config)
+        s_layers, s_heads, s_dim = kv_shape(self.pair.sharer.config)
+        params = dict(self.spec.projector)
+        params.pop("type", None)
+        params["anneal_steps"] = params.get("anneal_steps") or self.total_steps  # the whole run by default
+        self.init_args = [
+            {"source_dim": s_dim, "target_dim": r_dim, "source_num_heads": s_heads, "target_num_heads": r_heads,
+             "dtype": self.dtype, **params}
+            for _ in range(r_layers)
+        ]  # fmt: skip
+        torch.manual_seed(self.spec.seed)
+        projectors = nn.ModuleList(C2CProjector(**args) for args in self.init_args).to(self.device)
+        layer_map = LAYER_MAPS.get(self.spec.train.get("layer_map", "last_aligned"))(r_layers, s_layers)
+        self.fuser = Fuser(projectors, layer_map, {t: t for t in layer_map}, self.recipe(params), self.init_args,
+                           self.out, sha256="")  # fmt: skip
+        self.n_layers = (r_layers, s_layers)
+
+    def _message_path(self) -> Any:
+        if not self.spec.train.get("qat"):
+            return None
+        from qc2c.train.qat import build_qat_path
+
+        r_layers, s_layers = self.n_layers
+        return build_qat_path(self.spec.kv or {}, layer_map=dict(self.fuser.layer_map), n_sharer_layers=s_layers,
+                              n_receiver_layers=r_layers)  # fmt: skip
+
+    def recipe(self, params: dict[str, Any]) -> dict[str, Any]:
+        """config.json: the reference recipe's keys (what preflight and the upstream loaders read) + qc2c's."""
+        s, o = self.spec, self.spec.optim
+        return {
+            "model": {"base_model": s.receiver, "teacher_model": s.sharer, "is_do_alignment": s.alignment is not None,
+                      "alignment_strategy": s.alignment or "first",
+                      "projector": {"type": "C2CProjector", "params": params},
+                      "mapping": s.train.get("layer_map", "last_aligned")},
+            "training": {"learning_rate": o["lr"], "weight_decay": o["weight_decay"], "num_epochs": o["epochs"],
+                         "max_steps": o["max_steps"], "max_length": s.train["data"].get("max_length", 2048),
+                         "scheduler_type": o["scheduler"], "warmup_ratio": o["warmup_ratio"],
+                         "max_grad_norm": o["max_grad_norm"], "gradient_accumulation_steps": o["grad_accum"],
+                         "per_device_train_batch_size": o["batch_size"], "freeze": ["teacher", "base"],
+                         "seed": s.seed, "dtype": s.dtype, "total_steps": self.total_steps},
+            "output": {"save_steps": s.train.get("save_steps", 500)},
+            "data": dict(s.train["data"]),
+            "qc2c": {"name": s.name, "receiver_revision": s.receiver_revision, "sharer_revision": s.sharer_revision,
+                     "qat": bool(s.train.get("qat")), "kv": s.kv if s.train.get("qat") else None},
+        }  # fmt: skip
+
+    # ---- one step ----
+
+    def compute_loss(self, batch: TrainBatch) -> Tensor:
+        """Next-token CE over the response labels of the last section, given the fused prefix. Scalar fp32."""
+        batch = batch.to(self.device)
+        plan = FusePlan.from_runs(batch.fuse_mask, batch.last_len)
+        out = fused_forward(
+            self.pair.receiver, self.pair.sharer, self.fuser, plan, batch.input_ids,
+            attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+            sharer_input_ids=batch.sharer_input_ids, sharer_attention_mask=batch.sharer_attention_mask,
+            message_path=self.message_path,
+        )  # fmt: skip
+        logits = out.logits[:, :-1].float()
+        labels = batch.labels[:, 1:]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+    def optimizer_step(self, batches: Sequence[Sequence[Example]]) -> dict[str, Any]:
+        """One optimizer step over `batches` (grad accumulation); returns loss, tokens, grad norms, lr."""
+        self.fuser.projectors.train()
+        loss_sum, tokens = 0.0, 0
+        for rows in batches:
+            batch = collate(rows, self.pad_id, self.sharer_pad_id)
+            loss = self.compute_loss(batch)
+            (loss / len(batches)).backward()
+            loss_sum += float(loss.detach()) / len(batches)
+            tokens += batch.n_tokens
+        norms = grad_norms(self.fuser.projectors)
+        torch.nn.utils.clip_grad_norm_(self.fuser.projectors.parameters(), self.spec.optim["max_grad_norm"])
+        lr = float(self.scheduler.get_last_lr()[0])
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss_sum, "tokens": tokens, "grad_norm": norms, "lr": lr}
+
+    # ---- the run ----
+
+    def resume(self) -> int:
+        """Restore the latest checkpoint under out_dir (if any); returns its step (0 = fresh start)."""
+        latest = ckpt.latest_checkpoint(self.out)
+        if latest is None:
+            return 0
+        state = ckpt.load_checkpoint(latest, self.fuser.projectors)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(state["rng"])
+        step = int(state["step"])
+        anneal_temperature(self.fuser.projectors, step)
+        self.diagnostics.truncate_after(step)
+        return step
+
+    def save(self, step: int, loss: float) -> Path:
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "loss": loss,
+                 "micro_batch": step * self.spec.optim["grad_accum"], "total_steps": self.total_steps}  # fmt: skip
+        return ckpt.save_checkpoint(self.out, step, self.fuser.projectors, self.fuser.layer_map, self.init_args, state)
+
+    def train(
+        self,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        on_step: Callable[[int, dict[str, Any]], None] | None = None,
+        progress: bool = True,
+    ) -> TrainResult:
+        """Run (or resume) to total_steps; raises TrainingStopped after checkpointing when should_stop()."""
+        o, save_steps = self.spec.optim, int(self.spec.train.get("save_steps", 500))
+        ckpt.write_recipe(self.out, self.fuser.recipe)
+        start = self.resume()
+        if start == 0:
+            random.seed(self.spec.seed)
+        result = TrainResult(self.out, start, self.total_steps, start, n_examples=len(self.examples),
+                             n_dropped=self.n_dropped)  # fmt: skip
+        data = micro_batches(self.examples, o["batch_size"], self.spec.seed, start=start * o["grad_accum"])
+        bar = Progress(self.total_steps, start, enabled=progress)
+        t_run, done_here = time.monotonic(), 0
+        try:
+            for step in range(start + 1, self.total_steps + 1):
+                t0 = time.monotonic()
+                stats = self.optimizer_step([next(data)[1] for _ in range(o["grad_accum"])])
+                temperature = anneal_temperature(self.fuser.projectors, step)
+                wall = time.monotonic() - t0
+                done_here += 1
+                per_step = (time.monotonic() - t_run) / done_here
+                record = {"step": step, "loss": stats["loss"], "lr": stats["lr"], "gate_temperature": temperature,
+                          "gate_logits": gate_logits(self.fuser.projectors), "grad_norm": stats["grad_norm"],
+                          "tokens": stats["tokens"], "tokens_per_s": stats["tokens"] / max(wall, 1e-9),
+                          "peak_memory_bytes": peak_memory_bytes(self.device), "wall_s": wall,
+                          "elapsed_s": time.monotonic() - t_run,
+                          "eta_s": per_step * (self.total_steps - step)}  # fmt: skip
+                if not math.isfinite(stats["loss"]):
+                    raise FloatingPointError(f"step {step}: loss is {stats['loss']} (not finite); lower train.optim.lr")
+                self.diagnostics.append(record)
+                result.losses.append(stats["loss"])
+                result.steps = step
+                bar.update(record)
+                if on_step is not None:
+                    on_step(step, record)
+                if step % save_steps == 0 or step == self.total_steps:
+                    self.save(step, stats["loss"])
+                if should_stop is not None and should_stop() and step < self.total_steps:
+                    if step % save_steps:
+                        self.save(step, stats["loss"])
+                    raise TrainingStopped(step)
+        finally:
+            bar.close()
+        self.fuser.projectors.eval()
+        ckpt.save_final(self.out, self.fuser.projectors, self.fuser.layer_map, self.init_args)
+        return result
