@@ -1,0 +1,52 @@
+"""`python -m qc2c.bench codec` on a small geometry: `python -m pytest tests/qc2c/bench/test_codec_bench.py -q`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from qc2c.bench.__main__ import main as bench_main
+from qc2c.bench.codec import main as codec_main
+
+
+def test_codec_bench_reports_round_trip_next_to_memcpy(capsys) -> None:
+    rc = codec_main(["--batch", "2", "--tokens", "16", "--layers", "3", "--heads", "1", "--head-dim", "8",
+                     "--schemes", "int8", "int4", "fp16", "--repeat", "1", "--json"])  # fmt: skip
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["input_bytes"] == 2 * 3 * 2 * 1 * 16 * 8 * 2
+    assert [r["scheme"] for r in result["rows"]] == ["int8", "int4", "fp16"]
+    for row in result["rows"]:
+        assert row["round_trip_gb_s"] > 0 and row["memcpy_gb_s"] > 0
+        assert abs(row["ratio_to_memcpy"] - row["round_trip_gb_s"] / row["memcpy_gb_s"]) < 1e-9
+    by_name = {r["scheme"]: r for r in result["rows"]}
+    assert by_name["int4"]["compression"] > by_name["int8"]["compression"] > by_name["fp16"]["compression"]
+
+
+def test_codec_bench_prints_a_table_by_default(capsys) -> None:
+    assert codec_main(["--batch", "1", "--tokens", "4", "--layers", "1", "--heads", "1", "--head-dim", "4",
+                       "--schemes", "nf4", "--repeat", "1"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "memcpy" in out and "nf4" in out
+
+
+def test_unknown_scheme_exits_2_with_a_suggestion(capsys) -> None:
+    assert codec_main(["--schemes", "int3"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
+def test_dispatcher_runs_codec_and_refuses_unknown_commands(capsys) -> None:
+    assert bench_main(["codec", "--batch", "1", "--tokens", "2", "--layers", "1", "--heads", "1", "--head-dim", "2",
+                       "--schemes", "int8", "--repeat", "1", "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["rows"][0]["scheme"] == "int8"
+    assert bench_main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs_without_traceback() -> None:
+    proc = subprocess.run([sys.executable, "-m", "qc2c.bench", "codec", "--batch", "1", "--tokens", "2", "--layers",
+                           "1", "--heads", "1", "--head-dim", "2", "--schemes", "int2", "--repeat", "1", "--json"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
