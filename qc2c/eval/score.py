@@ -93,6 +93,7 @@ def plain_prefill(model: Any, stage: str = "receiver_s") -> PrefillFn:
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             use_cache=True,
+            logits_to_keep=1,  # only the last position is scored or decoded from
         )
         seconds = (time.perf_counter() - t0) / batch.size
         return Prefill(

@@ -1,0 +1,120 @@
+"""`python -m qc2c.bench eval`: samples/s of batched scoring vs one sample at a time, same pair, same items.
+
+The one-at-a-time loop is how the old evaluation scripts ran (batch size 1, 0.56-0.92 s per sample on an
+H100, specs/prior-art.md). Both paths score the same items with the same scorer; the predictions are
+compared in the same run and the command fails (exit 1) if any differs. Prints the measured ratio.
+
+examples:
+  python -m qc2c.bench eval                                  # tiny pair, mini set, batch 32, CPU
+  python -m qc2c.bench eval --settings compressed --n 64 --batch 32 --protocol logits
+  python -m qc2c.bench eval --device cuda --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import torch
+
+from qc2c.eval.score import SettingScorer, c2c_prefill, plain_prefill
+
+SMOKE_KV = {"quant": {"scheme": "int4", "group_size": 32}, "selection": {"method": "knorm", "keep": 0.5}}
+SETTINGS = ("receiver", "c2c_fp16", "compressed")
+TARGET_RATIO = 8.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m qc2c.bench eval", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("examples:")[1], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--receiver", default="tiny:qwen3")
+    parser.add_argument("--sharer", default="tiny:qwen2")
+    parser.add_argument("--fuser", default="tiny:qwen3+qwen2")
+    parser.add_argument("--dataset", default="mini")
+    parser.add_argument("--n", type=int, default=64, help="items scored by each path")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--protocol", choices=("logits", "generate"), default="logits")
+    parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=["compressed"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    return parser
+
+
+def build_scorers(args: argparse.Namespace) -> dict[str, SettingScorer]:
+    from qc2c.fuser.checkpoint import load_fuser
+    from qc2c.kv.codec import build_codec
+    from qc2c.models.pair import load_pair
+
+    pair = load_pair(args.receiver, args.sharer, dtype=torch.float32, device=args.device)
+    fuser = load_fuser(args.fuser).to(device=args.device, dtype=torch.float32)
+    codec = build_codec(SMOKE_KV, layer_map=dict(fuser.layer_map),
+                        n_sharer_layers=pair.sharer.config.num_hidden_layers,
+                        n_receiver_layers=pair.receiver.config.num_hidden_layers)  # fmt: skip
+    scorers = {}
+    for name in args.settings:
+        if name == "receiver":
+            prefill = plain_prefill(pair.receiver)
+        else:
+            prefill = c2c_prefill(pair.receiver, pair.sharer, fuser, codec if name == "compressed" else None)
+        scorers[name] = SettingScorer(name, pair.receiver_tokenizer, prefill, pair.receiver, args.protocol,
+                                      args.max_new_tokens, args.device)  # fmt: skip
+    return scorers
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(scorer: SettingScorer, items: list[Any], batch: int, device: str) -> tuple[float, list[Any]]:
+    _sync(device)
+    t0 = time.perf_counter()
+    rows = []
+    for start in range(0, len(items), batch):
+        rows += scorer.score_rows(items[start : start + batch])
+    _sync(device)
+    return time.perf_counter() - t0, rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from qc2c.eval.datasets import load_mc
+
+    items = load_mc(args.dataset, limit=args.n).items
+    scorers = build_scorers(args)
+    report: dict[str, Any] = {"device": args.device, "n": len(items), "batch": args.batch, "protocol": args.protocol,
+                              "torch_threads": torch.get_num_threads(), "settings": {}}  # fmt: skip
+    identical = True
+    for name, scorer in scorers.items():
+        timed(scorer, items[: min(4, len(items))], args.batch, args.device)  # warm-up (allocator, kernels)
+        batched_s, batched = timed(scorer, items, args.batch, args.device)
+        single_s, single = timed(scorer, items, 1, args.device)
+        same = [a.pred for a in batched] == [b.pred for b in single] and not any(r.error for r in batched + single)
+        identical &= same
+        report["settings"][name] = {
+            "batched_samples_per_s": len(items) / batched_s,
+            "one_at_a_time_samples_per_s": len(items) / single_s,
+            "ratio": single_s / batched_s,
+            "identical_predictions": same,
+        }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"eval bench: {report['n']} items, batch {args.batch}, {args.protocol}, {args.device}, "
+              f"{report['torch_threads']} torch threads")  # fmt: skip
+        for name, r in report["settings"].items():
+            print(f"  {name:<11} batched {r['batched_samples_per_s']:8.1f} samples/s   one-at-a-time "
+                  f"{r['one_at_a_time_samples_per_s']:7.1f} samples/s   ratio {r['ratio']:5.1f}x "
+                  f"(target >= {TARGET_RATIO:.0f}x)   identical predictions: {r['identical_predictions']}")  # fmt: skip
+    if not identical:
+        print("eval bench: batched and one-at-a-time predictions differ (or a sample failed)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
