@@ -127,6 +127,10 @@ def write_manifest_yaml(plan: Plan) -> None:
 
 def run_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Any = None) -> int:
     """Execute `plan` (decision new / resume / rerun); returns an exit code from runner.exitcodes."""
+    if plan.manifest.kind == "train":
+        from runner.train_exec import run_train_plan
+
+        return run_train_plan(plan, container=container, ui=ui)
     prepare_run_dir(plan)
     log = open_log(plan.run_dir, echo=ui is None or not getattr(ui, "live", False))
     registry = Registry(plan.runs_dir)

@@ -105,8 +105,15 @@ class Trainer:
     """Builds the pair, data, projectors, optimizer and schedule of a TrainSpec; `train()` runs it."""
 
     def __init__(
-        self, spec: TrainSpec, out_dir: str | Path, *, pair: Any = None, conversations: Sequence[Any] | None = None
+        self,
+        spec: TrainSpec,
+        out_dir: str | Path,
+        *,
+        pair: Any = None,
+        conversations: Sequence[Any] | None = None,
+        init_from: Any = None,
     ) -> None:
+        """`init_from`: a fuser reference (path / tiny: / hub dict) whose weights start the run (fine-tuning)."""
         from qc2c.models.align import TokenAligner
         from qc2c.models.pair import load_pair
 
@@ -142,6 +149,8 @@ class Trainer:
             len(self.examples), o["batch_size"], o["grad_accum"], o["epochs"], o["max_steps"]
         )
         self._build_fuser()
+        if init_from is not None:
+            self._init_from(init_from)
         self.optimizer = build_optimizer(self.fuser.projectors, o["lr"], o["weight_decay"])
         self.scheduler = build_scheduler(self.optimizer, o["scheduler"], self.total_steps, o["warmup_ratio"])
         self.message_path = self._message_path()
@@ -166,6 +175,18 @@ class Trainer:
         self.fuser = Fuser(projectors, layer_map, {t: t for t in layer_map}, self.recipe(params), self.init_args,
                            self.out, sha256="")  # fmt: skip
         self.n_layers = (r_layers, s_layers)
+
+    def _init_from(self, ref: Any) -> None:
+        from qc2c.fuser.checkpoint import load_fuser, strict_load
+
+        start = load_fuser(ref)
+        if start.layer_map != self.fuser.layer_map:
+            raise ValueError(f"fuser {start.source}: its layer map differs from train.layer_map for this pair")
+        for i, (mine, theirs) in enumerate(zip(self.fuser.projectors, start.projectors, strict=True)):
+            state = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in theirs.state_dict().items()}
+            strict_load(mine, state, f"{start.source}: projector_{i}")
+        self.fuser.recipe["qc2c"]["init_from"] = start.source
+        self.fuser.recipe["qc2c"]["init_sha256"] = start.sha256
 
     def _message_path(self) -> Any:
         if not self.spec.train.get("qat"):

@@ -1,0 +1,99 @@
+"""Execute a planned `kind: train` run: run folder, registry, status, resume, preemption.
+
+The run folder is the fuser: `runs/<milestone>/<run_tag>/` holds config.json (the recipe), checkpoint-N/
+and final/ (published layout), diagnostics.jsonl (one line per optimizer step), manifest.yaml,
+provenance.json, logs/run.log and status.json ("train": n_done = optimizer steps done of n_total).
+A kind: eval manifest loads it with `fuser: {from_run: <this manifest's name>}` (runner.plan resolves
+it to final/ of the latest complete run).
+
+A re-run of the same manifest resumes from the latest checkpoint (after SIGKILL, at most save_steps of
+work is lost). SIGTERM / SIGINT / SIGUSR1 stop after the current optimizer step, write a checkpoint, mark
+the run preempted and exit 75. A `fuser:` in a train manifest is the starting point (fine-tuning).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any
+
+from runner import fsio
+from runner.execute import REPO_ROOT, StopFlag, _fail, open_log, prepare_run_dir, write_manifest_yaml
+from runner.exitcodes import EXIT_OK, EXIT_PREEMPTED
+from runner.plan import Plan
+from runner.provenance import collect
+from runner.registry import Registry, now_iso
+from runner.status import StatusFile
+
+HEARTBEAT_S = 30.0
+
+
+def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Any = None) -> int:
+    """Train (or resume) the fuser of `plan`; returns an exit code from runner.exitcodes."""
+    from qc2c.train.checkpointing import latest_checkpoint
+    from qc2c.train.sft import Trainer, TrainingStopped, TrainSpec
+    from runner.session import _model_info, resolve_device
+
+    prepare_run_dir(plan)
+    log = open_log(plan.run_dir)
+    registry = Registry(plan.runs_dir)
+    status = StatusFile(plan.run_dir, plan.run_key)
+    stop = StopFlag()
+    stop.install()
+    m = plan.manifest
+    registry.set_status(plan.run_key, "running", run_dir=str(plan.run_dir), manifest=m.name, reason=None)
+    log.info("train run %s (%s): decision %s: %s", plan.run_tag, plan.run_key, plan.decision, plan.reason)
+    try:
+        write_manifest_yaml(plan)
+        status.write("running")
+        data = m.model_dump(mode="json", by_alias=True)
+        data["runtime"]["device"] = resolve_device(m.runtime.device)
+        spec = TrainSpec.from_manifest(data)
+        t0 = time.monotonic()
+        trainer = Trainer(spec, plan.run_dir, init_from=plan.fuser_ref)
+        log.info(
+            "loaded pair on %s in %.1f s; %d conversations (%d dropped: longer than max_length), %d optimizer steps",
+            spec.device, time.monotonic() - t0, len(trainer.examples), trainer.n_dropped, trainer.total_steps,
+        )  # fmt: skip
+        status.set_dataset("train", n_done=0, n_total=trainer.total_steps, n_errors=0)
+        beat = [time.monotonic()]
+
+        def on_step(step: int, record: dict[str, Any]) -> None:
+            entry = status.datasets["train"]
+            if entry["n_done"] == 0 and step > 1:  # resumed: count earlier steps as done, not as this rate
+                entry["n_done"] = step - 1
+            status.scored("train", 1, 0)
+            status.write()
+            if time.monotonic() - beat[0] > HEARTBEAT_S:
+                registry.heartbeat(plan.run_key)
+                beat[0] = time.monotonic()
+            log.debug(
+                "step %d loss %.5f lr %.3g T %.4g", step, record["loss"], record["lr"], record["gate_temperature"]
+            )
+
+        latest = latest_checkpoint(plan.run_dir)
+        if latest is not None:
+            log.info("resuming from %s", latest.name)
+        result = trainer.train(should_stop=lambda: stop.signal is not None, on_step=on_step)
+        log.info("trained %d steps; last loss %s", result.steps, f"{result.losses[-1]:.4f}" if result.losses else "-")
+        provenance = collect(
+            repo=REPO_ROOT, device=spec.device, run_key=plan.run_key, models=_model_info(trainer.pair),
+            fuser={"init_from": plan.fuser_source}, container=container,
+            datasets={"train": {**spec.train["data"], "n_examples": len(trainer.examples),
+                                "n_dropped_too_long": trainer.n_dropped, "total_steps": trainer.total_steps}},
+        )  # fmt: skip
+        fsio.atomic_write_json(plan.run_dir / "provenance.json", provenance)
+    except TrainingStopped as exc:
+        log.warning("preempted (%s): re-run the same manifest to resume", exc)
+        status.write("preempted", exit_code=EXIT_PREEMPTED, reason=str(exc))
+        return EXIT_PREEMPTED
+    except Exception as exc:  # noqa: BLE001 - logged with traceback, one line on stderr, run marked failed
+        log.debug("traceback:\n%s", traceback.format_exc())
+        problems = getattr(exc, "problems", None)
+        return _fail(plan, registry, status, log, "; ".join(problems) if problems else f"{type(exc).__name__}: {exc}")
+    finally:
+        stop.restore()
+    status.write("complete", exit_code=EXIT_OK)
+    registry.set_status(plan.run_key, "complete", run_dir=str(plan.run_dir), manifest=m.name, completed=now_iso())
+    log.info("complete: %s (fuser in %s)", plan.run_dir, plan.run_dir / "final")
+    return EXIT_OK
