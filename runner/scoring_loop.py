@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from qc2c.eval.batching import chunks
+from qc2c.eval.batching import by_length, chunks
 from runner.provenance import redact, secret_values
 from runner.registry import Registry
 from runner.status import StatusFile
@@ -71,7 +71,7 @@ def score_datasets(
     for name, ds in datasets.items():
         progress = logs[name].open()
         done = progress.done_ids
-        todo[name] = [item for item in ds.items if item.id not in done]
+        todo[name] = by_length([item for item in ds.items if item.id not in done])
         status.set_dataset(
             name, n_done=len(ds.items) - len(todo[name]), n_total=len(ds.items), n_errors=progress.n_errors
         )

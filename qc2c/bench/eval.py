@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from qc2c.eval.batching import by_length
 from qc2c.eval.score import SettingScorer, c2c_prefill, plain_prefill
 
 SMOKE_KV = {"quant": {"scheme": "int4", "group_size": 32}, "selection": {"method": "knorm", "keep": 0.5}}
@@ -91,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     identical = True
     for name, scorer in scorers.items():
         timed(scorer, items[: min(4, len(items))], args.batch, args.device)  # warm-up (allocator, kernels)
-        batched_s, batched = timed(scorer, items, args.batch, args.device)
-        single_s, single = timed(scorer, items, 1, args.device)
+        ordered = by_length(items)  # as the runner batches: similar lengths together
+        batched_s, batched = timed(scorer, ordered, args.batch, args.device)
+        single_s, single = timed(scorer, ordered, 1, args.device)
         same = [a.pred for a in batched] == [b.pred for b in single] and not any(r.error for r in batched + single)
         identical &= same
         report["settings"][name] = {

@@ -87,3 +87,17 @@ def chunks(n: int, batch_size: int) -> list[range]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
     return [range(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+def by_length(items: Sequence[object]) -> list[object]:
+    """`items` ordered by prompt size (question + choices characters), longest first.
+
+    Batching similar lengths together cuts the padding a left-padded batch computes (attention is O(L²) per
+    row); scores do not depend on batch composition, so the order only changes speed. Longest first makes the
+    slowest batch run first, so the ETA errs on the safe side.
+    """
+
+    def size(item: object) -> int:
+        return len(getattr(item, "question", "")) + sum(len(c) for c in getattr(item, "choices", []))
+
+    return sorted(items, key=size, reverse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qc2c.eval.batching import chunks, left_pad
+from qc2c.eval.batching import by_length, chunks, left_pad
 from qc2c.eval.prompts import RenderedPrompt
 
 
@@ -48,3 +48,12 @@ def test_chunks_cover_everything_once() -> None:
 def test_to_keeps_shapes() -> None:
     batch = left_pad([_prompt(1, 1)], pad_id=0, protocol="logits").to("cpu")
     assert batch.input_ids.dtype == torch.long and batch.size == 1
+
+
+def test_by_length_orders_longest_first_and_keeps_every_item() -> None:
+    from types import SimpleNamespace
+
+    items = [SimpleNamespace(id=i, question="q" * n, choices=["c"] * 2) for i, n in enumerate([3, 9, 1, 9])]
+    ordered = by_length(items)
+    assert [it.id for it in ordered] == [1, 3, 0, 2]  # stable among equal sizes
+    assert sorted(it.id for it in ordered) == [0, 1, 2, 3]
