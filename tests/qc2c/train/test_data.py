@@ -79,3 +79,11 @@ def test_micro_batches_resume_at_the_same_place(tok, echo) -> None:
     full = [rows for _, (_, rows) in zip(range(10), micro_batches(exs, 3, seed=5))]
     resumed = [rows for _, (_, rows) in zip(range(4), micro_batches(exs, 3, seed=5, start=6))]
     assert [[e.input_ids for e in r] for r in full[6:]] == [[e.input_ids for e in r] for r in resumed]
+
+
+def test_hf_dataset_id_reads_a_local_dataset_folder(tmp_path, echo) -> None:
+    from qc2c.train.data import load_conversations
+
+    (tmp_path / "train.jsonl").write_text(echo.read_text())
+    convs = load_conversations({"dataset": str(tmp_path), "split": "train", "limit": 3})
+    assert convs == read_jsonl(echo, 3)
