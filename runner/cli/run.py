@@ -3,7 +3,8 @@
 A sweep file runs every expanded manifest in turn (complete ones are skipped) and prints one summary table.
 Exit codes (runner/exitcodes.py): 0 complete (or already complete); 1 the run failed (sample errors above
 runtime.max_sample_errors, preflight refusal such as a model missing from an offline HF cache or a fuser
-that does not fit the pair, a from_run without a complete run); 2 bad manifest or arguments;
+that does not fit the pair, a from_run without a complete run, runtime.container: docker asked for but
+unusable); 2 bad manifest or arguments;
 75 preempted by SIGTERM / SIGINT / SIGUSR1 (progress flushed; run the same command again to resume).
 """
 
@@ -55,18 +56,32 @@ def load_manifests(path: Path) -> list[Any]:
     return expand_file(path)
 
 
-def container_decision(requested: str) -> tuple[str, str]:
-    """(runtime, reason) from runner.container when it exists; native otherwise (said in the log)."""
-    if os.environ.get("QC2C_IN_CONTAINER") == "1":
-        return "native", "already inside the qc2c container (QC2C_IN_CONTAINER=1)"
+def container_decision(requested: str, device: str) -> tuple[str, str]:
+    """(runtime, reason) from runner.container when it exists; native otherwise (said on stderr).
+
+    Raises runner.container.ContainerError when docker was asked for explicitly and cannot be used.
+    """
     try:
         from runner.container import choose_runtime
     except ImportError:
+        if os.environ.get("QC2C_IN_CONTAINER") == "1":
+            return "native", "already inside the qc2c container (QC2C_IN_CONTAINER=1)"
         if requested == "docker":
-            return "error", "container: docker requested but this checkout has no container support"
+            return "error", "runtime.container: docker requested but this checkout has no container support"
         return "native", "container support not available in this checkout: running natively"
-    decision = choose_runtime(requested)
+    decision = choose_runtime(requested, device=device)
     return decision.runtime, decision.reason
+
+
+def container_info(runtime: str, reason: str) -> dict[str, Any]:
+    """What provenance records about the container: the image and digest the container hook passes in."""
+    return {
+        "runtime": "docker" if os.environ.get("QC2C_IN_CONTAINER") == "1" else runtime,
+        "reason": reason,
+        "image": os.environ.get("QC2C_IMAGE"),
+        "image_id": os.environ.get("QC2C_IMAGE_ID"),
+        "image_digest": os.environ.get("QC2C_IMAGE_DIGEST"),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,19 +94,21 @@ def run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT
     requested = args.container or manifests[0].runtime.container
-    runtime, reason = container_decision(requested)
+    try:
+        runtime, reason = container_decision(requested, manifests[0].runtime.device)
+    except Exception as exc:  # noqa: BLE001 - runner.container.ContainerError: docker asked for, not usable
+        print(f"{args.manifest}: runtime.container: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     if runtime == "error":
-        print(reason, file=sys.stderr)
-        return EXIT_BAD_INPUT
+        print(f"{args.manifest}: {reason}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     print(f"runtime: {runtime} ({reason})", file=sys.stderr)
     if runtime == "docker":
         from runner.container import run_in_container
 
         argv = ["run", str(args.manifest), "--container", "native"]
         return run_in_container(args.manifest, argv)
-    return run_native(
-        args.manifest, manifests, runs_dir=args.runs_dir, container={"runtime": runtime, "reason": reason}
-    )
+    return run_native(args.manifest, manifests, runs_dir=args.runs_dir, container=container_info(runtime, reason))
 
 
 def run_native(source: Path, manifests: list[Any], *, runs_dir: Path | None, container: dict[str, Any]) -> int:
