@@ -24,8 +24,12 @@ def test_secret_values_match_token_key_secret_password_names() -> None:
 
 def test_redact_replaces_values_everywhere_and_secret_keys(monkeypatch) -> None:
     monkeypatch.setenv("HF_TOKEN", FAKE)
-    doc = {"cmd": f"curl -H 'Authorization: {FAKE}'", "nested": [{"x": FAKE}], "MY_API_KEY": "anything",
-           "run_key": "abc123"}
+    doc = {
+        "cmd": f"curl -H 'Authorization: {FAKE}'",
+        "nested": [{"x": FAKE}],
+        "MY_API_KEY": "anything",
+        "run_key": "abc123",
+    }
     out = redact(doc)
     assert FAKE not in json.dumps(out)
     assert json.dumps(out).count(REDACTED) == 3
