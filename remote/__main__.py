@@ -10,9 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from invoke.exceptions import UnexpectedExit
+from paramiko.ssh_exception import SSHException
+
 from remote import ledger
 from remote.targets import DEFAULT_TARGETS, TargetError, UnsafeName, get_target
-from runner.exitcodes import EXIT_BAD_INPUT
+from runner.exitcodes import EXIT_BAD_INPUT, EXIT_RUN_FAILED
 
 VERBS = ("sync", "setup", "launch", "status", "logs", "cancel", "pull", "merge")
 
@@ -81,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.target}: {exc}", file=sys.stderr)
     except ValueError as exc:  # PlanError, ledger problems, pydantic Job validation
         print(str(exc), file=sys.stderr)
+    except UnexpectedExit as exc:  # a far command failed: its exit code and stderr, not a traceback
+        tail = (exc.result.stderr or exc.result.stdout or "").strip().splitlines()[-3:]
+        print(f"{args.target}: far command exited {exc.result.exited}: {' | '.join(tail)}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except (SSHException, OSError) as exc:  # unknown host key, refused connection, bad key file
+        print(f"{args.target}: ssh: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     return EXIT_BAD_INPUT
 
 

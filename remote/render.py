@@ -8,7 +8,7 @@ rendered texts are compared line by line with tests/remote/records/*.txt.
 Far-side layout of one job (`<workdir>/runs/remote/<job name>/`, under runs/ so `sync --delete` never
 touches it): launch.sh or job.sbatch, manifests/<i>.yaml, secrets.env (mode 600), job.log (RunPod) or
 slurm-<array job>_<task>.out (Slurm), task-<i>/state (running|requeued|done|failed|cancelled) and
-task-<i>/exit_code.
+task-<i>/exit_code (each written to a temp name and renamed, so a reader never sees half a file).
 """
 
 from __future__ import annotations
@@ -103,20 +103,21 @@ def launcher_script(job: Job) -> str:
         f"JOB_DIR={qpath(job.job_dir)}",
         'exec >>"$JOB_DIR"/job.log 2>&1',
         *_prologue(job),
+        'write_task_file() { printf "%s\\n" "$2" > "$JOB_DIR/task-$task/.$1.tmp" && mv -f "$JOB_DIR/task-$task/.$1.tmp" "$JOB_DIR/task-$task/$1"; }',
         "child=",
         'stop() { [ -n "$child" ] && kill -TERM "$child" 2>/dev/null; wait "$child"; rc=$?;',
-        '  echo "$rc" > "$JOB_DIR/task-$task/exit_code"; echo cancelled > "$JOB_DIR/task-$task/state"; exit "$rc"; }',
+        '  write_task_file exit_code "$rc"; write_task_file state cancelled; exit "$rc"; }',
         "trap stop HUP TERM INT",
         "worst=0",
         f"for task in $(seq 0 {job.n_tasks - 1}); do",
         '  mkdir -p "$JOB_DIR/task-$task"',
-        '  echo running > "$JOB_DIR/task-$task/state"',
+        "  write_task_file state running",
         '  echo "qc2c: task $task start $(date -u +%FT%TZ) on $(hostname)"',
         f'  {_run_cmd(job)} "$JOB_DIR/manifests/$task.yaml" &',
         "  child=$!",
         '  wait "$child"; rc=$?; child=',
-        '  echo "$rc" > "$JOB_DIR/task-$task/exit_code"',
-        '  if [ "$rc" -eq 0 ]; then echo done > "$JOB_DIR/task-$task/state"; else echo failed > "$JOB_DIR/task-$task/state"; worst=$rc; fi',
+        '  write_task_file exit_code "$rc"',
+        '  if [ "$rc" -eq 0 ]; then write_task_file state done; else write_task_file state failed; worst=$rc; fi',
         '  echo "qc2c: task $task exit $rc"',
         "done",
         'exit "$worst"',
@@ -170,18 +171,20 @@ def sbatch_script(job: Job) -> str:
         "task=${SLURM_ARRAY_TASK_ID:-0}",
         'mkdir -p "$JOB_DIR/task-$task"',
         *_prologue(job),
-        'echo running > "$JOB_DIR/task-$task/state"',
+        'write_task_file() { printf "%s\\n" "$2" > "$JOB_DIR/task-$task/.$1.tmp" && mv -f "$JOB_DIR/task-$task/.$1.tmp" "$JOB_DIR/task-$task/$1"; }',
+        'rm -f "$JOB_DIR/task-$task/exit_code"  # a requeued attempt starts without the last verdict',
+        "write_task_file state running",
         'echo "qc2c: task $task job ${SLURM_JOB_ID} restart ${SLURM_RESTART_COUNT:-0} on $(hostname)"',
         "child=",
         "finish() {",
-        '  if [ "$1" -eq 75 ]; then trap "" TERM; echo requeued > "$JOB_DIR/task-$task/state";',
+        '  if [ "$1" -eq 75 ]; then trap "" TERM; write_task_file state requeued;',
         '    echo "qc2c: preempted, requeueing ${SLURM_JOB_ID}"; scontrol requeue "$SLURM_JOB_ID"; exit 0; fi',
-        '  echo "$1" > "$JOB_DIR/task-$task/exit_code"',
-        '  if [ "$1" -eq 0 ]; then echo done > "$JOB_DIR/task-$task/state"; else echo failed > "$JOB_DIR/task-$task/state"; fi',
+        '  write_task_file exit_code "$1"',
+        '  if [ "$1" -eq 0 ]; then write_task_file state done; else write_task_file state failed; fi',
         '  echo "qc2c: task $task exit $1"; exit "$1"; }',
         'on_usr1() { echo "qc2c: USR1, asking the runner to flush"; kill -USR1 "$child" 2>/dev/null; wait "$child"; finish $?; }',
-        'on_term() { kill -TERM "$child" 2>/dev/null; wait "$child"; rc=$?; echo "$rc" > "$JOB_DIR/task-$task/exit_code";',
-        '  echo cancelled > "$JOB_DIR/task-$task/state"; exit "$rc"; }',
+        'on_term() { kill -TERM "$child" 2>/dev/null; wait "$child"; rc=$?; write_task_file exit_code "$rc";',
+        '  write_task_file state cancelled; exit "$rc"; }',
         "trap on_usr1 USR1",
         "trap on_term TERM",
         f'{_run_cmd(job)} "$JOB_DIR/manifests/$task.yaml" &',
@@ -291,3 +294,10 @@ def rsync_pull_argv(target: Target, run_dir: str, local_dir: str, *, dry_run: bo
     argv += ["--dry-run", "--checksum", "--out-format=%i %n"] if dry_run else ["--ignore-existing"]
     src = rsync_remote(target, f"{target.workdir.rstrip('/')}/{run_dir}/")
     return [*argv, src, f"{local_dir.rstrip('/')}/"]
+
+
+def rsync_job_logs_argv(target: Target, job_dir: str, local_dir: str) -> list[str]:
+    """The launcher's own logs (job.log, slurm-*.out) → local copy, so they outlive the machine. Only *.log
+    and *.out travel: secrets.env and the scripts stay on the far side."""
+    argv = ["rsync", "-a", "-e", shlex.join(ssh_argv(target)), "--include=*.log", "--include=*.out", "--exclude=*"]
+    return [*argv, rsync_remote(target, f"{job_dir.rstrip('/')}/"), f"{local_dir.rstrip('/')}/"]

@@ -218,6 +218,11 @@ def pull(target: Target, *, job: str | None, ledger_path: Path, repo: Path, part
     snapshot_registry(conn, target, repo)
     for entry in entries:
         result = job_status(conn, target, entry)
+        logs_dir = repo / "runs" / "remote" / target.name / entry.name
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        if subprocess.run(render.rsync_job_logs_argv(target, entry.job_dir, str(logs_dir)), check=False).returncode:
+            print(f"{entry.name}: could not copy the job logs", file=sys.stderr)
+            rc = EXIT_RUN_FAILED
         for task in result.tasks:
             run_dir = entry.run_dirs[task.task]
             if task.state != "done" and not partial:

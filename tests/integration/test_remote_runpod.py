@@ -122,6 +122,8 @@ def test_launch_status_pull_roundtrip_keeps_secrets_out_of_sight(far, tmp_path, 
     assert json.loads((pulled / "status.json").read_text())["state"] == "complete"
     assert len((pulled / "progress" / "mini.jsonl").read_text().splitlines()) == 4
     assert ledger.load_entries(far["local"] / "runs" / "remote_jobs.json")[-1].pulled == entry.run_dirs
+    logs = far["local"] / "runs" / "remote" / "pod" / entry.name
+    assert "task 0 exit 0" in (logs / "job.log").read_text() and not (logs / "secrets.env").exists()
 
 
 def test_failing_job_reports_failed(far, tmp_path):
@@ -193,12 +195,20 @@ def test_hostile_run_tag_from_the_plan_refused_before_connecting(far, tmp_path):
     assert not Path(far["target"].workdir, "pwned").exists()
 
 
-def test_unknown_host_key_is_refused(far, tmp_path):
+def test_unknown_host_key_is_refused(far, tmp_path, capsys):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     target = far["target"].model_copy(update={"known_hosts_file": str(empty)})
     with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
         connect(target).run("true", hide=True)
+    targets = Path(far["common"][1])
+    text = targets.read_text()
+    targets.write_text(text.replace(str(far["target"].known_hosts_file), str(empty)))
+    try:
+        assert main([*far["common"], "status", "pod"]) == 1
+        assert "ssh: SSHException: Server '[127.0.0.1]:" in capsys.readouterr().err
+    finally:
+        targets.write_text(text)
     rsync = subprocess.run(tasks.render.rsync_sync_argv(target, str(REPO), include_git=False), capture_output=True)
     assert rsync.returncode != 0 and b"Host key verification failed" in rsync.stderr
     accept = target.model_copy(update={"known_hosts": "accept-new"})

@@ -72,6 +72,7 @@ def test_rsync_argv_matches_record(record):
             render.rsync_pull_argv(RUNPOD, "runs/smoke/smoke-0123456789", "/home/me/qc2c/runs/x", dry_run=False)
         ),
         shlex.join(render.ssh_argv(SLURM)),
+        shlex.join(render.rsync_job_logs_argv(RUNPOD, job(RUNPOD).job_dir, "/home/me/qc2c/runs/remote/pod/j")),
     ]
     record("rsync_runpod", "\n".join(lines) + "\n")
 
