@@ -123,12 +123,12 @@ def test_sweep_is_one_job_array(far, tmp_path):
 
 
 def test_usr1_requeues_and_resumes_the_same_run_without_duplicates(far, cluster, tmp_path):
-    entry = launch_standin(far, tmp_path, {"n_samples": 25, "sleep_s": 0.1})
+    entry = launch_standin(far, tmp_path, {"n_samples": 40, "sleep_s": 0.15})
     wait_state(far, entry, lambda s: s.state == "running" and (s.tasks[0].n_done or 0) >= 3)
     # what --signal=B:USR1@120 does before the time limit, delivered now
     subprocess.run(["scancel", "--batch", "--signal=USR1", entry.handle], check=True, env=cluster.env)
     status = wait_state(far, entry, lambda s: s.state == "pending", 30)
-    assert status.tasks[0].run_state == "preempted" and 3 <= status.tasks[0].n_done < 25
+    assert status.tasks[0].run_state == "preempted" and 3 <= status.tasks[0].n_done < 40
     # a requeued job waits ~120 s (BeginTime); start it now to keep the test fast
     subprocess.run(["scontrol", "update", f"JobId={entry.handle}_0", "StartTime=now"], check=True, env=cluster.env)
     status = wait_state(far, entry, lambda s: s.state in ("done", "failed"), 60)
@@ -139,10 +139,10 @@ def test_usr1_requeues_and_resumes_the_same_run_without_duplicates(far, cluster,
         .read_text()
         .splitlines()
     ]
-    assert ids == [f"mini-{i}" for i in range(25)], "every sample exactly once, in order, across the requeue"
+    assert ids == [f"mini-{i}" for i in range(40)], "every sample exactly once, in order, across the requeue"
     log = next(Path(entry.job_dir).glob("slurm-*_0.out")).read_text()
     assert "restart 0" in log and "restart 1" in log and "requeueing" in log, log
-    starts = [int(n) for n in re.findall(r"standin: resuming at (\d+)/25", log)]
+    starts = [int(n) for n in re.findall(r"standin: resuming at (\d+)/40", log)]
     assert len(starts) == 2 and starts[0] == 0 and starts[1] >= 3, log
 
 
