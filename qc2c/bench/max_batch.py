@@ -3,7 +3,7 @@
 Method (Speedrun's find-max-batch, specs/prior-art.md): measure batches 1 and 2 to estimate fixed and
 per-sample memory, start at the batch the free memory predicts, then probe the next batch (an exact estimate ends the search there), double until a
 probe fails (or the cap is reached) and bisect between the largest fit and the smallest failure. Every probe is a real optimizer step
-of the manifest's training setup (projectors, frozen pair, QAT codec if set) on the manifest's longest
+(two, the second timed) of the manifest's training setup (projectors, frozen pair, QAT codec if set) on the manifest's longest
 conversations, so the batch is the worst case. An out-of-memory error is caught, the weights and optimizer
 state are restored from a snapshot taken before the search (so probes never drift), caches are emptied,
 and the search goes on. Reported per probe: batch, fits, step time, peak memory, tokens/s; and whether the
@@ -143,13 +143,15 @@ class RssMeter:
 
 
 def measured_probe(step: Callable[[int], int], meter: Any, rebuild: Callable[[], None]) -> Callable[[int], Probe]:
-    """A probe around `step(batch) -> tokens`: meter reset, timing, OOM (device or over limit) -> rebuild."""
+    """A probe around `step(batch) -> tokens`: two real steps (the second timed), the peak over both, OOM (device
+    or over the limit) -> failure; `rebuild()` restores the state after every probe."""
 
     def probe(batch: int) -> Probe:
         meter.reset()
-        t0 = time.perf_counter()
         try:
-            tokens = step(batch)
+            step(batch)  # warm-up step: optimizer state and allocator caches appear here (its peak counts)
+            t0 = time.perf_counter()
+            tokens = step(batch)  # the timed step
             dt = time.perf_counter() - t0
             peak = meter.peak()
             if meter.limit is not None and peak > meter.limit:

@@ -115,6 +115,14 @@ def write_recipe(out: Path, recipe: dict[str, Any]) -> None:
     atomic_write_text(out / "config.json", json.dumps(recipe, indent=4, sort_keys=True))
 
 
+def remove_partial(out: Path) -> list[Path]:
+    """Delete temporary folders a killed save left behind (the run folder has one owner: the registry)."""
+    stale = [p for p in out.glob(".*.tmp-*") if p.is_dir()] + [p for p in out.glob(".*.old-*") if p.is_dir()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     """The complete checkpoint with the highest step (temporary folders are never matched)."""
     if not out.is_dir():

@@ -68,6 +68,8 @@ class TrainSpec:
 
     @classmethod
     def from_manifest(cls, m: dict[str, Any]) -> TrainSpec:
+        if m.get("kind", "train") != "train" or not isinstance(m.get("train"), dict):
+            raise ValueError(f"manifest {m.get('name', '?')}: kind: training needs kind: train and a train: section")
         pair, runtime = m["pair"], m.get("runtime") or {}
         device = runtime.get("device", "auto")
         if device == "auto":
@@ -255,6 +257,7 @@ class Trainer:
 
     def resume(self) -> int:
         """Restore the latest checkpoint under out_dir (if any); returns its step (0 = fresh start)."""
+        ckpt.remove_partial(self.out)
         latest = ckpt.latest_checkpoint(self.out)
         if latest is None:
             return 0

@@ -47,7 +47,11 @@ def test_resume_after_sigkill_continues_the_curve(tmp_path, section) -> None:
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert len(_curve(killed)) == 6 and (killed / "checkpoint-4").is_dir() and not (killed / "final").exists()
+    partial = killed / ".checkpoint-8.tmp-dead"  # what a kill during a save leaves: never read, then removed
+    partial.mkdir()
+    (partial / "projector_0.pt").write_bytes(b"half")
     resumed = Trainer(TrainSpec(**raw), killed).train(progress=False)
+    assert not partial.exists()
     assert resumed.resumed_from == 4
     assert torch.allclose(torch.tensor(_curve(killed)), torch.tensor(_curve(tmp_path / "ref")), atol=1e-5)
     assert len(ref.losses) == 10
