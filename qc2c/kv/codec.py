@@ -21,6 +21,7 @@ from qc2c.fuser.seam import KV, SectionKV, Transmitted
 from qc2c.kv.budget import Allocator, build_allocator
 from qc2c.kv.precision import PrecisionPlan, resolve_precision
 from qc2c.kv.quant import SCHEMES, Encoded, Scheme, build_kv_schemes
+from qc2c.kv.schemes.base import scratch
 from qc2c.kv.selection import Selection, SelectionContext, Selector, build_selector
 from qc2c.kv.wire import Message, Segment, closed_form_nbytes, encode_indices
 
@@ -119,9 +120,9 @@ class Codec:
                 tokens = torch.stack([sets[r][set_id][1] for r in members])
                 pair = []
                 for h, scheme in enumerate(self.schemes[name]):
-                    key = (layers, h, scheme.work_dtype)
+                    key = (layers, h)
                     if key not in stacks:
-                        stacks[key] = _stack([section.sharer[i][h] for i in layers], scheme.work_dtype)
+                        stacks[key] = _stack([section.sharer[i][h] for i in layers], f"stack{len(stacks)}")
                     pair.append(_encode(scheme, _gather(stacks[key], members, tokens)))
                 encoded.append(tuple(pair))
             for i, r in enumerate(members):
@@ -220,12 +221,14 @@ class Codec:
         return all(dtype in SCHEMES.get(n).is_lossless_for for n in names)
 
 
-def _stack(layers: list[Tensor], dtype: torch.dtype | None) -> Tensor:
-    """Per-layer (B, H, N, D) -> (B, L, H, N, D), converted to `dtype` in the same pass."""
+def _stack(layers: list[Tensor], slot: str) -> Tensor:
+    """Per-layer (B, H, N, D) -> (B, L, H, N, D) in the cache's own dtype, into a reused scratch buffer
+    (schemes read it and copy what they keep, so it never escapes an encode call)."""
     first = layers[0]
-    out = torch.empty(first.shape[0], len(layers), *first.shape[1:], dtype=dtype or first.dtype, device=first.device)
-    for i, x in enumerate(layers):
-        out[:, i].copy_(x)
+    shape = (first.shape[0], len(layers), *first.shape[1:])
+    out = scratch(shape, first.dtype, first.device, slot)
+    for i, layer in enumerate(layers):  # a copy per layer: torch.stack/cat take a slow path on CPU here (25× memcpy)
+        out[:, i].copy_(layer)
     return out
 
 
@@ -267,9 +270,17 @@ def _scatter(out: Tensor, rows: list[int], layers: tuple[int, ...], tokens: Tens
 
 
 def _cat_rows(encs: list[Encoded]) -> Encoded:
+    """Row messages of one layout -> one R-row Encoded (copies into one buffer; torch.cat is slow on CPU here)."""
     if len(encs) == 1:
         return encs[0]
-    return Encoded(*(torch.cat([getattr(e, f) for e in encs]) for f in ("payload", "scales", "zeros")), encs[0].shape)
+    parts = []
+    for field_name in ("payload", "scales", "zeros"):
+        first = getattr(encs[0], field_name)
+        out = torch.empty(len(encs), first.shape[1], dtype=first.dtype, device=first.device)
+        for r, e in enumerate(encs):
+            out[r].copy_(getattr(e, field_name)[0])
+        parts.append(out)
+    return Encoded(*parts, encs[0].shape)
 
 
 def _clock(device: torch.device) -> float:

@@ -62,7 +62,6 @@ class Scheme(ABC):
     bits: ClassVar[int]
     rank: ClassVar[int]
     is_lossless_for: ClassVar[tuple[torch.dtype, ...]] = ()
-    work_dtype: ClassVar[torch.dtype | None] = torch.float32  # what encode wants x in (None: as given)
 
     @abstractmethod
     def encode(self, x: Tensor) -> Encoded: ...
@@ -114,6 +113,28 @@ def unpack(packed: Tensor, bits: int, m: int) -> Tensor:
     shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
     codes = (packed.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
     return codes.view(packed.shape[0], -1)[:, :m]
+
+
+# ---- scratch buffers ----
+
+_SCRATCH: dict[tuple[str, str, torch.dtype], Tensor] = {}
+
+
+def scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, slot: str) -> Tensor:
+    """A reusable temporary of `shape` (contents undefined), one per (slot, device, dtype).
+
+    Why: on CPU, glibc hands blocks over 32 MB back to the OS on free, so every fresh 100 MB float32
+    temporary pays its page faults again, which costs about as much as the arithmetic done in it. CUDA's
+    caching allocator already reuses memory, so there this is a plain allocation. Never returned to callers.
+    """
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    n = math.prod(shape)
+    key = (slot, str(device), dtype)
+    buf = _SCRATCH.get(key)
+    if buf is None or buf.numel() < n:
+        buf = _SCRATCH[key] = torch.empty(n, dtype=dtype, device=device)
+    return buf[:n].view(shape)
 
 
 # ---- scales ----

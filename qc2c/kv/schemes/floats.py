@@ -22,14 +22,13 @@ class RawFloat(Scheme):
     """Shared body: cast and reinterpret. Subclasses set `float_dtype`, `bits`, `rank`."""
 
     float_dtype: ClassVar[torch.dtype]
-    work_dtype: ClassVar[torch.dtype | None] = None
 
     def has_scales(self) -> bool:
         return False
 
     def encode(self, x: Tensor) -> Encoded:
         r = x.shape[0]
-        y = x.to(self.float_dtype).contiguous()
+        y = x.to(self.float_dtype, copy=True)  # own copy: x may be a reused scratch stack
         check_finite(y.abs().amax() if y.numel() else y, self.name)
         empty = x.new_zeros((r, 0), dtype=torch.uint8)
         return Encoded(y.view(torch.uint8).reshape(r, -1), empty, empty, tuple(x.shape[1:]))

@@ -25,12 +25,13 @@ class ScaledFloat8(Scheme):
 
     def encode(self, x: Tensor) -> Encoded:
         r = x.shape[0]
-        xg, dim, unview = self.grouping.view(x.float())
+        xg, dim, unview = self.grouping.view(x)
         fmax = torch.finfo(self.fp8_dtype).max
-        amax = xg.abs().amax(dim=dim, keepdim=True)
+        lo, hi = (t.float() for t in torch.aminmax(xg, dim=dim, keepdim=True))
+        amax = torch.maximum(-lo, hi)
         check_finite(amax, self.name)
         stored, scale = store_scales(amax / fmax, self.scale_dtype)
-        y = (xg * scale.reciprocal()).clamp_(-fmax, fmax).to(self.fp8_dtype)
+        y = torch.mul(xg, scale.reciprocal()).clamp_(-fmax, fmax).to(self.fp8_dtype)
         codes = unview(y.view(torch.uint8)).reshape(r, -1)
         return Encoded(codes, scale_bytes(stored, r), x.new_zeros((r, 0), dtype=torch.uint8), tuple(x.shape[1:]))
 

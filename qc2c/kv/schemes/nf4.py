@@ -46,12 +46,13 @@ class NF4(Scheme):
 
     def encode(self, x: Tensor) -> Encoded:
         r = x.shape[0]
-        xg, dim, unview = self.grouping.view(x.float())
-        absmax = xg.abs().amax(dim=dim, keepdim=True)
+        xg, dim, unview = self.grouping.view(x)
+        lo, hi = (t.float() for t in torch.aminmax(xg, dim=dim, keepdim=True))
+        absmax = torch.maximum(-lo, hi)
         check_finite(absmax, self.name)
         stored, scale = store_scales(absmax, self.scale_dtype)
         mids = torch.tensor(NF4_MIDPOINTS, dtype=torch.float32, device=x.device)
-        codes = torch.bucketize(xg * scale.reciprocal(), mids).to(torch.uint8)
+        codes = torch.bucketize(torch.mul(xg, scale.reciprocal()), mids).to(torch.uint8)
         flat = unview(codes).reshape(r, -1)
         return Encoded(
             pack(flat, 4), scale_bytes(stored, r), x.new_zeros((r, 0), dtype=torch.uint8), tuple(x.shape[1:])

@@ -28,6 +28,7 @@ from qc2c.kv.schemes.base import (
     load_scales,
     pack,
     scale_bytes,
+    scratch,
     store_scales,
     unpack,
 )
@@ -43,23 +44,26 @@ class UniformInt(Scheme):
     def encode(self, x: Tensor) -> Encoded:
         r = x.shape[0]
         shape = tuple(x.shape[1:])
-        xg, dim, unview = self.grouping.view(x.float())
+        # x stays in its own dtype (fp16/bf16 caches: half the bytes read); min/max are exact in any float
+        # dtype and x * (1/s) promotes to float32, so the arithmetic is the float32 reference's.
+        xg, dim, unview = self.grouping.view(x)
         qmax = (1 << self.bits) - 1
+        lo, hi = xg.amin(dim=dim, keepdim=True).float(), xg.amax(dim=dim, keepdim=True).float()
+        work = scratch(tuple(xg.shape), torch.float32, x.device, "encode")
         if self.symmetric:
             half = (1 << (self.bits - 1)) - 1
-            absmax = xg.abs().amax(dim=dim, keepdim=True)
+            absmax = torch.maximum(-lo, hi)
             check_finite(absmax, self.name)
             stored, scale = store_scales(absmax / half, self.scale_dtype)
-            q = (xg * scale.reciprocal()).round_().clamp_(-half, half).add_(half + 1)
+            q = torch.mul(xg, scale.reciprocal(), out=work).round_().clamp_(-half, half).add_(half + 1)
             zeros = x.new_zeros((r, 0), dtype=torch.uint8)
         else:
-            lo, hi = torch.aminmax(xg, dim=dim, keepdim=True)
             lo, hi = lo.clamp_max_(0.0), hi.clamp_min_(0.0)
             check_finite(hi - lo, self.name)
             stored, scale = store_scales((hi - lo) / qmax, self.scale_dtype)
             inv = scale.reciprocal()
             zero = (-lo * inv).round_().clamp_(0, qmax)
-            q = (xg * inv).round_().add_(zero).clamp_(0, qmax)
+            q = torch.mul(xg, inv, out=work).round_().add_(zero).clamp_(0, qmax)
             zeros = zero.to(torch.uint8).reshape(r, -1)
         codes = unview(q.to(torch.uint8)).reshape(r, -1)
         return Encoded(pack(codes, self.bits), scale_bytes(stored, r), zeros, shape)
@@ -69,12 +73,13 @@ class UniformInt(Scheme):
         codes = unpack(enc.payload, self.bits, math.prod(enc.shape)).view(r, *enc.shape)
         cg, dim, unview = self.grouping.view(codes)
         scale = load_scales(enc, self.scale_dtype).view(_stat_shape(cg, dim))
-        y = cg.float()
+        y = scratch(tuple(cg.shape), torch.float32, cg.device, "decode").copy_(cg)
         if self.symmetric:
             y.sub_(float(1 << (self.bits - 1)))
         else:
             y.sub_(enc.zeros.view(_stat_shape(cg, dim)))
-        return unview(y.mul_(scale).to(dtype))
+        out = torch.empty(y.shape, dtype=dtype, device=y.device)  # float32 product, one rounding into dtype
+        return unview(torch.mul(y, scale, out=out))
 
 
 def _stat_shape(xg: Tensor, dim: int) -> tuple[int, ...]:
