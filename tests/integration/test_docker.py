@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from infra.dockerd import DOCKER_CLI, base_image, running_dockerd, serving, unavailable, wheelhouse
+from infra.dockerd import DOCKER_CLI, base_image, cache_root, running_dockerd, serving, unavailable, wheelhouse
 
 from runner.container import ContainerError, build_run_request, choose_runtime, run_in_container
 from runner.image import image_identity
@@ -58,6 +58,7 @@ def image(dockerd) -> str:
             env=dockerd.env(), capture_output=True, text=True, timeout=1200,
         )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
+    dockerd.docker("image", "prune", "--force")  # the previous build's image, now untagged: keep the cache small
     print(
         f"\n[docker] base + wheelhouse {prepared - started:.1f} s, image build {time.monotonic() - prepared:.1f} s",
         file=sys.stderr,
@@ -72,7 +73,7 @@ def run_env(dockerd, tmp_path: Path) -> dict[str, str]:
         "PATH": "/usr/bin:/bin",
         "QC2C_RUNS_DIR": str(tmp_path / "runs"),
         "HF_HOME": str(tmp_path / "hf"),
-        "QC2C_TINY_CACHE": str(tmp_path / "tiny"),
+        "QC2C_TINY_CACHE": str(cache_root() / "tiny"),  # deterministic builds: safe to share between runs
         "HF_TOKEN": TOKEN,
         "OMP_NUM_THREADS": "2",
     }
@@ -119,17 +120,16 @@ def test_validate_runs_inside_the_image(dockerd, image, tmp_path):
     assert code == 0, out.getvalue()
 
 
-def test_smoke_run_inside_without_network_leaves_results_on_the_host(dockerd, image, tmp_path):
-    out = io.StringIO()
+def test_make_run_container_docker_runs_smoke_inside_and_leaves_results_on_the_host(dockerd, image, tmp_path):
+    """The user path: `runner run --container docker` (make run CONTAINER=docker) on the smoke manifest."""
     started = time.monotonic()
-    env = run_env(dockerd, tmp_path)
-    code = run_in_container(
-        SMOKE, ["run", str(SMOKE), "--container", "native"], image=image, repo_root=REPO, environ=env, out=out
-    )
-    log = out.getvalue()
-    print(f"\n[docker] smoke run in container {time.monotonic() - started:.1f} s", file=sys.stderr)
-    assert code == 0, log[-4000:]
-    assert "network none" in log and "HF_TOKEN" in log and TOKEN not in log
+    env = {**run_env(dockerd, tmp_path), "QC2C_IMAGE": image}
+    argv = [sys.executable, "-m", "runner", "run", str(SMOKE), "--container", "docker"]
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    print(f"\n[docker] smoke run through the container {time.monotonic() - started:.1f} s", file=sys.stderr)
+    assert proc.returncode == 0, log[-4000:]
+    assert "runtime: docker" in log and "network none" in log and "HF_TOKEN" in log and TOKEN not in log
     (result,) = (tmp_path / "runs").glob("smoke/*/results/mini.json")
     assert json.loads(result.read_text())["run_key"]
     provenance = (result.parent.parent / "provenance.json").read_text()
