@@ -209,6 +209,16 @@ class Codec:
         projected = sel.projected if self._lossless(k0.dtype) else None
         return Transmitted(sharer=sharer, kept=kept, records=records, projected=projected)
 
+    def describe(self) -> dict[str, Any]:
+        """Settings for results: both views of the precision plan (receiver layers asked, sharer layers sent)."""
+        return {
+            "receiver_layer_schemes": {str(t): n for t, n in self.plan.receiver.items()},
+            "sharer_layer_schemes": {str(s): n for s, n in self.plan.sharer.items()},
+            "selector": self.selector.name, "keep": self.keep, "min_tokens": self.min_tokens,
+            "budget": None if self.allocator is None else {"bytes_per_sample": self.bytes_per_sample,
+                                                           "allocator": self.allocator.name, "levels": list(self.levels)},
+        }  # fmt: skip
+
     def _sharer_view(self, layout: Layout) -> dict[str, str]:
         view: dict[str, list[str]] = {}
         for name, layers, _ in layout.segments:
@@ -227,7 +237,9 @@ def _stack(layers: list[Tensor], slot: str) -> Tensor:
     first = layers[0]
     shape = (first.shape[0], len(layers), *first.shape[1:])
     out = scratch(shape, first.dtype, first.device, slot)
-    for i, layer in enumerate(layers):  # a copy per layer: torch.stack/cat take a slow path on CPU here (25× memcpy)
+    if first.device.type != "cpu":
+        return torch.stack(layers, dim=1, out=out)  # one kernel on GPU
+    for i, layer in enumerate(layers):  # a copy per layer: torch.stack/cat took a slow path on CPU (up to 25× memcpy)
         out[:, i].copy_(layer)
     return out
 
@@ -273,6 +285,10 @@ def _cat_rows(encs: list[Encoded]) -> Encoded:
     """Row messages of one layout -> one R-row Encoded (copies into one buffer; torch.cat is slow on CPU here)."""
     if len(encs) == 1:
         return encs[0]
+    if encs[0].payload.device.type != "cpu":
+        return Encoded(
+            *(torch.cat([getattr(e, f) for e in encs]) for f in ("payload", "scales", "zeros")), encs[0].shape
+        )
     parts = []
     for field_name in ("payload", "scales", "zeros"):
         first = getattr(encs[0], field_name)

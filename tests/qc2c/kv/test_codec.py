@@ -30,6 +30,15 @@ def test_records_report_measured_bytes_tokens_and_the_fp16_sharer_size() -> None
     assert out.sharer[0][0].dtype == section.sharer[0][0].dtype and out.sharer[0][0].shape == (3, 2, 30, 8)
 
 
+def test_describe_reports_both_views_of_the_precision_plan() -> None:
+    codec = build_codec({"precision": {"default": "int4", "last_fp16": 2}}, layer_map=last_aligned(28, 24),
+                        n_sharer_layers=24, n_receiver_layers=28)  # fmt: skip
+    info = codec.describe()
+    assert len(info["receiver_layer_schemes"]) == 28 and len(info["sharer_layer_schemes"]) == 24
+    assert info["receiver_layer_schemes"]["27"] == info["sharer_layer_schemes"]["23"] == "fp16"
+    assert info["receiver_layer_schemes"]["0"] == info["sharer_layer_schemes"]["0"] == "int4"
+
+
 def test_decode_restores_the_receivers_dtype() -> None:
     section = build_section(1, 2, 2, 12, 8, 0, dtype=torch.bfloat16)
     out = build_codec({"quant": {"scheme": "int8"}}, layer_map=section.layer_map, n_sharer_layers=2,
