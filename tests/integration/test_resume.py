@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from runner.exitcodes import EXIT_PREEMPTED
 from runner.records import read_progress
 from runner.results import load_result
@@ -92,6 +94,7 @@ def _outcome(runs: Path) -> tuple[list[dict], dict]:
     return per_sample, result
 
 
+@pytest.mark.slow  # four runner processes (reference, two killed, the resume): about a minute on 2 cores
 def test_sigkill_at_several_points_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     manifest = tmp_path / "resume.yaml"
     manifest.write_text(MANIFEST)

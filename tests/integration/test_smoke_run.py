@@ -226,6 +226,7 @@ def test_bad_manifest_exits_2_with_file_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # four runner processes
 @pytest.mark.parametrize("why", ["fuser was wrong"])
 def test_invalidated_run_is_rerun_from_scratch(tmp_path: Path, why: str) -> None:
     path = write_manifest(tmp_path, "itest-inv", limit=4)
