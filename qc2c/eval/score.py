@@ -236,33 +236,81 @@ class SettingScorer:
         return [r if r is not None else RowScore(error="internal: row not scored") for r in results]
 
 
+class StageClock:
+    """Seconds spent inside `module.forward` calls, via forward hooks (removed on exit).
+
+    Lets the C2C prefill report sharer / receiver / fusion time separately without instrumenting the fused
+    forward itself. On CUDA each hook synchronizes, so the numbers are wall time of finished kernels.
+    """
+
+    def __init__(self, modules: dict[str, Any], device: Any) -> None:
+        self.modules, self.seconds = modules, dict.fromkeys(modules, 0.0)
+        self._sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+        self._handles: list[Any] = []
+        self._t0: dict[str, float] = {}
+
+    def __enter__(self) -> StageClock:
+        for name, module in self.modules.items():
+            self._handles.append(module.register_forward_pre_hook(self._start(name)))
+            self._handles.append(module.register_forward_hook(self._stop(name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def _start(self, name: str) -> Callable[..., None]:
+        def hook(_module: Any, _args: Any) -> None:
+            self._sync()
+            self._t0[name] = time.perf_counter()
+
+        return hook
+
+    def _stop(self, name: str) -> Callable[..., None]:
+        def hook(_module: Any, _args: Any, _out: Any) -> None:
+            self._sync()
+            self.seconds[name] += time.perf_counter() - self._t0[name]
+
+        return hook
+
+
 def c2c_prefill(receiver: Any, sharer: Any, fuser: Any, message_path: Any | None) -> PrefillFn:
-    """Prefill of a same-tokenizer C2C pair on a left-padded batch (`qc2c.fuser.fuse.fused_forward`).
+    """Prefill of a C2C pair on a batch (`qc2c.fuser.fuse.fused_forward`).
 
     The batch's per-row fuse mask selects the fused tokens; the last `L - fused_end` columns (the response
     text for `logits`, the last prompt token for `generate`) form the unfused last section. With
     `message_path` None the sharer KV is fused as is (`c2c_fp16`); else it goes through the codec and the
-    per-row records carry bytes, tokens sent and encode/decode seconds.
+    per-row records carry bytes, tokens sent and encode/decode seconds. Timing per sample: sharer prefill,
+    receiver, and fuse_s = the rest minus the codec's encode + decode (projectors, cache writes, overhead).
     """
     from qc2c.fuser.fuse import FusePlan, fused_forward
 
     def prefill(batch: PromptBatch) -> Prefill:
         t0 = time.perf_counter()
         plan = FusePlan.from_runs(batch.fuse_mask, batch.input_ids.shape[1] - batch.fused_end)
-        out = fused_forward(
-            receiver,
-            sharer,
-            fuser,
-            plan,
-            batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            sharer_input_ids=batch.sharer_input_ids,
-            sharer_attention_mask=batch.sharer_attention_mask,
-            message_path=message_path,
-        )
+        with StageClock({"sharer": sharer, "receiver": receiver}, batch.input_ids.device) as clock:
+            out = fused_forward(
+                receiver,
+                sharer,
+                fuser,
+                plan,
+                batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+                sharer_input_ids=batch.sharer_input_ids,
+                sharer_attention_mask=batch.sharer_attention_mask,
+                message_path=message_path,
+            )
+        total = time.perf_counter() - t0
         records = out.records or [{} for _ in range(batch.size)]
-        timing = {"c2c_prefill_s": (time.perf_counter() - t0) / batch.size}
+        codec_s = sum(float(r.get("encode_s", 0.0)) + float(r.get("decode_s", 0.0)) for r in records)
+        other_s = total - clock.seconds["sharer"] - clock.seconds["receiver"] - codec_s
+        timing = {
+            "sharer_prefill_s": clock.seconds["sharer"] / batch.size,
+            "receiver_s": clock.seconds["receiver"] / batch.size,
+            "fuse_s": max(0.0, other_s) / batch.size,
+            "c2c_prefill_s": total / batch.size,
+        }
         return Prefill(out.logits[:, -1].float(), out.cache, records, timing)
 
     return prefill

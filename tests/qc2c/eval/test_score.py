@@ -110,3 +110,11 @@ def test_aligned_pair_scores_row_by_row_identically(protocol: str, items) -> Non
     alone = [scorer.score_rows([it])[0] for it in items[:4]]
     assert all(r.error is None for r in together), [r.error for r in together]
     assert [r.pred for r in together] == [r.pred for r in alone]
+
+
+def test_c2c_timing_splits_stages_and_leaves_no_hooks(pair, fuser, items) -> None:
+    row = _scorer(pair, fuser, "c2c_fp16", "logits").score_rows(items[:2])[0]
+    t = row.timing
+    assert t["sharer_prefill_s"] > 0 and t["receiver_s"] > 0 and t["fuse_s"] >= 0
+    assert t["sharer_prefill_s"] + t["receiver_s"] + t["fuse_s"] <= t["c2c_prefill_s"] + 1e-9
+    assert not pair.receiver._forward_hooks and not pair.sharer._forward_pre_hooks
