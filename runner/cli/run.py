@@ -123,6 +123,8 @@ def run_native(source: Path, manifests: list[Any], *, runs_dir: Path | None, con
         row = {"name": manifest.name, "decision": plan.decision, "run_dir": str(plan.run_dir), "exit": EXIT_OK}
         rows.append(row)
         print(f"{manifest.name}: {plan.decision} ({plan.reason}) -> {plan.run_dir}", file=sys.stderr)
+        if manifest.kind == "bench":
+            plan.problems.append("kind: bench manifests are not run by `runner run` (use: python -m qc2c.bench ...)")
         if plan.problems:
             for problem in plan.problems:
                 print(f"{source}: {problem}", file=sys.stderr)
