@@ -70,6 +70,9 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: A
             log.debug(
                 "step %d loss %.5f lr %.3g T %.4g", step, record["loss"], record["lr"], record["gate_temperature"]
             )
+            if record.get("eval_loss") is not None:
+                log.info("step %d/%d: train loss %.4f, eval loss %.4f", step, trainer.total_steps, record["loss"],
+                         record["eval_loss"])  # fmt: skip
 
         latest = latest_checkpoint(plan.run_dir)
         if latest is not None:
@@ -80,7 +83,8 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: A
             repo=REPO_ROOT, device=spec.device, run_key=plan.run_key, models=_model_info(trainer.pair),
             fuser={"init_from": plan.fuser_source}, container=container,
             datasets={"train": {**spec.train["data"], "n_examples": len(trainer.examples),
-                                "n_dropped_too_long": trainer.n_dropped, "total_steps": trainer.total_steps}},
+                                "n_eval": len(trainer.eval_examples), "n_dropped_too_long": trainer.n_dropped,
+                                "total_steps": trainer.total_steps}},
         )  # fmt: skip
         fsio.atomic_write_json(plan.run_dir / "provenance.json", provenance)
     except TrainingStopped as exc:

@@ -1,13 +1,14 @@
 """`python -m qc2c.bench max-batch MANIFEST` — the largest training micro-batch that fits in memory.
 
 Method (Speedrun's find-max-batch, specs/prior-art.md): measure batches 1 and 2 to estimate fixed and
-per-sample memory, start at the batch the free memory predicts, then probe the next batch (an exact estimate ends the search there), double until a
-probe fails (or the cap is reached) and bisect between the largest fit and the smallest failure. Every probe is a real optimizer step
-(two, the second timed) of the manifest's training setup (projectors, frozen pair, QAT codec if set) on the manifest's longest
-conversations, so the batch is the worst case. An out-of-memory error is caught, the weights and optimizer
-state are restored from a snapshot taken before the search (so probes never drift), caches are emptied,
-and the search goes on. Reported per probe: batch, fits, step time, peak memory, tokens/s; and whether the
-search hit its cap (then the true limit may be higher).
+per-sample memory, start at the batch the free memory predicts, probe the next batch (an exact estimate ends
+the search there), double until a probe fails (or the cap is reached) and bisect between the largest fit
+and the smallest failure. Every probe is two real optimizer steps (the second timed) of the manifest's
+training setup (projectors, frozen pair, QAT codec if set) on the manifest's longest conversations, so the
+batch is the worst case. An out-of-memory error is caught, the weights and optimizer state are restored
+from a snapshot taken before the search (so probes never drift), caches are emptied, and the search goes
+on. Reported per probe: batch, fits, step time, peak memory, tokens/s; and whether the search hit its cap
+(then the true limit may be higher).
 
 Memory: on CUDA the allocator's peak (torch.cuda.max_memory_allocated) against the free memory or
 --memory-limit-gb, whichever is smaller; a real OOM counts as a failure. On CPU --memory-limit-gb is

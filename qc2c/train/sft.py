@@ -5,7 +5,8 @@
 
 The sharer runs under no_grad in eval mode; the receiver's weights are frozen but it runs in the autograd
 graph, so the loss (next-token CE on the response, given the fused prompt) reaches the projectors through
-the fused cache. Projectors train in train mode (dropout, Gumbel-sigmoid gates whose temperature anneals
+the fused cache. 1 % of the conversations are held out (as the reference's 99/1 split) and their loss is
+logged at every checkpoint. Projectors train in train mode (dropout, Gumbel-sigmoid gates whose temperature anneals
 after every optimizer step). With `train.qat` the manifest's codec sits between the sharer and the fusion
 (qc2c.train.qat). A run resumes from its latest checkpoint: weights, optimizer, scheduler, RNG states and
 the data position are restored, so the loss curve continues as if it had never stopped.
@@ -40,6 +41,19 @@ OPTIM_DEFAULTS = {"lr": 1e-4, "weight_decay": 0.01, "epochs": 1, "max_steps": No
                   "max_grad_norm": 1.0, "batch_size": 4, "grad_accum": 8, "scheduler": "linear"}  # fmt: skip
 PROJECTOR_DEFAULTS = {"hidden_dim": 1024, "intermediate_dim": 1024, "num_layers": 3, "dropout": 0.1,
                       "initial_temperature": 1.0, "final_temperature": 0.001, "anneal_steps": None}  # fmt: skip
+
+
+EVAL_FRACTION = 0.01  # the reference's 99/1 random_split of the training conversations
+
+
+def split_eval(examples: list[Example], seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, eval): floor(1 %) of the examples held out by a seeded permutation (none below 100 examples)."""
+    n_eval = int(len(examples) * EVAL_FRACTION)
+    if n_eval == 0:
+        return examples, []
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = set(order[:n_eval])
+    return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in order[:n_eval]]
 
 
 class TrainingStopped(Exception):
@@ -78,7 +92,8 @@ class TrainSpec:
         return cls(
             receiver=pair["receiver"], sharer=pair["sharer"], train=m["train"],
             alignment=None if alignment == "none" else alignment,
-            receiver_revision=pair.get("receiver_revision", "main"), sharer_revision=pair.get("sharer_revision", "main"),
+            receiver_revision=pair.get("receiver_revision", "main"),
+            sharer_revision=pair.get("sharer_revision", "main"),
             kv=m.get("kv"), device=device, dtype=runtime.get("dtype", "bfloat16"), seed=runtime.get("seed", 0),
             name=m.get("name", ""),
         )  # fmt: skip
@@ -140,7 +155,8 @@ class Trainer:
         data = spec.train["data"]
         convs = conversations if conversations is not None else load_conversations(data)
         tok = self.pair.receiver_tokenizer
-        self.examples, self.n_dropped = build_examples(convs, tok, self.aligner, data.get("max_length", 2048))
+        examples, self.n_dropped = build_examples(convs, tok, self.aligner, data.get("max_length", 2048))
+        self.examples, self.eval_examples = split_eval(examples, spec.seed)
         if not self.examples:
             raise ValueError(f"train.data: no conversation fits max_length {data.get('max_length', 2048)}")
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -220,6 +236,20 @@ class Trainer:
         }  # fmt: skip
 
     # ---- one step ----
+
+    def evaluate(self) -> float | None:
+        """Mean loss on the held-out split under no_grad with hard gates and no dropout (None: no split)."""
+        if not self.eval_examples:
+            return None
+        bs, total, n = self.spec.optim["batch_size"], 0.0, 0
+        self.fuser.projectors.eval()
+        with torch.no_grad():
+            for i in range(0, len(self.eval_examples), bs):
+                rows = self.eval_examples[i : i + bs]
+                total += float(self.compute_loss(collate(rows, self.pad_id, self.sharer_pad_id))) * len(rows)
+                n += len(rows)
+        self.fuser.projectors.train()
+        return total / n
 
     def compute_loss(self, batch: TrainBatch) -> Tensor:
         """Next-token CE over the response labels of the last section, given the fused prefix. Scalar fp32."""
@@ -309,6 +339,8 @@ class Trainer:
                           "eta_s": per_step * (self.total_steps - step)}  # fmt: skip
                 if not math.isfinite(stats["loss"]):
                     raise FloatingPointError(f"step {step}: loss is {stats['loss']} (not finite); lower train.optim.lr")
+                if step % save_steps == 0 or step == self.total_steps:
+                    record["eval_loss"] = self.evaluate()
                 self.diagnostics.append(record)
                 result.losses.append(stats["loss"])
                 result.steps = step

@@ -43,8 +43,9 @@ def test_resume_after_sigkill_continues_the_curve(tmp_path, section) -> None:
     raw["train"]["projector"]["dropout"] = 0.1  # dropout + Gumbel noise: the RNG state must be restored too
     ref = Trainer(TrainSpec(**raw), tmp_path / "ref").train(progress=False)
     killed = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, json.dumps(raw), str(killed), "6"],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    cmd = [sys.executable, "-c", KILL_SCRIPT, json.dumps(raw), str(killed), "6"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert len(_curve(killed)) == 6 and (killed / "checkpoint-4").is_dir() and not (killed / "final").exists()
     partial = killed / ".checkpoint-8.tmp-dead"  # what a kill during a save leaves: never read, then removed

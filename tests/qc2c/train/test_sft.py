@@ -129,3 +129,16 @@ def test_qat_changes_gradients(tmp_path, section) -> None:
 def test_different_tokenizers_need_alignment(tmp_path, section) -> None:
     with pytest.raises(ValueError, match="pair.alignment: none"):
         Trainer(spec(section, sharer="tiny:llama"), tmp_path)
+
+
+def test_one_percent_held_out_and_eval_loss_at_checkpoints(tmp_path, section, echo) -> None:
+    from qc2c.train.data import read_jsonl
+
+    convs = (read_jsonl(echo) * 13)[:200]  # 200 conversations -> 2 held out
+    train = section(optim={"max_steps": 4})
+    trainer = Trainer(TrainSpec(receiver="tiny:qwen3", sharer="tiny:qwen2", train=train), tmp_path, conversations=convs)
+    assert len(trainer.eval_examples) == 2 and len(trainer.examples) == 198
+    trainer.train(progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "diagnostics.jsonl").read_text().splitlines()]
+    assert [("eval_loss" in r) for r in lines] == [False, False, False, True]
+    assert lines[-1]["eval_loss"] > 0 and lines[-1]["eval_loss"] == pytest.approx(trainer.evaluate(), rel=1e-6)
