@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "tests" / "data" / "train" / "synthetic_echo.jsonl"
 
@@ -75,6 +77,7 @@ def test_train_then_eval_from_run(tmp_path) -> None:
     assert doc["fuser"]["loaded"] is True
 
 
+@pytest.mark.slow
 def test_sigterm_preempts_with_checkpoint_then_resumes(tmp_path) -> None:
     runs = tmp_path / "runs"
     train = _write(tmp_path / "t.yaml", TRAIN.format(name="tiny_preempt", data=DATA, steps=400))
@@ -107,3 +110,19 @@ def test_sigterm_preempts_with_checkpoint_then_resumes(tmp_path) -> None:
     new = [json.loads(x)["step"] for x in diag.read_text().splitlines()]
     assert new[: len(steps)] == steps and new == list(range(1, len(new) + 1)) and len(new) > len(steps)
     assert f"resuming from checkpoint-{steps[-1]}" in (run_dir / "logs" / "run.log").read_text()
+
+
+def test_bad_training_data_fails_the_run_with_file_line_field(tmp_path) -> None:
+    from runner.execute import run_plan
+    from runner.manifest import load_manifest
+    from runner.plan import make_plan
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(DATA.read_text().splitlines()[0] + "\n" + json.dumps({"conversations": [{"from": "x"}]}) + "\n")
+    path = _write(tmp_path / "t.yaml", TRAIN.format(name="tiny_bad", data=bad, steps=2))
+    runs = tmp_path / "runs"
+    plan = make_plan(load_manifest(path), source=path, runs_dir=runs)
+    assert run_plan(plan) == 1
+    (entry,) = json.loads((runs / "registry.json").read_text()).values()
+    assert entry["status"] == "failed" and f"{bad}:2: conversations[0]: " in entry["reason"], entry["reason"]
+    assert not (plan.run_dir / "final").exists()
