@@ -17,7 +17,8 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -56,6 +57,7 @@ OWN_ENV = {"HOME", "PATH", "HF_HOME", "QC2C_TINY_CACHE", "QC2C_IN_CONTAINER", "Q
 GPU_DRIVER_ERROR = "could not select device driver"
 VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
 Runtime = Literal["docker", "native"]
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # SIGUSR1: Slurm preemption notice
 
 
 @dataclass(frozen=True)
@@ -301,30 +303,24 @@ def describe(request: Mapping[str, Any], identity: Mapping[str, Any]) -> str:
     )
 
 
-class _forward_signals:  # noqa: N801 - used as a context manager, reads like one
-    """Forward SIGINT/SIGTERM/SIGUSR1 to the container while it runs (main thread only)."""
+@contextmanager
+def _forward_signals(container: Any) -> Iterator[None]:
+    """Forward SIGINT/SIGTERM/SIGUSR1 to the container while it runs (signal handlers: main thread only)."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self, container: Any) -> None:
-        self.container = container
-        self.saved: dict[int, Any] = {}
-
-    def __enter__(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in self.SIGNALS:
-            self.saved[sig] = signal.signal(sig, self._forward)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-
-    def _forward(self, signum: int, _frame: object) -> None:
+    def forward(signum: int, _frame: object) -> None:
         try:
-            self.container.kill(signal=signal.Signals(signum).name)
-        except Exception as exc:  # the container may already be gone; the wait() that follows tells
+            container.kill(signal=signal.Signals(signum).name)
+        except Exception as exc:  # the container may be gone already; the wait() that follows tells
             print(f"runner: could not forward {signal.Signals(signum).name}: {exc}", file=sys.stderr)
+
+    saved: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        saved = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def container_provenance(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:

@@ -188,8 +188,7 @@ def _stream(argv: list[str], env: dict[str, str], out: TextIO) -> _Tail:
     """Run argv, copying its merged output to `out` line by line; keep the last lines for the error."""
     lines: deque[str] = deque(maxlen=40)
     with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        assert proc.stdout is not None  # guaranteed by stdout=PIPE
-        for line in proc.stdout:
+        for line in proc.stdout or ():
             out.write(line)
             lines.append(line.rstrip("\n"))
     out.flush()

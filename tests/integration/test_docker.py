@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import pytest
 from infra.dockerd import DOCKER_CLI, base_image, cache_root, running_dockerd, serving, unavailable, wheelhouse
 
 from runner.container import ContainerError, build_run_request, choose_runtime, run_in_container
+from runner.exitcodes import EXIT_PREEMPTED
 from runner.image import image_identity
 
 pytestmark = pytest.mark.docker
@@ -136,6 +138,25 @@ def test_make_run_container_docker_runs_smoke_inside_and_leaves_results_on_the_h
     assert image_identity(image, _client(dockerd))["image_id"] in provenance
     assert TOKEN not in provenance
     assert not dockerd.docker("ps", "-aq").stdout.strip(), "the container is removed after the run"
+
+
+@pytest.mark.slow
+def test_sigterm_reaches_the_runner_inside_and_the_run_is_preempted(dockerd, image, tmp_path):
+    """Slurm/RunPod preemption: a signal to the host runner is forwarded; the run inside exits 75, resumable."""
+    env = {**run_env(dockerd, tmp_path), "QC2C_IMAGE": image}
+    argv = [sys.executable, "-m", "runner", "run", str(SMOKE), "--container", "docker"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if " to score" in line:  # the runner inside is scoring: progress exists, the result does not yet
+            proc.send_signal(signal.SIGTERM)
+            break
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=300) == EXIT_PREEMPTED, "".join(lines)[-4000:]
+    (status,) = (tmp_path / "runs").glob("smoke/*/status.json")
+    assert json.loads(status.read_text())["state"] == "preempted"
+    assert not dockerd.docker("ps", "-aq").stdout.strip()
 
 
 def test_a_run_without_hub_needs_has_only_loopback(dockerd, image, tmp_path):
