@@ -238,3 +238,19 @@ def test_real_smoke_manifest_sync_launch_status_pull_merge(far, capsys):
     )
     golden = json.loads((local / "golden" / "golden_runs.json").read_text())
     assert any(entry.run_dirs[0] in json.dumps(row) for row in golden["rows"].values())
+
+
+def test_ssh_config_alias_reaches_the_same_host_for_fabric_and_rsync(far, sshd, tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host loopbackpod\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n  IdentityFile {sshd.client_key}\n"
+        f"  IdentitiesOnly yes\n  UserKnownHostsFile {sshd.known_hosts}\n  BatchMode yes\n"
+    )
+    fields = {"name": "alias", "kind": "runpod", "host": "loopbackpod", "ssh_config": str(config),
+              "known_hosts_file": str(sshd.known_hosts), "workdir": str(tmp_path / "far")}  # fmt: skip
+    target = Target.model_validate(fields)
+    assert connect(target).run("echo $USER", hide=True).stdout.strip() == "root"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("x")
+    assert tasks.sync(target, repo=tmp_path / "src") == 0
+    assert (tmp_path / "far" / "a.txt").read_text() == "x"
