@@ -53,6 +53,7 @@ def load_session(manifest: Any, fuser_ref: Any, settings: list[str]) -> Session:
     device = resolve_device(manifest.runtime.device)
     dtype = DTYPES[manifest.runtime.dtype]
     torch.manual_seed(manifest.runtime.seed)
+    fuser = preflight(manifest, fuser_ref)  # before any weights are loaded
     p = manifest.pair
     pair = load_pair(
         p.receiver,
@@ -63,9 +64,9 @@ def load_session(manifest: Any, fuser_ref: Any, settings: list[str]) -> Session:
         device=device,
     )
     info: dict[str, Any] = {"models": _model_info(pair)}
-    fuser = codec = None
-    if fuser_ref is not None:
-        fuser = _load_checked_fuser(manifest, fuser_ref, pair, dtype, device)
+    codec = None
+    if fuser is not None:
+        fuser = fuser.to(device=device, dtype=dtype)  # as upstream: projectors take the receiver's dtype
         info["fuser"] = {"source": fuser.source, "sha256": fuser.sha256, "root": str(fuser.root), "loaded": True}
     if "compressed" in settings:
         from qc2c.kv.codec import build_codec
@@ -105,26 +106,43 @@ def load_session(manifest: Any, fuser_ref: Any, settings: list[str]) -> Session:
     return Session(scorers, device, info, fuser, codec)
 
 
-def _load_checked_fuser(manifest: Any, fuser_ref: Any, pair: Any, dtype: torch.dtype, device: str) -> Any:
+def preflight(manifest: Any, fuser_ref: Any) -> Any:
+    """Check what a run needs WITHOUT loading weights: both models resolvable here (HF cache, folder or tiny
+    zoo; offline misses name the prefetch command), and the fuser loaded strictly and checked against the
+    pair's configs and tokenizers. Returns the fuser (None without one); raises PreflightError."""
+    from transformers import AutoConfig, AutoTokenizer
+
     from qc2c.fuser.checkpoint import FuserError, load_fuser
     from qc2c.fuser.preflight import check_compatible
+    from qc2c.models.pair import ModelNotAvailable, resolve_model_dir
 
+    p = manifest.pair
+    problems, dirs = [], {}
+    for role, ref, rev in (("receiver", p.receiver, p.receiver_revision), ("sharer", p.sharer, p.sharer_revision)):
+        try:
+            dirs[role] = resolve_model_dir(ref, rev)
+        except ModelNotAvailable as exc:
+            problems.append(f"pair.{role}: {exc}")
+    if problems or fuser_ref is None:
+        if problems:
+            raise PreflightError(problems)
+        return None
     try:
         fuser = load_fuser(fuser_ref, sha256=manifest.fuser.sha256)
     except FuserError as exc:
         raise PreflightError([f"fuser: {exc}"]) from None
-    p = manifest.pair
+    configs = [AutoConfig.from_pretrained(dirs[r]) for r in ("receiver", "sharer")]
+    tokenizers = tuple(AutoTokenizer.from_pretrained(dirs[r]) for r in ("receiver", "sharer"))
     problems = check_compatible(
         fuser,
-        pair.receiver.config,
-        pair.sharer.config,
-        (pair.receiver_tokenizer, pair.sharer_tokenizer),
+        *configs,
+        tokenizers,
         alignment=None if p.alignment == "none" else p.alignment,
         names=(p.receiver, p.sharer),
     )
     if problems:
-        raise PreflightError([f"fuser: {p}" for p in problems])
-    return fuser.to(device=device, dtype=dtype)
+        raise PreflightError([f"fuser: {problem}" for problem in problems])
+    return fuser
 
 
 def _model_info(pair: Any) -> dict[str, Any]:

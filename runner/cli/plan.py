@@ -1,5 +1,6 @@
 """`python -m runner plan MANIFEST`: a dry run — run key, run folder, registry decision, fuser resolution
-and preflight (the pair and the fuser are loaded and checked against each other; nothing is scored or written).
+and preflight (both models resolvable here, the fuser loaded strictly and checked against the pair's configs
+and tokenizers; no weights are loaded, nothing is scored or written).
 
 Exit codes: 0 the run can start (or is complete); 1 a preflight problem; 2 a bad manifest.
 """
@@ -30,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("manifest", type=Path, metavar="MANIFEST")
     parser.add_argument("--json", action="store_true", help="print one JSON object per manifest")
-    parser.add_argument("--no-preflight", action="store_true", help="skip loading the pair and the fuser")
+    parser.add_argument("--no-preflight", action="store_true", help="skip the model and fuser checks")
     parser.add_argument("--runs-dir", type=Path, default=None)
     parser.set_defaults(func=run)
 
@@ -67,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def preflight_problems(plan) -> list[str]:
-    from runner.session import load_session
+    from runner.session import preflight
 
     try:
-        load_session(plan.manifest, plan.fuser_ref, plan.settings)
+        preflight(plan.manifest, plan.fuser_ref)
     except Exception as exc:  # noqa: BLE001 - every load failure is a preflight problem, one line each
         return list(getattr(exc, "problems", None) or [f"preflight: {type(exc).__name__}: {exc}"])
     return []
