@@ -173,6 +173,7 @@ def run_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Any = N
     except Preempted as exc:
         log.warning("preempted (%s): progress is on disk; re-run the same manifest to resume", exc)
         status.write("preempted", exit_code=EXIT_PREEMPTED, reason=str(exc))
+        registry.release(plan.run_key, f"preempted ({exc})")
         return EXIT_PREEMPTED
     except RunFailed as exc:
         return _fail(plan, registry, status, log, str(exc))

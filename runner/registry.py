@@ -163,6 +163,17 @@ class Registry:
             entry["heartbeat"] = now_iso()
             fsio.atomic_write_json(self.path, data)
 
+    def release(self, key: str, reason: str) -> None:
+        """A running entry whose process is stopping (preempted): drop pid/heartbeat so that a requeued job,
+        on this host or another, resumes at once instead of waiting for the heartbeat to go stale."""
+        with fsio.locked(self.path):
+            data = self.read()
+            entry = data.get(key)
+            if entry is None or entry.get("status") != "running":
+                return
+            entry.update(pid=None, heartbeat=None, reason=reason, updated=now_iso())
+            fsio.atomic_write_json(self.path, data)
+
     def invalidate(self, key: str, why: str) -> Entry:
         """Mark `key` invalid with a reason; the next run of its manifest starts from scratch."""
         if not why.strip():

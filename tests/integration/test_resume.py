@@ -136,6 +136,8 @@ def test_sigterm_flushes_marks_preempted_exits_75_and_resumes(tmp_path: Path) ->
     n_before = len(read_progress(run_dir / "progress" / "mini.jsonl").records)
     assert 4 <= n_before < N_ITEMS
     assert status["datasets"]["mini"]["n_done"] == n_before  # flushed: status agrees with the progress file
+    entry = next(iter(json.loads((runs / "registry.json").read_text()).values()))
+    assert entry["status"] == "running" and entry["pid"] is None  # released: a requeue anywhere resumes at once
 
     again = _finish(manifest, runs)
     assert again.returncode == 0, again.stderr

@@ -93,3 +93,12 @@ def test_unknown_key_and_prefix_resolution(tmp_path: Path) -> None:
     assert reg.resolve_key("abc") == "abcdef123"
     with pytest.raises(RegistryError, match="unknown run key"):
         reg.invalidate("zzz", "why")
+
+
+def test_release_makes_a_preempted_run_resumable_from_another_host(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    reg.set_status("k", "running", host="other-node")  # as seen from this host: alive by heartbeat only
+    assert reg.get("k").is_live()
+    reg.release("k", "preempted (SIGTERM)")
+    entry = reg.get("k")
+    assert entry.status == "running" and not entry.is_live() and entry.reason == "preempted (SIGTERM)"
