@@ -50,6 +50,31 @@ def dataset_info(ds: Any, manifest: Any) -> dict[str, Any]:
     }
 
 
+def check_items(name: str, ds: Any, run_dir: Any) -> None:
+    """Refuse duplicate sample ids (resume keys on them) and a dataset that changed under a partial run.
+
+    The fingerprint of the items is pinned in progress/<dataset>.fingerprint when scoring starts; a resume
+    with different items (an updated HF cache, edited local files) would mix two datasets in one result.
+    """
+    from runner import fsio
+    from runner.execute import RunFailed
+
+    ids = [item.id for item in ds.items]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise RunFailed(f"dataset {name}: duplicate sample ids {dupes}; ids must be unique to resume safely")
+    pin = run_dir / "progress" / f"{name}.fingerprint"
+    if pin.exists():
+        pinned = pin.read_text().strip()
+        if pinned != ds.fingerprint:
+            raise RunFailed(
+                f"dataset {name}: items changed since this run started (fingerprint {pinned[:12]} -> "
+                f"{ds.fingerprint[:12]}); invalidate the run (python -m runner registry invalidate ...) to start over"
+            )
+    else:
+        fsio.atomic_write(pin, ds.fingerprint + "\n")
+
+
 def score_datasets(
     plan: Any,
     session: Any,
@@ -69,6 +94,7 @@ def score_datasets(
     logs = {name: progress_log(plan, name) for name in datasets}
     todo: dict[str, list[Any]] = {}
     for name, ds in datasets.items():
+        check_items(name, ds, plan.run_dir)
         progress = logs[name].open()
         done = progress.done_ids
         todo[name] = by_length([item for item in ds.items if item.id not in done])

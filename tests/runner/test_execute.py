@@ -67,3 +67,13 @@ def test_sweep_runs_every_member_then_skips_them(tmp_path: Path, capsys) -> None
     assert {e.status for e in Registry(runs).entries()} == {"complete"}
     assert run_native(sweep, manifests, runs_dir=runs, container={"runtime": "native"}) == EXIT_OK
     assert capsys.readouterr().err.count(": skip (") == 2
+
+
+def test_resume_refuses_a_dataset_that_changed(tmp_path: Path) -> None:
+    path = tmp_path / "changed.yaml"
+    path.write_text(BASE.format(name="changed", limit=2))
+    plan = make_plan(load_manifest(path), source=path, runs_dir=tmp_path / "runs")
+    (plan.run_dir / "progress").mkdir(parents=True)
+    (plan.run_dir / "progress" / "mini.fingerprint").write_text("0" * 64 + "\n")
+    assert run_plan(plan) == EXIT_RUN_FAILED
+    assert "items changed since this run started" in Registry(tmp_path / "runs").get(plan.run_key).reason
