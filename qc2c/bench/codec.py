@@ -25,6 +25,7 @@ import torch
 from qc2c.fuser.seam import SectionKV
 from qc2c.kv.codec import build_codec
 from qc2c.kv.quant import SCHEMES
+from qc2c.kv.schemes import uniform
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the int schemes' elementwise kernels (checked bit-equal to eager first)")  # fmt: skip
     return p
 
 
@@ -95,13 +98,36 @@ def measure(args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
+def check_compiled_equals_eager(args: argparse.Namespace) -> None:
+    """Encode the bench cache eagerly, then compiled; refuse to time kernels that change a single byte."""
+    section = build_section(args)
+    n = len(section.sharer)
+    names = [s for s in (args.schemes or SCHEMES.names()) if s in ("int8", "int4", "int2")]
+    uniform.use_compiled_kernels(False)
+    eager = {s: _encode_bytes(section, s, n) for s in names}
+    uniform.use_compiled_kernels(True)
+    for s in names:
+        if _encode_bytes(section, s, n) != eager[s]:
+            uniform.use_compiled_kernels(False)
+            raise SystemExit(f"--compile: compiled {s} kernels differ from eager ones; refusing to benchmark them")
+
+
+def _encode_bytes(section: SectionKV, scheme: str, n_layers: int) -> list[bytes]:
+    codec = build_codec({"quant": {"scheme": scheme}}, layer_map=section.layer_map, n_sharer_layers=n_layers,
+                        n_receiver_layers=n_layers)  # fmt: skip
+    messages, _, _ = codec.encode(section)
+    sharer, _ = codec.decode(messages, dtype=section.sharer[0][0].dtype, device=section.fuse_mask.device)
+    return [m.to_bytes() for m in messages] + [k.contiguous().numpy().tobytes() for k, _ in sharer[:2]]
+
+
 def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
     g = result["geometry"]
+    compiled = ", compiled int kernels" if result.get("compiled_kernels") else ""
     title = (f"codec round trip: {g['batch']}×{g['layers']}L×{g['heads']}H×{g['tokens']}T×{g['head_dim']} {g['dtype']} "
-             f"({result['input_bytes'] / 1e6:.1f} MB) on {result['device']}, {result['threads']} threads")  # fmt: skip
+             f"({result['input_bytes'] / 1e6:.1f} MB) on {result['device']}, {result['threads']} threads{compiled}")  # fmt: skip
     table = Table(title=title)
     for col in ("scheme", "encode ms", "decode ms", "round trip GB/s", "memcpy GB/s", "ratio", "compression"):
         table.add_column(col, justify="left" if col == "scheme" else "right")
@@ -121,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as exc:
                 print(f"--schemes: {exc}", file=sys.stderr)
         return 2
+    if args.compile:
+        check_compiled_equals_eager(args)
     result = measure(args)
+    result["compiled_kernels"] = bool(args.compile)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -49,23 +49,22 @@ class UniformInt(Scheme):
         xg, dim, unview = self.grouping.view(x)
         qmax = (1 << self.bits) - 1
         lo, hi = xg.amin(dim=dim, keepdim=True).float(), xg.amax(dim=dim, keepdim=True).float()
-        work = scratch(tuple(xg.shape), torch.float32, x.device, "encode")
         if self.symmetric:
+            # clamp(round(x/s), ±h) + h + 1 == clamp(round(x/s) + h + 1, 1, 2h + 1): integers, exact
             half = (1 << (self.bits - 1)) - 1
             absmax = torch.maximum(-lo, hi)
             check_finite(absmax, self.name)
             stored, scale = store_scales(absmax / half, self.scale_dtype)
-            q = torch.mul(xg, scale.reciprocal(), out=work).round_().clamp_(-half, half).add_(half + 1)
+            inv, zero, low, high = scale.reciprocal(), torch.full_like(scale, half + 1), 1, 2 * half + 1
             zeros = x.new_zeros((r, 0), dtype=torch.uint8)
         else:
             lo, hi = lo.clamp_max_(0.0), hi.clamp_min_(0.0)
             check_finite(hi - lo, self.name)
             stored, scale = store_scales((hi - lo) / qmax, self.scale_dtype)
             inv = scale.reciprocal()
-            zero = (-lo * inv).round_().clamp_(0, qmax)
-            q = torch.mul(xg, inv, out=work).round_().add_(zero).clamp_(0, qmax)
+            zero, low, high = (-lo * inv).round_().clamp_(0, qmax), 0, qmax
             zeros = zero.to(torch.uint8).reshape(r, -1)
-        codes = unview(q.to(torch.uint8)).reshape(r, -1)
+        codes = unview(_quantize(xg, inv, zero, low, high)).reshape(r, -1)
         return Encoded(pack(codes, self.bits), scale_bytes(stored, r), zeros, shape)
 
     def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
@@ -73,13 +72,53 @@ class UniformInt(Scheme):
         codes = unpack(enc.payload, self.bits, math.prod(enc.shape)).view(r, *enc.shape)
         cg, dim, unview = self.grouping.view(codes)
         scale = load_scales(enc, self.scale_dtype).view(_stat_shape(cg, dim))
-        y = scratch(tuple(cg.shape), torch.float32, cg.device, "decode").copy_(cg)
         if self.symmetric:
-            y.sub_(float(1 << (self.bits - 1)))
+            zero = torch.full_like(scale, float(1 << (self.bits - 1)))
         else:
-            y.sub_(enc.zeros.view(_stat_shape(cg, dim)))
-        out = torch.empty(y.shape, dtype=dtype, device=y.device)  # float32 product, one rounding into dtype
-        return unview(torch.mul(y, scale, out=out))
+            zero = enc.zeros.view(_stat_shape(cg, dim)).float()
+        return unview(_dequantize(cg, zero, scale, dtype))
+
+
+# ---- elementwise kernels: eager (in reused scratch) or, opted in, torch.compile'd ----
+
+_COMPILED: dict[str, object] = {}
+
+
+def use_compiled_kernels(enabled: bool) -> None:
+    """Opt in to torch.compile for the two elementwise passes (inductor: one fused loop each).
+
+    Off by default: compiling costs tens of seconds per new shape on a CPU, and the eager path is what
+    the reference-equality tests pin. `python -m qc2c.bench codec --compile` measures it.
+    """
+    _COMPILED.clear()
+    if enabled:
+        _COMPILED["quantize"] = torch.compile(_quantize_math, dynamic=True)
+        _COMPILED["dequantize"] = torch.compile(_dequantize_math, dynamic=True)
+
+
+def _quantize_math(xg: Tensor, inv: Tensor, zero: Tensor, low: int, high: int) -> Tensor:
+    return torch.mul(xg, inv).round().add(zero).clamp(low, high).to(torch.uint8)
+
+
+def _dequantize_math(cg: Tensor, zero: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+    return ((cg.float() - zero) * scale).to(dtype)
+
+
+def _quantize(xg: Tensor, inv: Tensor, zero: Tensor, low: int, high: int) -> Tensor:
+    """uint8 codes clamp(round(x · inv) + zero, low, high), shape of xg."""
+    if "quantize" in _COMPILED:
+        return _COMPILED["quantize"](xg, inv, zero, low, high)
+    work = scratch(tuple(xg.shape), torch.float32, xg.device, "encode")
+    return torch.mul(xg, inv, out=work).round_().add_(zero).clamp_(low, high).to(torch.uint8)
+
+
+def _dequantize(cg: Tensor, zero: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+    """(codes − zero) · scale in float32, rounded once into dtype."""
+    if "dequantize" in _COMPILED:
+        return _COMPILED["dequantize"](cg, zero, scale, dtype)
+    y = scratch(tuple(cg.shape), torch.float32, cg.device, "decode").copy_(cg).sub_(zero)
+    out = torch.empty(y.shape, dtype=dtype, device=y.device)
+    return torch.mul(y, scale, out=out)
 
 
 def _stat_shape(xg: Tensor, dim: int) -> tuple[int, ...]:
