@@ -65,11 +65,11 @@ class UniformInt(Scheme):
             zero, low, high = (-lo * inv).round_().clamp_(0, qmax), 0, qmax
             zeros = zero.to(torch.uint8).reshape(r, -1)
         codes = unview(_quantize(xg, inv, zero, low, high)).reshape(r, -1)
-        return Encoded(pack(codes, self.bits), scale_bytes(stored, r), zeros, shape)
+        return Encoded(_pack(codes, self.bits), scale_bytes(stored, r), zeros, shape)
 
     def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
         r = enc.payload.shape[0]
-        codes = unpack(enc.payload, self.bits, math.prod(enc.shape)).view(r, *enc.shape)
+        codes = _unpack(enc.payload, self.bits, math.prod(enc.shape)).view(r, *enc.shape)
         cg, dim, unview = self.grouping.view(codes)
         scale = load_scales(enc, self.scale_dtype).view(_stat_shape(cg, dim))
         if self.symmetric:
@@ -94,6 +94,8 @@ def use_compiled_kernels(enabled: bool) -> None:
     if enabled:
         _COMPILED["quantize"] = torch.compile(_quantize_math, dynamic=True)
         _COMPILED["dequantize"] = torch.compile(_dequantize_math, dynamic=True)
+        _COMPILED["pack"] = torch.compile(pack, dynamic=True)
+        _COMPILED["unpack"] = torch.compile(unpack, dynamic=True)
 
 
 def _quantize_math(xg: Tensor, inv: Tensor, zero: Tensor, low: int, high: int) -> Tensor:
@@ -102,6 +104,14 @@ def _quantize_math(xg: Tensor, inv: Tensor, zero: Tensor, low: int, high: int) -
 
 def _dequantize_math(cg: Tensor, zero: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
     return ((cg.float() - zero) * scale).to(dtype)
+
+
+def _pack(codes: Tensor, bits: int) -> Tensor:
+    return _COMPILED["pack"](codes, bits) if "pack" in _COMPILED and bits < 8 else pack(codes, bits)
+
+
+def _unpack(packed: Tensor, bits: int, m: int) -> Tensor:
+    return _COMPILED["unpack"](packed, bits, m) if "unpack" in _COMPILED and bits < 8 else unpack(packed, bits, m)
 
 
 def _quantize(xg: Tensor, inv: Tensor, zero: Tensor, low: int, high: int) -> Tensor:
