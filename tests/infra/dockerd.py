@@ -19,13 +19,14 @@ import hashlib
 import http.server
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra import missing_reason, pid_alive, read_pid, stop_pid_file, wait_until
@@ -52,6 +53,7 @@ class Dockerd:
 
     data_root: Path
     run_dir: Path
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def socket(self) -> Path:
@@ -90,7 +92,7 @@ class Dockerd:
             f"--host={self.host}",
         ]
         log = open(self.run_dir / "dockerd.log", "ab")  # noqa: SIM115 - the daemon owns it until it exits
-        subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        self._proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         wait_until(self._ready, 30, f"dockerd on {self.socket} (log: {self.run_dir / 'dockerd.log'})", 0.1)
         return self
@@ -114,7 +116,18 @@ class Dockerd:
         return self.docker("version", "--format", "{{.Server.Version}}", check=False, timeout_s=10).returncode == 0
 
     def stop(self) -> None:
-        stop_pid_file(self.pid_file, timeout_s=30)
+        """SIGTERM by pid and reap it (an unreaped child would look alive to a pid-file check)."""
+        proc = self._proc
+        if proc is None:
+            stop_pid_file(self.pid_file, timeout_s=30)
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        self.pid_file.unlink(missing_ok=True)
 
     def has_image(self, ref: str) -> bool:
         return self.docker("image", "inspect", ref, check=False).returncode == 0
