@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from runner.image import ContainerError, connect, default_image, image_identity, missing_image_message
+from runner.image import ContainerError, connect, default_image, image_identity, revision_note
 
 __all__ = [
     "ContainerError",
@@ -95,8 +95,7 @@ def choose_runtime(
     image = image or default_image(env)
     try:
         client = client or connect(env)
-        if not _has_image(client, image):
-            raise ContainerError(missing_image_message(image))
+        identity = image_identity(image, client)
         if wants_gpu(device):
             problem = gpu_runtime_problem(client, image)
             if problem:
@@ -106,7 +105,8 @@ def choose_runtime(
             raise
         return Decision("native", f"runtime.container: auto chose native: {exc}")
     gpu = ", GPUs via device request" if wants_gpu(device) else ""
-    return Decision("docker", f"runtime.container: {requested}: engine reachable and image {image} present{gpu}", image)
+    reason = f"runtime.container: {requested}: engine reachable and image {image} present{gpu}"
+    return Decision("docker", reason + revision_note(identity.get("revision"), Path.cwd()), image)
 
 
 def wants_gpu(device: str) -> bool:
@@ -376,13 +376,3 @@ def manifest_needs_network(text: str, env: Mapping[str, str]) -> bool:
 
 def _is_hub_ref(ref: str) -> bool:
     return not (ref.startswith(("tiny:", "/", ".", "~")) or Path(ref).exists())
-
-
-def _has_image(client: Any, image: str) -> bool:
-    import docker
-
-    try:
-        client.images.get(image)
-    except docker.errors.ImageNotFound:
-        return False
-    return True

@@ -85,6 +85,21 @@ def missing_image_message(image: str) -> str:
     )
 
 
+def revision_note(revision: str | None, repo_root: Path) -> str:
+    """ "" when the image was built from the checkout's HEAD; else a note for the runtime decision line.
+
+    A stale image runs older code than the checkout; provenance records the image's revision either way.
+    """
+    try:
+        head, _ = git_commit(repo_root)
+    except ContainerError:
+        return ""
+    if revision and revision.removesuffix("-dirty") == head:
+        return ""
+    built = (revision or "unknown")[:12]
+    return f" (note: image built from {built}, checkout is at {head[:12]}: `make image` to rebuild)"
+
+
 # ---- make image ----
 
 

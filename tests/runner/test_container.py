@@ -25,7 +25,7 @@ from runner.container import (
     manifest_needs_network,
     wants_gpu,
 )
-from runner.image import build_command, image_tags
+from runner.image import build_command, image_tags, revision_note
 
 REPO = Path(__file__).resolve().parents[2]
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/qc2c-test/docker.sock"}
@@ -217,3 +217,11 @@ def test_runner_image_without_an_engine_says_so_and_exits_2():
     assert proc.returncode == 2
     assert "no container engine reachable at unix:///nonexistent" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_stale_image_is_named_in_the_decision(tmp_path):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert revision_note(head, REPO) == "" and revision_note(head + "-dirty", REPO) == ""
+    note = revision_note("f" * 40, REPO)
+    assert f"image built from {'f' * 12}, checkout is at {head[:12]}" in note and "make image" in note
+    assert revision_note("f" * 40, tmp_path) == ""  # not a checkout: nothing to compare with
