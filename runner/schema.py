@@ -10,8 +10,7 @@ Fuser rule: exactly one of `path` / `hub` / `from_run`. `fuser:` may be left out
 (training builds it; a given fuser is the starting point), for `kind: bench`, and for `kind: eval`
 when every baseline needs no fuser (`eval.baselines` non-empty, within {receiver, sharer}): such a run
 evaluates only those baselines, so `kv:` must keep its defaults. Likewise a setting the chosen method
-does not use (`window`, `knorm_sign`, `max_new_tokens`) must keep its default: never silently ignored,
-and one run key per meaning.
+does not use (`window`, `knorm_sign`, `max_new_tokens`) keeps its default: one run key per meaning.
 """
 
 from __future__ import annotations
@@ -369,9 +368,7 @@ class Manifest(Section):
         return self
 
     def run_key(self) -> str:
-        """sha256 of the canonical semantic JSON, without labels and without execution choices that
-        cannot change a number (runtime.container, runtime.max_sample_errors): native and container runs
-        of the same science share one registry entry."""
+        """sha256 of canonical JSON without labels or choices that cannot change a number (where it runs)."""
         exclude = {"name": True, "description": True, "milestone": True, "runtime": {"container", "max_sample_errors"}}
         data = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

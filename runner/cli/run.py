@@ -57,18 +57,9 @@ def load_manifests(path: Path) -> list[Any]:
 
 
 def container_decision(requested: str, device: str) -> tuple[str, str]:
-    """(runtime, reason) from runner.container when it exists; native otherwise (said on stderr).
+    """(runtime, reason); raises runner.container.ContainerError when docker was asked for and cannot be used."""
+    from runner.container import choose_runtime
 
-    Raises runner.container.ContainerError when docker was asked for explicitly and cannot be used.
-    """
-    try:
-        from runner.container import choose_runtime
-    except ImportError:
-        if os.environ.get("QC2C_IN_CONTAINER") == "1":
-            return "native", "already inside the qc2c container (QC2C_IN_CONTAINER=1)"
-        if requested == "docker":
-            return "error", "runtime.container: docker requested but this checkout has no container support"
-        return "native", "container support not available in this checkout: running natively"
     decision = choose_runtime(requested, device=device)
     return decision.runtime, decision.reason
 
@@ -93,21 +84,17 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT
+    from runner.container import ContainerError, run_in_container
+
     requested = args.container or manifests[0].runtime.container
     try:
         runtime, reason = container_decision(requested, manifests[0].runtime.device)
-    except Exception as exc:  # noqa: BLE001 - runner.container.ContainerError: docker asked for, not usable
+        print(f"runtime: {runtime} ({reason})", file=sys.stderr)
+        if runtime == "docker":
+            return run_in_container(args.manifest, ["run", str(args.manifest), "--container", "native"])
+    except ContainerError as exc:
         print(f"{args.manifest}: runtime.container: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
-    if runtime == "error":
-        print(f"{args.manifest}: {reason}", file=sys.stderr)
-        return EXIT_RUN_FAILED
-    print(f"runtime: {runtime} ({reason})", file=sys.stderr)
-    if runtime == "docker":
-        from runner.container import run_in_container
-
-        argv = ["run", str(args.manifest), "--container", "native"]
-        return run_in_container(args.manifest, argv)
     return run_native(args.manifest, manifests, runs_dir=args.runs_dir, container=container_info(runtime, reason))
 
 
