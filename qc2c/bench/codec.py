@@ -24,6 +24,7 @@ import torch
 
 from qc2c.fuser.seam import SectionKV
 from qc2c.kv.codec import build_codec
+from qc2c.kv.kernels import cpu as kernels
 from qc2c.kv.quant import SCHEMES
 from qc2c.kv.schemes import uniform
 
@@ -98,6 +99,13 @@ def measure(args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
+def int_kernel_path(args: argparse.Namespace) -> str:
+    """Which int8/int4/int2 code ran: torch.compile, the fused C++ CPU kernels or eager PyTorch."""
+    if args.compile:
+        return "torch.compile"
+    return kernels.describe() or "eager PyTorch"
+
+
 def check_compiled_equals_eager(args: argparse.Namespace) -> None:
     """Encode the bench cache eagerly, then compiled; refuse to time kernels that change a single byte."""
     section = build_section(args)
@@ -125,7 +133,7 @@ def print_table(result: dict) -> None:
     from rich.table import Table
 
     g = result["geometry"]
-    compiled = ", compiled int kernels" if result.get("compiled_kernels") else ""
+    compiled = f"; int schemes: {result['int_kernels']}" if result.get("int_kernels") else ""
     title = (f"codec round trip: {g['batch']}×{g['layers']}L×{g['heads']}H×{g['tokens']}T×{g['head_dim']} {g['dtype']} "
              f"({result['input_bytes'] / 1e6:.1f} MB) on {result['device']}, {result['threads']} threads{compiled}")  # fmt: skip
     table = Table(title=title)
@@ -151,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         check_compiled_equals_eager(args)
     result = measure(args)
     result["compiled_kernels"] = bool(args.compile)
+    result["int_kernels"] = int_kernel_path(args)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

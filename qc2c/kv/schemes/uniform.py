@@ -20,9 +20,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from qc2c.kv.kernels import cpu as kernels
 from qc2c.kv.schemes.base import (
     SCHEMES,
     Encoded,
+    NonFiniteInput,
     Scheme,
     check_finite,
     load_scales,
@@ -42,6 +44,8 @@ class UniformInt(Scheme):
         return not self.symmetric
 
     def encode(self, x: Tensor) -> Encoded:
+        if self._fused(x, x.dtype):
+            return self._encode_fused(x)
         r = x.shape[0]
         shape = tuple(x.shape[1:])
         # x stays in its own dtype (fp16/bf16 caches: half the bytes read); min/max are exact in any float
@@ -68,6 +72,11 @@ class UniformInt(Scheme):
         return Encoded(_pack(codes, self.bits), scale_bytes(stored, r), zeros, shape)
 
     def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
+        if self._fused(enc.payload, dtype):
+            out = torch.empty((enc.payload.shape[0], *enc.shape), dtype=dtype)
+            scales = enc.scales.contiguous().view(self.scale_dtype)
+            g = self.grouping
+            return kernels.decode(enc.payload, scales, enc.zeros, out, self.bits, self.symmetric, g.axis, g.group_size)
         r = enc.payload.shape[0]
         codes = _unpack(enc.payload, self.bits, math.prod(enc.shape)).view(r, *enc.shape)
         cg, dim, unview = self.grouping.view(codes)
@@ -77,6 +86,25 @@ class UniformInt(Scheme):
         else:
             zero = enc.zeros.view(_stat_shape(cg, dim)).float()
         return unview(_dequantize(cg, zero, scale, dtype))
+
+    # ---- fused CPU kernels (qc2c.kv.kernels.cpu): same bytes, one pass each way ----
+
+    def _fused(self, t: Tensor, dtype: torch.dtype) -> bool:
+        return (
+            t.device.type == "cpu" and self.grouping.axis in ("token", "channel") and not _COMPILED
+            and dtype in (torch.float16, torch.bfloat16, torch.float32) and kernels.active(t.device)
+        )  # fmt: skip
+
+    def _encode_fused(self, x: Tensor) -> Encoded:
+        g = self.grouping
+        payload, scales, zeros, flags = kernels.encode(x, self.bits, self.symmetric, g.axis, g.group_size,
+                                                       self.scale_dtype == torch.float16)  # fmt: skip
+        if flags & kernels.BAD_INPUT:
+            raise NonFiniteInput(f"{self.name}: input holds NaN or Inf; refusing to encode it")
+        if flags & kernels.SCALE_OVERFLOW:
+            raise NonFiniteInput(f"a scale overflows {self.scale_dtype} (|x| too large for this scale dtype; use "
+                                 "scale_dtype: float32)")  # fmt: skip
+        return Encoded(payload, scales.view(torch.uint8), zeros, tuple(x.shape[1:]))
 
 
 # ---- elementwise kernels: eager (in reused scratch) or, opted in, torch.compile'd ----

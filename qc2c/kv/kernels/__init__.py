@@ -1,0 +1,1 @@
+"""Fused native kernels for the kv codec (see qc2c.kv.kernels.cpu)."""

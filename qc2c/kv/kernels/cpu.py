@@ -1,0 +1,135 @@
+"""Fused CPU kernels for int8/int4/int2 (uniform_cpu.cpp): build once, choose the path, call them.
+
+Why: the eager int schemes make several full passes over the cache (min/max, scale, float32 product, round,
+clamp, cast, pack) and reach a few % of memcpy on a 2-core CPU; the fused kernels read each fp16 element
+once per direction, write the codes already packed, and give the same bytes (tests/qc2c/kv/test_cpu_kernels.py
+checks codes, scales, zero points and decoded tensors against the eager path).
+
+Path choice, `QC2C_KV_KERNELS` (or `set_mode`): ``auto`` (default) uses the kernels when they build and falls
+back to eager code otherwise, ``cpu`` requires them (a build failure raises `KernelUnavailable`), ``eager``
+never uses them. The choice is logged once per process. The build (g++ via torch.utils.cpp_extension, ninja)
+is cached in the torch extensions dir under a name keyed by the source hash and compiler flags, so only the
+first call on a machine compiles (about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+MODES = ("auto", "cpu", "eager")
+SOURCE = Path(__file__).with_name("uniform_cpu.cpp")
+log = logging.getLogger("qc2c.kv.kernels")
+
+
+class KernelUnavailable(RuntimeError):
+    """The fused CPU kernels were asked for (QC2C_KV_KERNELS=cpu) but cannot be built or loaded."""
+
+
+_state: dict[str, object] = {}
+
+
+def set_mode(mode: str | None) -> None:
+    """Override QC2C_KV_KERNELS for this process (None: back to the environment variable)."""
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"kernels: unknown mode {mode!r} (allowed: {', '.join(MODES)})")
+    _state.pop("logged", None)
+    if mode is None:
+        _state.pop("mode", None)
+    else:
+        _state["mode"] = mode
+
+
+def mode() -> str:
+    value = _state.get("mode") or os.environ.get("QC2C_KV_KERNELS", "auto")
+    if value not in MODES:
+        raise ValueError(f"QC2C_KV_KERNELS: unknown mode {value!r} (allowed: {', '.join(MODES)})")
+    return str(value)
+
+
+def cpu_flags() -> list[str]:
+    """-mavx2 -mfma -mf16c when this CPU has all three (portable otherwise: the kernels have scalar loops)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return ["-mavx2", "-mfma", "-mf16c"] if {"avx2", "fma", "f16c"} <= flags else []
+
+
+def load() -> ModuleType:
+    """The compiled extension (built on first use, then loaded from the cache); raises KernelUnavailable."""
+    if "module" in _state:
+        return _state["module"]  # type: ignore[return-value]
+    if "error" in _state:
+        raise KernelUnavailable(str(_state["error"]))
+    from torch.utils import cpp_extension
+
+    source = SOURCE.read_text()
+    cflags = ["-O3", "-fopenmp", "-ffp-contract=off", *cpu_flags()]
+    key = hashlib.sha256((source + " ".join(cflags) + torch.__version__).encode()).hexdigest()[:12]
+    try:
+        module = cpp_extension.load_inline(
+            name=f"qc2c_uniform_cpu_{key}", cpp_sources=[source], functions=["encode", "decode"],
+            extra_cflags=cflags, extra_ldflags=["-fopenmp"], verbose=False,
+        )  # fmt: skip
+    except Exception as exc:  # compiler, ninja or loader missing/failing: one reason, kept for later calls
+        _state["error"] = f"fused CPU kernels cannot be built ({type(exc).__name__}: {str(exc).strip()[-400:]})"
+        raise KernelUnavailable(str(_state["error"])) from exc
+    _state["module"] = module
+    return module
+
+
+def active(device: torch.device) -> bool:
+    """Whether int encode/decode on `device` goes through the fused kernels (logs the choice once)."""
+    if device.type != "cpu" or mode() == "eager":
+        _log_once("eager PyTorch (QC2C_KV_KERNELS=eager)" if device.type == "cpu" else None)
+        return False
+    try:
+        load()
+    except KernelUnavailable as exc:
+        if mode() == "cpu":
+            raise
+        _log_once(f"eager PyTorch ({exc})", logging.WARNING)
+        return False
+    _log_once("fused C++ CPU kernels (" + (" ".join(cpu_flags()) or "no SIMD flags") + ")")
+    return True
+
+
+def _log_once(path: str | None, level: int = logging.INFO) -> None:
+    if path is not None and "logged" not in _state:
+        _state["logged"] = path
+        log.log(level, "kv int8/int4/int2 on CPU: %s", path)
+
+
+def describe() -> str | None:
+    """The path chosen so far in this process ('fused C++ CPU kernels (...)' / 'eager PyTorch (...)'), if any."""
+    return _state.get("logged")  # type: ignore[return-value]
+
+
+def encode(x: Tensor, bits: int, symmetric: bool, axis: str, group: int | None, fp16_scale: bool):
+    """x (R, L, H, n, D) -> (payload (R, P) u8, scales (R, G) fp16/fp32, zeros (R, G or 0) u8, flags int)."""
+    payload, scales, zeros, flags = load().encode(x.contiguous(), bits, symmetric, axis == "channel", group or 0,
+                                                  fp16_scale)  # fmt: skip
+    return payload, scales, zeros, int(flags.item())
+
+
+def decode(payload: Tensor, scales: Tensor, zeros: Tensor, out: Tensor, bits: int, symmetric: bool, axis: str,
+           group: int | None) -> Tensor:  # fmt: skip
+    """Fill and return out (R, L, H, n, D) from the encoded parts (scales typed fp16/fp32)."""
+    load().decode(payload.contiguous(), scales.contiguous(), zeros.contiguous(), out, bits, symmetric,
+                  axis == "channel", group or 0)  # fmt: skip
+    return out
+
+
+BAD_INPUT, SCALE_OVERFLOW = 1, 2

@@ -1,0 +1,439 @@
+// Fused CPU kernels for the uniform int8/int4/int2 schemes (qc2c/kv/schemes/uniform.py), one pass each way.
+//
+// encode: x (R, L, H, n, D) fp16/bf16/fp32 -> packed codes (R, P) uint8, scales (R, G) fp16/fp32, zero points
+// (R, G) uint8; decode: the inverse into (R, L, H, n, D) of the requested dtype. Groups are `group` channels
+// of one token (axis "token") or `group` tokens of one channel (axis "channel"); a ragged last group simply
+// has fewer members (the eager path pads it with copies of its last element, which changes no statistic).
+//
+// Every float operation is the eager code's, in its order and in float32, so the bytes are identical:
+//   asymmetric: lo = min(min x, 0), hi = max(max x, 0), s = (hi - lo) / qmax
+//   symmetric:  s = max(-min x, max x) / (2^(b-1) - 1)
+//   stored = dtype(max(s, tiny) * (1 + eps)) (fp16; fp32 stores max(s, tiny)), inv = 1 / stored
+//   zero = clamp(rint(-lo * inv), 0, qmax) (asymmetric) or 2^(b-1) (symmetric)
+//   code = clamp(rint(x * inv) + zero, low, high); decoded = dtype((code - zero) * stored)
+// rint is round-half-to-even (the default rounding mode), as torch.round. Packing: lowest bits first, per row.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__F16C__)
+#include <immintrin.h>
+#define QC2C_AVX2 1
+#endif
+
+namespace {
+
+constexpr int kBadInput = 1;     // a non-finite element (NaN/Inf) in x
+constexpr int kScaleOverflow = 2;  // a scale that does not fit the scale dtype
+
+// ---- float conversion of a run of n elements ----
+
+inline void to_f32(const float* s, float* d, int64_t n) { std::memcpy(d, s, n * sizeof(float)); }
+
+inline void to_f32(const at::Half* s, float* d, int64_t n) {
+  int64_t i = 0;
+#ifdef QC2C_AVX2
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+#endif
+  for (; i < n; ++i) d[i] = static_cast<float>(s[i]);
+}
+
+inline void to_f32(const at::BFloat16* s, float* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(s[i]);
+}
+
+inline void from_f32(const float* s, float* d, int64_t n) { std::memcpy(d, s, n * sizeof(float)); }
+
+inline void from_f32(const float* s, at::Half* d, int64_t n) {
+  int64_t i = 0;
+#ifdef QC2C_AVX2
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+  for (; i < n; ++i) d[i] = static_cast<at::Half>(s[i]);  // round to nearest even, as Tensor.to
+}
+
+inline void from_f32(const float* s, at::BFloat16* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = static_cast<at::BFloat16>(s[i]);
+}
+
+// ---- statistics ----
+
+// min/max over x[0:n] into lo/hi (scalars); `nonfinite` accumulates x*0 (NaN iff some element is NaN/Inf).
+inline void minmax_run(const float* x, int64_t n, float& lo, float& hi, float& nonfinite) {
+  int64_t i = 0;
+#ifdef QC2C_AVX2
+  if (n >= 8) {
+    __m256 vlo = _mm256_loadu_ps(x), vhi = vlo, vz = _mm256_setzero_ps(), zero = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+      __m256 v = _mm256_loadu_ps(x + i);
+      vlo = _mm256_min_ps(vlo, v);
+      vhi = _mm256_max_ps(vhi, v);
+      vz = _mm256_add_ps(vz, _mm256_mul_ps(v, zero));
+    }
+    alignas(32) float a[8], b[8], c[8];
+    _mm256_store_ps(a, vlo);
+    _mm256_store_ps(b, vhi);
+    _mm256_store_ps(c, vz);
+    for (int k = 0; k < 8; ++k) {
+      lo = std::min(lo, a[k]);
+      hi = std::max(hi, b[k]);
+      nonfinite += c[k];
+    }
+  }
+#endif
+  for (; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+    nonfinite += x[i] * 0.0f;
+  }
+}
+
+// elementwise lo[i] = min(lo[i], x[i]) etc. over one token row (channel groups)
+inline void minmax_vec(const float* x, int64_t n, float* lo, float* hi, float* nonfinite) {
+  int64_t i = 0;
+#ifdef QC2C_AVX2
+  const __m256 zero = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    _mm256_storeu_ps(lo + i, _mm256_min_ps(_mm256_loadu_ps(lo + i), v));
+    _mm256_storeu_ps(hi + i, _mm256_max_ps(_mm256_loadu_ps(hi + i), v));
+    _mm256_storeu_ps(nonfinite + i, _mm256_add_ps(_mm256_loadu_ps(nonfinite + i), _mm256_mul_ps(v, zero)));
+  }
+#endif
+  for (; i < n; ++i) {
+    lo[i] = std::min(lo[i], x[i]);
+    hi[i] = std::max(hi[i], x[i]);
+    nonfinite[i] += x[i] * 0.0f;
+  }
+}
+
+struct Spec {
+  int bits;
+  bool symmetric;
+  bool fp16_scale;
+  float qmax() const { return static_cast<float>((1 << bits) - 1); }
+  float half() const { return static_cast<float>((1 << (bits - 1)) - 1); }
+  float low() const { return symmetric ? 1.0f : 0.0f; }
+  float high() const { return symmetric ? 2.0f * half() + 1.0f : qmax(); }
+};
+
+// One group's (stored scale as float, inv, zero) from its min/max; sets `flags` on overflow.
+inline void group_params(const Spec& sp, float lo, float hi, float& stored, float& inv, float& zero, int& flags) {
+  float s;
+  if (sp.symmetric) {
+    s = std::max(-lo, hi) / sp.half();
+  } else {
+    lo = std::min(lo, 0.0f);
+    hi = std::max(hi, 0.0f);
+    if (!std::isfinite(hi - lo)) flags |= kBadInput;  // the eager path checks hi - lo, which can overflow
+    s = (hi - lo) / sp.qmax();
+  }
+  if (sp.fp16_scale) {
+    s = std::max(s, 6.103515625e-05f) * 1.0009765625f;  // finfo(float16).tiny, 1 + finfo(float16).eps
+    stored = static_cast<float>(static_cast<at::Half>(s));
+  } else {
+    stored = std::max(s, std::numeric_limits<float>::min());
+  }
+  if (!std::isfinite(stored)) flags |= kScaleOverflow;
+  inv = 1.0f / stored;
+  zero = sp.symmetric ? sp.half() + 1.0f : std::min(std::max(std::nearbyint(-lo * inv), 0.0f), sp.qmax());
+}
+
+// ---- quantize / dequantize runs ----
+
+// codes[i] = clamp(rint(x[i] * inv[i*step]) + zero[i*step], low, high); step 0 = one group, 1 = per channel
+inline void quantize_run(const float* x, int64_t n, const float* inv, const float* zero, int step, float low,
+                         float high, uint8_t* codes) {
+  int64_t i = 0;
+#ifdef QC2C_AVX2
+  const __m256 vl = _mm256_set1_ps(low), vh = _mm256_set1_ps(high);
+  __m256 vi = _mm256_set1_ps(inv[0]), vz = _mm256_set1_ps(zero[0]);
+  for (; i + 8 <= n; i += 8) {
+    if (step) {
+      vi = _mm256_loadu_ps(inv + i);
+      vz = _mm256_loadu_ps(zero + i);
+    }
+    __m256 q = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, vz), vl), vh);
+    __m256i k = _mm256_cvtps_epi32(q);
+    __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + i), _mm_packus_epi16(w, w));
+  }
+#endif
+  for (; i < n; ++i) {
+    float q = std::nearbyint(x[i] * inv[i * step]) + zero[i * step];
+    codes[i] = static_cast<uint8_t>(std::min(std::max(q, low), high));
+  }
+}
+
+// y[i] = (codes[i] - zero[i*step]) * scale[i*step]
+inline void dequantize_run(const uint8_t* codes, int64_t n, const float* scale, const float* zero, int step, float* y) {
+  int64_t i = 0;
+#ifdef QC2C_AVX2
+  __m256 vs = _mm256_set1_ps(scale[0]), vz = _mm256_set1_ps(zero[0]);
+  for (; i + 8 <= n; i += 8) {
+    if (step) {
+      vs = _mm256_loadu_ps(scale + i);
+      vz = _mm256_loadu_ps(zero + i);
+    }
+    __m256 c = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i))));
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_sub_ps(c, vz), vs));
+  }
+#endif
+  for (; i < n; ++i) y[i] = (static_cast<float>(codes[i]) - zero[i * step]) * scale[i * step];
+}
+
+// ---- packing: element e of a row lives in byte e / per at bit (e % per) * bits ----
+
+// Write n codes starting at row element e0. Whole bytes are stored; bytes shared with other runs are OR'ed
+// (the caller then owns the whole row and zeroed it).
+inline void pack_run(uint8_t* row, int64_t e0, const uint8_t* c, int64_t n, int bits) {
+  if (bits == 8) {
+    std::memcpy(row + e0, c, n);
+    return;
+  }
+  const int per = 8 / bits;
+  int64_t i = 0;
+  for (; i < n && (e0 + i) % per; ++i) row[(e0 + i) / per] |= static_cast<uint8_t>(c[i] << (((e0 + i) % per) * bits));
+  uint8_t* out = row + (e0 + i) / per;
+  const int64_t whole = (n - i) / per;
+  if (bits == 4) {
+    for (int64_t k = 0; k < whole; ++k) out[k] = static_cast<uint8_t>(c[i + 2 * k] | (c[i + 2 * k + 1] << 4));
+  } else {
+    for (int64_t k = 0; k < whole; ++k) {
+      const uint8_t* p = c + i + 4 * k;
+      out[k] = static_cast<uint8_t>(p[0] | (p[1] << 2) | (p[2] << 4) | (p[3] << 6));
+    }
+  }
+  for (i += whole * per; i < n; ++i) row[(e0 + i) / per] |= static_cast<uint8_t>(c[i] << (((e0 + i) % per) * bits));
+}
+
+inline void unpack_run(const uint8_t* row, int64_t e0, uint8_t* c, int64_t n, int bits) {
+  if (bits == 8) {
+    std::memcpy(c, row + e0, n);
+    return;
+  }
+  const int per = 8 / bits, mask = (1 << bits) - 1;
+  int64_t i = 0;
+  for (; i < n && (e0 + i) % per; ++i) c[i] = (row[(e0 + i) / per] >> (((e0 + i) % per) * bits)) & mask;
+  const uint8_t* in = row + (e0 + i) / per;
+  const int64_t whole = (n - i) / per;
+  if (bits == 4) {
+    for (int64_t k = 0; k < whole; ++k) {
+      c[i + 2 * k] = in[k] & 15;
+      c[i + 2 * k + 1] = in[k] >> 4;
+    }
+  } else {
+    for (int64_t k = 0; k < whole; ++k) {
+      uint8_t* p = c + i + 4 * k;
+      p[0] = in[k] & 3;
+      p[1] = (in[k] >> 2) & 3;
+      p[2] = (in[k] >> 4) & 3;
+      p[3] = in[k] >> 6;
+    }
+  }
+  for (i += whole * per; i < n; ++i) c[i] = (row[(e0 + i) / per] >> (((e0 + i) % per) * bits)) & mask;
+}
+
+// ---- work decomposition ----
+
+struct Geometry {
+  int64_t R, L, H, n, D, g, ng;  // g: group length; ng: groups along the grouped axis
+  bool channel;
+  int64_t units_per_row() const { return L * H * (channel ? ng : n); }
+  int64_t groups_per_row() const { return L * H * ng * (channel ? D : n); }
+  int64_t elems_per_row() const { return L * H * n * D; }
+};
+
+Geometry geometry(at::IntArrayRef shape, bool channel, int64_t group) {
+  Geometry g{shape[0], shape[1], shape[2], shape[3], shape[4], 0, 0, channel};
+  const int64_t len = channel ? g.n : g.D;
+  g.g = group > 0 ? std::min(group, len) : len;
+  g.ng = len == 0 ? 0 : (len + g.g - 1) / g.g;
+  return g;
+}
+
+// Runs body(u0, u1) over every unit (a token row, or a token group of one head), in parallel. Units of
+// different rows never share a byte; units of one row do unless every token row fills whole bytes, and then
+// each row is handled by one thread (its payload row zeroed first by the caller).
+template <typename F>
+void for_units(const Geometry& g, bool aligned, const F& body) {
+  const int64_t upr = g.units_per_row();
+  if (aligned) {
+    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.D * (g.channel ? g.g : 1)));
+    at::parallel_for(0, g.R * upr, grain, body);
+  } else {
+    at::parallel_for(0, g.R, 1, [&](int64_t r0, int64_t r1) { body(r0 * upr, r1 * upr); });
+  }
+}
+
+template <typename T, typename S>
+void encode_impl(const at::Tensor& x, const Spec& sp, const Geometry& g, bool aligned, uint8_t* payload,
+                 int64_t P, S* scales, uint8_t* zeros, std::atomic<int>& flags) {
+  const T* src = x.data_ptr<T>();
+  const int64_t D = g.D, upr = g.units_per_row();
+  const float low = sp.low(), high = sp.high();
+  for_units(g, aligned, [&](int64_t u0, int64_t u1) {
+    std::vector<float> buf(D), lo(D), hi(D), bad(D), inv(D), zero(D);
+    std::vector<uint8_t> codes(D);
+    int fl = 0;
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t r = u / upr;
+      uint8_t* prow = payload + r * P;
+      if (!g.channel) {  // unit = token row u; groups of g channels
+        const int64_t e0 = (u % upr) * D;
+        to_f32(src + u * D, buf.data(), D);
+        for (int64_t j = 0; j < g.ng; ++j) {
+          const int64_t a = j * g.g, len = std::min(g.g, D - a);
+          float l = buf[a], h = buf[a], nf = 0.0f, stored, iv, z;
+          minmax_run(buf.data() + a, len, l, h, nf);
+          if (nf != 0.0f) fl |= kBadInput;
+          group_params(sp, l, h, stored, iv, z, fl);
+          scales[u * g.ng + j] = static_cast<S>(stored);
+          if (zeros) zeros[u * g.ng + j] = static_cast<uint8_t>(z);
+          quantize_run(buf.data() + a, len, &iv, &z, 0, low, high, codes.data() + a);
+        }
+        pack_run(prow, e0, codes.data(), D, sp.bits);
+      } else {  // unit = token group tg of head block b; one group per channel
+        const int64_t b = u / g.ng, tg = u % g.ng, t0 = tg * g.g, t1 = std::min(g.n, t0 + g.g);
+        const T* blk = src + b * g.n * D;
+        to_f32(blk + t0 * D, lo.data(), D);
+        hi = lo;
+        std::fill(bad.begin(), bad.end(), 0.0f);
+        for (int64_t t = t0; t < t1; ++t) {
+          to_f32(blk + t * D, buf.data(), D);
+          minmax_vec(buf.data(), D, lo.data(), hi.data(), bad.data());
+        }
+        const int64_t s0 = u * D;
+        for (int64_t d = 0; d < D; ++d) {
+          float stored;
+          if (bad[d] != 0.0f) fl |= kBadInput;
+          group_params(sp, lo[d], hi[d], stored, inv[d], zero[d], fl);
+          scales[s0 + d] = static_cast<S>(stored);
+          if (zeros) zeros[s0 + d] = static_cast<uint8_t>(zero[d]);
+        }
+        const int64_t row_block = b % (g.L * g.H);
+        for (int64_t t = t0; t < t1; ++t) {
+          to_f32(blk + t * D, buf.data(), D);
+          quantize_run(buf.data(), D, inv.data(), zero.data(), 1, low, high, codes.data());
+          pack_run(prow, (row_block * g.n + t) * D, codes.data(), D, sp.bits);
+        }
+      }
+    }
+    if (fl) flags.fetch_or(fl);
+  });
+}
+
+template <typename T, typename S>
+void decode_impl(at::Tensor& out, const Spec& sp, const Geometry& g, const uint8_t* payload, int64_t P,
+                 const S* scales, const uint8_t* zeros) {
+  T* dst = out.data_ptr<T>();
+  const int64_t D = g.D, upr = g.units_per_row();
+  const float sym_zero = static_cast<float>(1 << (sp.bits - 1));
+  at::parallel_for(0, g.R * upr, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, D * (g.channel ? g.g : 1))),
+                   [&](int64_t u0, int64_t u1) {
+    std::vector<float> buf(D), scale(D), zero(D);
+    std::vector<uint8_t> codes(D);
+    for (int64_t u = u0; u < u1; ++u) {
+      const uint8_t* prow = payload + (u / upr) * P;
+      if (!g.channel) {
+        to_f32(scales + u * g.ng, scale.data(), g.ng);
+        for (int64_t j = 0; j < g.ng; ++j) zero[j] = zeros ? static_cast<float>(zeros[u * g.ng + j]) : sym_zero;
+        unpack_run(prow, (u % upr) * D, codes.data(), D, sp.bits);
+        for (int64_t j = 0; j < g.ng; ++j) {
+          const int64_t a = j * g.g;
+          dequantize_run(codes.data() + a, std::min(g.g, D - a), &scale[j], &zero[j], 0, buf.data() + a);
+        }
+        from_f32(buf.data(), dst + u * D, D);
+      } else {
+        const int64_t b = u / g.ng, tg = u % g.ng, t0 = tg * g.g, t1 = std::min(g.n, t0 + g.g);
+        to_f32(scales + u * D, scale.data(), D);
+        for (int64_t d = 0; d < D; ++d) zero[d] = zeros ? static_cast<float>(zeros[u * D + d]) : sym_zero;
+        const int64_t row_block = b % (g.L * g.H);
+        for (int64_t t = t0; t < t1; ++t) {
+          unpack_run(prow, (row_block * g.n + t) * D, codes.data(), D, sp.bits);
+          dequantize_run(codes.data(), D, scale.data(), zero.data(), 1, buf.data());
+          from_f32(buf.data(), dst + (b * g.n + t) * D, D);
+        }
+      }
+    }
+  });
+}
+
+template <typename F>
+void dispatch(at::ScalarType t, const F& f) {
+  switch (t) {
+    case at::kHalf: f(at::Half()); break;
+    case at::kBFloat16: f(at::BFloat16()); break;
+    case at::kFloat: f(float()); break;
+    default: TORCH_CHECK(false, "dtype: float16, bfloat16 or float32 expected, got ", t);
+  }
+}
+
+inline void check_shape(const at::Tensor& t, const char* what) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), what, ": expected a contiguous CPU tensor");
+}
+
+}  // namespace
+
+// Returns [payload (R, P) uint8, scales (R, G) scale dtype, zeros (R, G | 0) uint8, flags int32 (1,)].
+std::vector<at::Tensor> encode(const at::Tensor& x, int64_t bits, bool symmetric, bool channel, int64_t group,
+                               bool fp16_scale) {
+  check_shape(x, "x");
+  TORCH_CHECK(x.dim() == 5, "x: expected (R, L, H, n, D)");
+  TORCH_CHECK(bits == 8 || bits == 4 || bits == 2, "bits: 8, 4 or 2");
+  const Geometry g = geometry(x.sizes(), channel, group);
+  const Spec sp{static_cast<int>(bits), symmetric, fp16_scale};
+  const int64_t per = 8 / bits, P = (g.elems_per_row() + per - 1) / per, G = g.groups_per_row();
+  const bool aligned = g.D % per == 0;
+  auto u8 = x.options().dtype(at::kByte);
+  at::Tensor payload = aligned ? at::empty({g.R, P}, u8) : at::zeros({g.R, P}, u8);
+  at::Tensor scales = at::empty({g.R, G}, x.options().dtype(fp16_scale ? at::kHalf : at::kFloat));
+  at::Tensor zeros = at::empty({g.R, symmetric ? 0 : G}, u8);
+  std::atomic<int> flags{0};
+  if (g.R * g.elems_per_row() > 0) {
+    dispatch(x.scalar_type(), [&](auto tag) {
+      using T = decltype(tag);
+      uint8_t* z = symmetric ? nullptr : zeros.data_ptr<uint8_t>();
+      if (fp16_scale)
+        encode_impl<T, at::Half>(x, sp, g, aligned, payload.data_ptr<uint8_t>(), P, scales.data_ptr<at::Half>(), z, flags);
+      else
+        encode_impl<T, float>(x, sp, g, aligned, payload.data_ptr<uint8_t>(), P, scales.data_ptr<float>(), z, flags);
+    });
+  }
+  at::Tensor fl = at::full({1}, flags.load(), x.options().dtype(at::kInt));
+  return {payload, scales, zeros, fl};
+}
+
+// Fills out (R, L, H, n, D) (fp16/bf16/fp32, contiguous) from the encoded parts.
+void decode(const at::Tensor& payload, const at::Tensor& scales, const at::Tensor& zeros, at::Tensor& out,
+            int64_t bits, bool symmetric, bool channel, int64_t group) {
+  check_shape(payload, "payload");
+  check_shape(scales, "scales");
+  check_shape(zeros, "zeros");
+  check_shape(out, "out");
+  TORCH_CHECK(out.dim() == 5, "out: expected (R, L, H, n, D)");
+  TORCH_CHECK(bits == 8 || bits == 4 || bits == 2, "bits: 8, 4 or 2");
+  const Geometry g = geometry(out.sizes(), channel, group);
+  const Spec sp{static_cast<int>(bits), symmetric, scales.scalar_type() == at::kHalf};
+  TORCH_CHECK(scales.numel() == g.R * g.groups_per_row(), "scales: wrong number of groups");
+  TORCH_CHECK(symmetric || zeros.numel() == scales.numel(), "zeros: wrong number of groups");
+  const int64_t P = payload.size(1);
+  TORCH_CHECK(P * (8 / bits) >= g.elems_per_row(), "payload: too short");
+  if (out.numel() == 0) return;
+  const uint8_t* z = symmetric ? nullptr : zeros.data_ptr<uint8_t>();
+  dispatch(out.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    if (sp.fp16_scale)
+      decode_impl<T, at::Half>(out, sp, g, payload.data_ptr<uint8_t>(), P, scales.data_ptr<at::Half>(), z);
+    else
+      decode_impl<T, float>(out, sp, g, payload.data_ptr<uint8_t>(), P, scales.data_ptr<float>(), z);
+  });
+}

@@ -1,0 +1,129 @@
+"""Fused CPU int kernels give the eager path's bytes: `python -m pytest tests/qc2c/kv/test_cpu_kernels.py -q`.
+
+Each case encodes the same tensor twice, once with QC2C_KV_KERNELS=eager and once with the kernels required,
+and compares payload, scale bytes, zero points and the decoded tensor bit for bit (NaN-free inputs, so
+torch.equal is exact equality). Skipped, with the build error as reason, where the extension cannot be built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from kv_cases import KINDS, build_tensor
+
+from qc2c.kv.kernels import cpu as kernels
+from qc2c.kv.quant import NonFiniteInput, build_scheme
+from qc2c.kv.schemes.base import Encoded
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built() -> Iterator[None]:
+    try:
+        kernels.load()
+    except kernels.KernelUnavailable as exc:
+        pytest.skip(str(exc))
+    yield
+    kernels.set_mode(None)
+
+
+def _run(mode: str, scheme, x: torch.Tensor, out_dtype: torch.dtype) -> tuple[Encoded, torch.Tensor]:
+    kernels.set_mode(mode)
+    try:
+        enc = scheme.encode(x)
+        return enc, scheme.decode(enc, out_dtype)
+    finally:
+        kernels.set_mode(None)
+
+
+def assert_same(name: str, x: torch.Tensor, *, axis: str, group_size: int | None, symmetric: bool,
+                scale_dtype: str, out_dtype: torch.dtype | None = None) -> None:  # fmt: skip
+    scheme = build_scheme(name, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype=scale_dtype)
+    out_dtype = out_dtype or x.dtype
+    ref, ref_y = _run("eager", scheme, x, out_dtype)
+    enc, y = _run("cpu", scheme, x, out_dtype)
+    for field in ("payload", "scales", "zeros"):
+        a, b = getattr(enc, field), getattr(ref, field)
+        assert a.dtype == b.dtype == torch.uint8 and a.shape == b.shape, field
+        assert torch.equal(a, b), f"{field} differs at {(a != b).nonzero()[:5].tolist()}"
+    assert enc.shape == ref.shape
+    assert y.dtype == ref_y.dtype and y.shape == ref_y.shape
+    assert torch.equal(y, ref_y), f"decoded differs at {(y != ref_y).nonzero()[:5].tolist()}"
+
+
+@given(
+    name=st.sampled_from(("int8", "int4", "int2")),
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 2), st.integers(1, 2), st.integers(1, 40), st.integers(1, 40)),
+    axis=st.sampled_from(("token", "channel")),
+    group_size=st.one_of(st.none(), st.integers(1, 24)),
+    symmetric=st.booleans(),
+    scale_dtype=st.sampled_from(("float16", "float32")),
+    kind=st.sampled_from(KINDS),
+    dtype=st.sampled_from(tuple(DTYPES)),
+    seed=st.integers(0, 2**16),
+)
+def test_kernels_equal_eager(name, shape, axis, group_size, symmetric, scale_dtype, kind, dtype, seed) -> None:
+    x = build_tensor(shape, kind, seed, DTYPES[dtype])
+    assert_same(name, x, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype=scale_dtype)
+
+
+@pytest.mark.parametrize("name", ["int8", "int4", "int2"])
+@pytest.mark.parametrize("axis", ["token", "channel"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_kernels_equal_eager_on_a_cache_shape(name: str, axis: str, symmetric: bool) -> None:
+    """Whole-byte rows (D = 64) and the SIMD loops; channel groups of 64 tokens with a ragged last one."""
+    x = build_tensor((3, 4, 2, 100, 64), "outliers", seed=11).half()
+    assert_same(name, x, axis=axis, group_size=64, symmetric=symmetric, scale_dtype="float16")
+
+
+def test_decode_into_another_dtype_equals_eager() -> None:
+    x = build_tensor((2, 2, 2, 33, 24), "normal", seed=3).half()
+    for out_dtype in (torch.float32, torch.bfloat16):
+        assert_same("int4", x, axis="channel", group_size=8, symmetric=False, scale_dtype="float32",
+                    out_dtype=out_dtype)  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("axis", ["token", "channel"])
+def test_non_finite_input_is_refused_like_eager(bad: float, axis: str) -> None:
+    x = build_tensor((1, 2, 1, 9, 16), "normal", seed=1)
+    x[0, 1, 0, 4, 7] = bad
+    scheme = build_scheme("int4", axis=axis, group_size=4)
+    messages = []
+    for mode in ("eager", "cpu"):
+        kernels.set_mode(mode)
+        try:
+            with pytest.raises(NonFiniteInput) as info:
+                scheme.encode(x)
+        finally:
+            kernels.set_mode(None)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
+def test_scale_overflow_is_refused_like_eager() -> None:
+    """float32 values near the float32 maximum: the fp16 scale overflows (the float32 one does not)."""
+    x = torch.full((1, 1, 1, 4, 8), 3e38)
+    x[..., 0] = -3e38
+    for symmetric, scale_dtype in ((True, "float16"), (False, "float16"), (False, "float32")):
+        scheme = build_scheme("int8", axis="token", symmetric=symmetric, scale_dtype=scale_dtype)
+        messages = []
+        for mode in ("eager", "cpu"):
+            kernels.set_mode(mode)
+            try:
+                with pytest.raises(NonFiniteInput) as info:
+                    scheme.encode(x)
+            finally:
+                kernels.set_mode(None)
+            messages.append(str(info.value))
+        assert messages[0] == messages[1]
+
+
+def test_unknown_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown mode"):
+        kernels.set_mode("gpu")
