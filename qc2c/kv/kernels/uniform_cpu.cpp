@@ -65,6 +65,48 @@ inline void from_f32(const float* s, at::BFloat16* d, int64_t n) {
 
 // ---- statistics ----
 
+#ifdef QC2C_AVX2
+inline float hmin(__m256 v) {
+  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_min_ss(m, _mm_movehdup_ps(m)));
+}
+inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+inline float hsum(__m256 v) {  // only tested against 0: NaN iff a lane is NaN (lanes are 0 or NaN)
+  __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
+}
+// 8 elements of x as float
+inline __m256 load8(const float* x) { return _mm256_loadu_ps(x); }
+inline __m256 load8(const at::Half* x) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x))); }
+inline __m256 load8(const at::BFloat16* x) {
+  __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+#endif
+
+// float -> fp16 -> float (round to nearest even; overflow gives inf), and the stored form
+inline float round_half(float s) {
+#ifdef QC2C_AVX2
+  return _cvtsh_ss(_cvtss_sh(s, _MM_FROUND_TO_NEAREST_INT));
+#else
+  return static_cast<float>(static_cast<at::Half>(s));
+#endif
+}
+inline void store_scale(float* p, float v) { *p = v; }
+inline void store_scale(at::Half* p, float v) {  // v is an fp16 value: exact
+#ifdef QC2C_AVX2
+  p->x = _cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT);
+#else
+  *p = static_cast<at::Half>(v);
+#endif
+}
+
 // min/max over x[0:n] into lo/hi (scalars); `nonfinite` accumulates x*0 (NaN iff some element is NaN/Inf).
 inline void minmax_run(const float* x, int64_t n, float& lo, float& hi, float& nonfinite) {
   int64_t i = 0;
@@ -77,15 +119,9 @@ inline void minmax_run(const float* x, int64_t n, float& lo, float& hi, float& n
       vhi = _mm256_max_ps(vhi, v);
       vz = _mm256_add_ps(vz, _mm256_mul_ps(v, zero));
     }
-    alignas(32) float a[8], b[8], c[8];
-    _mm256_store_ps(a, vlo);
-    _mm256_store_ps(b, vhi);
-    _mm256_store_ps(c, vz);
-    for (int k = 0; k < 8; ++k) {
-      lo = std::min(lo, a[k]);
-      hi = std::max(hi, b[k]);
-      nonfinite += c[k];
-    }
+    lo = std::min(lo, hmin(vlo));
+    hi = std::max(hi, hmax(vhi));
+    nonfinite += hsum(vz);
   }
 #endif
   for (; i < n; ++i) {
@@ -137,7 +173,7 @@ inline void group_params(const Spec& sp, float lo, float hi, float& stored, floa
   }
   if (sp.fp16_scale) {
     s = std::max(s, 6.103515625e-05f) * 1.0009765625f;  // finfo(float16).tiny, 1 + finfo(float16).eps
-    stored = static_cast<float>(static_cast<at::Half>(s));
+    stored = round_half(s);
   } else {
     stored = std::max(s, std::numeric_limits<float>::min());
   }
@@ -145,6 +181,86 @@ inline void group_params(const Spec& sp, float lo, float hi, float& stored, floa
   inv = 1.0f / stored;
   zero = sp.symmetric ? sp.half() + 1.0f : std::min(std::max(std::nearbyint(-lo * inv), 0.0f), sp.qmax());
 }
+
+#ifdef QC2C_AVX2
+// Min/max per channel over tokens t0..t1 of a (n, D) block, 32 channels at a time in registers; returns how
+// many leading channels were done (a multiple of 32). NaN anywhere sets kBadInput (inf shows in lo/hi).
+template <typename T>
+int64_t channel_stats32(const T* blk, int64_t D, int64_t t0, int64_t t1, float* lo, float* hi, int& flags) {
+  int64_t c0 = 0;
+  for (; c0 + 32 <= D; c0 += 32) {
+    __m256 l[4], h[4], nan = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) l[k] = h[k] = load8(blk + t0 * D + c0 + 8 * k);
+    for (int64_t t = t0; t < t1; ++t) {
+      const T* p = blk + t * D + c0;
+      for (int k = 0; k < 4; ++k) {
+        __m256 v = load8(p + 8 * k);
+        l[k] = _mm256_min_ps(l[k], v);
+        h[k] = _mm256_max_ps(h[k], v);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+      }
+    }
+    if (_mm256_movemask_ps(nan)) flags |= kBadInput;
+    for (int k = 0; k < 4; ++k) {
+      _mm256_storeu_ps(lo + c0 + 8 * k, l[k]);
+      _mm256_storeu_ps(hi + c0 + 8 * k, h[k]);
+    }
+  }
+  return c0;
+}
+
+inline __m256 nonfinite_mask(__m256 v) { return _mm256_cmp_ps(_mm256_sub_ps(v, v), _mm256_setzero_ps(), _CMP_NEQ_UQ); }
+
+// group_params for 8 channels at a time (same operations, lane by lane); returns channels done.
+template <typename S>
+int64_t group_params8(const Spec& sp, const float* lo, const float* hi, int64_t D, S* scales, uint8_t* zeros,
+                      float* inv, float* zero, int& flags) {
+  const __m256 vzero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+  int64_t d = 0;
+  __m256 bad = vzero, over = vzero;
+  for (; d + 8 <= D; d += 8) {
+    __m256 l = _mm256_loadu_ps(lo + d), h = _mm256_loadu_ps(hi + d), s;
+    bad = _mm256_or_ps(bad, _mm256_or_ps(nonfinite_mask(l), nonfinite_mask(h)));
+    if (sp.symmetric) {
+      __m256 neg = _mm256_xor_ps(l, _mm256_set1_ps(-0.0f));
+      s = _mm256_div_ps(_mm256_max_ps(neg, h), _mm256_set1_ps(sp.half()));
+    } else {
+      l = _mm256_min_ps(l, vzero);
+      h = _mm256_max_ps(h, vzero);
+      __m256 range = _mm256_sub_ps(h, l);
+      bad = _mm256_or_ps(bad, nonfinite_mask(range));
+      s = _mm256_div_ps(range, _mm256_set1_ps(sp.qmax()));
+    }
+    __m256 stored;
+    if (sp.fp16_scale) {
+      s = _mm256_mul_ps(_mm256_max_ps(s, _mm256_set1_ps(6.103515625e-05f)), _mm256_set1_ps(1.0009765625f));
+      __m128i bits = _mm256_cvtps_ph(s, _MM_FROUND_TO_NEAREST_INT);
+      stored = _mm256_cvtph_ps(bits);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(scales + d), bits);
+    } else {
+      stored = _mm256_max_ps(s, _mm256_set1_ps(std::numeric_limits<float>::min()));
+      _mm256_storeu_ps(reinterpret_cast<float*>(scales + d), stored);
+    }
+    over = _mm256_or_ps(over, nonfinite_mask(stored));
+    __m256 iv = _mm256_div_ps(one, stored), z;
+    if (sp.symmetric) {
+      z = _mm256_set1_ps(sp.half() + 1.0f);
+    } else {
+      z = _mm256_mul_ps(_mm256_xor_ps(l, _mm256_set1_ps(-0.0f)), iv);
+      z = _mm256_round_ps(z, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      z = _mm256_min_ps(_mm256_max_ps(z, vzero), _mm256_set1_ps(sp.qmax()));
+      __m256i k = _mm256_cvtps_epi32(z);
+      __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(zeros + d), _mm_packus_epi16(w, w));
+    }
+    _mm256_storeu_ps(inv + d, iv);
+    _mm256_storeu_ps(zero + d, z);
+  }
+  if (_mm256_movemask_ps(bad)) flags |= kBadInput;
+  if (_mm256_movemask_ps(over)) flags |= kScaleOverflow;
+  return d;
+}
+#endif
 
 // ---- quantize / dequantize runs ----
 
@@ -284,39 +400,75 @@ void encode_impl(const at::Tensor& x, const Spec& sp, const Geometry& g, bool al
     std::vector<float> buf(D), lo(D), hi(D), bad(D), inv(D), zero(D);
     std::vector<uint8_t> codes(D);
     int fl = 0;
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t r = u / upr;
-      uint8_t* prow = payload + r * P;
-      if (!g.channel) {  // unit = token row u; groups of g channels
-        const int64_t e0 = (u % upr) * D;
-        to_f32(src + u * D, buf.data(), D);
-        for (int64_t j = 0; j < g.ng; ++j) {
-          const int64_t a = j * g.g, len = std::min(g.g, D - a);
-          float l = buf[a], h = buf[a], nf = 0.0f, stored, iv, z;
-          minmax_run(buf.data() + a, len, l, h, nf);
-          if (nf != 0.0f) fl |= kBadInput;
-          group_params(sp, l, h, stored, iv, z, fl);
-          scales[u * g.ng + j] = static_cast<S>(stored);
-          if (zeros) zeros[u * g.ng + j] = static_cast<uint8_t>(z);
-          quantize_run(buf.data() + a, len, &iv, &z, 0, low, high, codes.data() + a);
+    if (!g.channel) {  // unit = token row; groups of g channels; 8 rows at a time share the scale arithmetic
+      constexpr int64_t B = 8;
+      const int64_t ng = g.ng;
+      std::vector<float> rows(B * D), tlo(B * ng), thi(B * ng), tinv(B * ng), tzero(B * ng);
+      for (int64_t ub = u0; ub < u1; ub += B) {
+        const int64_t nb = std::min(B, u1 - ub), m = nb * ng;
+        to_f32(src + ub * D, rows.data(), nb * D);
+        float nf = 0.0f;
+        for (int64_t k = 0; k < m; ++k) {
+          const int64_t a = (k % ng) * g.g;
+          const float* xr = rows.data() + (k / ng) * D + a;
+          float l = xr[0], h = xr[0];
+          minmax_run(xr, std::min(g.g, D - a), l, h, nf);
+          tlo[k] = l;
+          thi[k] = h;
         }
-        pack_run(prow, e0, codes.data(), D, sp.bits);
-      } else {  // unit = token group tg of head block b; one group per channel
+        if (nf != 0.0f) fl |= kBadInput;
+        int64_t k = 0;
+#ifdef QC2C_AVX2
+        k = group_params8(sp, tlo.data(), thi.data(), m, scales + ub * ng, zeros ? zeros + ub * ng : nullptr,
+                          tinv.data(), tzero.data(), fl);
+#endif
+        for (; k < m; ++k) {
+          float stored;
+          group_params(sp, tlo[k], thi[k], stored, tinv[k], tzero[k], fl);
+          store_scale(scales + ub * ng + k, stored);
+          if (zeros) zeros[ub * ng + k] = static_cast<uint8_t>(tzero[k]);
+        }
+        for (int64_t i = 0; i < nb; ++i) {
+          const int64_t u = ub + i;
+          for (int64_t j = 0; j < ng; ++j) {
+            const int64_t a = j * g.g;
+            quantize_run(rows.data() + i * D + a, std::min(g.g, D - a), &tinv[i * ng + j], &tzero[i * ng + j], 0, low,
+                         high, codes.data() + a);
+          }
+          pack_run(payload + (u / upr) * P, (u % upr) * D, codes.data(), D, sp.bits);
+        }
+      }
+    }
+    for (int64_t u = u0; u < u1 && g.channel; ++u) {
+      uint8_t* prow = payload + (u / upr) * P;
+      {  // unit = token group tg of head block b; one group per channel
         const int64_t b = u / g.ng, tg = u % g.ng, t0 = tg * g.g, t1 = std::min(g.n, t0 + g.g);
         const T* blk = src + b * g.n * D;
-        to_f32(blk + t0 * D, lo.data(), D);
-        hi = lo;
-        std::fill(bad.begin(), bad.end(), 0.0f);
-        for (int64_t t = t0; t < t1; ++t) {
-          to_f32(blk + t * D, buf.data(), D);
-          minmax_vec(buf.data(), D, lo.data(), hi.data(), bad.data());
+        int64_t c0 = 0;
+#ifdef QC2C_AVX2
+        c0 = channel_stats32(blk, D, t0, t1, lo.data(), hi.data(), fl);
+#endif
+        if (c0 < D) {
+          const int64_t rest = D - c0;
+          to_f32(blk + t0 * D + c0, lo.data() + c0, rest);
+          std::copy(lo.begin() + c0, lo.end(), hi.begin() + c0);
+          std::fill(bad.begin() + c0, bad.end(), 0.0f);
+          for (int64_t t = t0; t < t1; ++t) {
+            to_f32(blk + t * D + c0, buf.data(), rest);
+            minmax_vec(buf.data(), rest, lo.data() + c0, hi.data() + c0, bad.data() + c0);
+          }
+          for (int64_t d = c0; d < D; ++d)
+            if (bad[d] != 0.0f) fl |= kBadInput;
         }
         const int64_t s0 = u * D;
-        for (int64_t d = 0; d < D; ++d) {
+        int64_t d = 0;
+#ifdef QC2C_AVX2
+        d = group_params8(sp, lo.data(), hi.data(), D, scales + s0, zeros ? zeros + s0 : nullptr, inv.data(), zero.data(), fl);
+#endif
+        for (; d < D; ++d) {
           float stored;
-          if (bad[d] != 0.0f) fl |= kBadInput;
           group_params(sp, lo[d], hi[d], stored, inv[d], zero[d], fl);
-          scales[s0 + d] = static_cast<S>(stored);
+          store_scale(scales + s0 + d, stored);
           if (zeros) zeros[s0 + d] = static_cast<uint8_t>(zero[d]);
         }
         const int64_t row_block = b % (g.L * g.H);
@@ -339,17 +491,21 @@ void decode_impl(at::Tensor& out, const Spec& sp, const Geometry& g, const uint8
   const float sym_zero = static_cast<float>(1 << (sp.bits - 1));
   at::parallel_for(0, g.R * upr, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, D * (g.channel ? g.g : 1))),
                    [&](int64_t u0, int64_t u1) {
-    std::vector<float> buf(D), scale(D), zero(D);
+    std::vector<float> buf(D), scale(std::max<int64_t>(D, 8 * g.ng)), zero(std::max<int64_t>(D, 8 * g.ng));
     std::vector<uint8_t> codes(D);
     for (int64_t u = u0; u < u1; ++u) {
       const uint8_t* prow = payload + (u / upr) * P;
-      if (!g.channel) {
-        to_f32(scales + u * g.ng, scale.data(), g.ng);
-        for (int64_t j = 0; j < g.ng; ++j) zero[j] = zeros ? static_cast<float>(zeros[u * g.ng + j]) : sym_zero;
+      if (!g.channel) {  // scales of 8 rows at a time
+        const int64_t i = (u - u0) % 8, ng = g.ng;
+        if (i == 0) {
+          const int64_t m = std::min<int64_t>(8, u1 - u) * ng;
+          to_f32(scales + u * ng, scale.data(), m);
+          for (int64_t k = 0; k < m; ++k) zero[k] = zeros ? static_cast<float>(zeros[u * ng + k]) : sym_zero;
+        }
         unpack_run(prow, (u % upr) * D, codes.data(), D, sp.bits);
-        for (int64_t j = 0; j < g.ng; ++j) {
+        for (int64_t j = 0; j < ng; ++j) {
           const int64_t a = j * g.g;
-          dequantize_run(codes.data() + a, std::min(g.g, D - a), &scale[j], &zero[j], 0, buf.data() + a);
+          dequantize_run(codes.data() + a, std::min(g.g, D - a), &scale[i * ng + j], &zero[i * ng + j], 0, buf.data() + a);
         }
         from_f32(buf.data(), dst + u * D, D);
       } else {
