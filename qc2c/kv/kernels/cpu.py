@@ -124,12 +124,12 @@ def encode(x: Tensor, bits: int, symmetric: bool, axis: str, group: int | None, 
     return payload, scales, zeros, int(flags.item())
 
 
-def decode(payload: Tensor, scales: Tensor, zeros: Tensor, out: Tensor, bits: int, symmetric: bool, axis: str,
-           group: int | None) -> Tensor:  # fmt: skip
-    """Fill and return out (R, L, H, n, D) from the encoded parts (scales typed fp16/fp32)."""
-    load().decode(payload.contiguous(), scales.contiguous(), zeros.contiguous(), out, bits, symmetric,
-                  axis == "channel", group or 0)  # fmt: skip
-    return out
+def decode(payload: Tensor, scales: Tensor, zeros: Tensor, shape: tuple[int, ...], dtype: torch.dtype, bits: int,
+           symmetric: bool, axis: str, group: int | None) -> Tensor:  # fmt: skip
+    """(R, L, H, n, D) = shape in `dtype` from the encoded parts (scales typed fp16/fp32)."""
+    like = torch.empty(0, dtype=dtype)
+    return load().decode(payload.contiguous(), scales.contiguous(), zeros.contiguous(), list(shape), like, bits,
+                          symmetric, axis == "channel", group or 0)  # fmt: skip
 
 
 BAD_INPUT, SCALE_OVERFLOW = 1, 2

@@ -18,7 +18,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <cstdlib>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__F16C__)
@@ -533,6 +536,57 @@ void dispatch(at::ScalarType t, const F& f) {
   }
 }
 
+// ---- output buffers ----
+// Large outputs come from a small pool of blocks this module freed before. Why: glibc serves blocks this
+// large with fresh mmap'd pages and returns them on free, so every call paid a page fault per 4 KiB written,
+// which doubled the encode time. Blocks wait here (at most kPoolBytes in all) until a request of the same size.
+constexpr size_t kPoolMin = size_t(1) << 20, kPoolBytes = size_t(512) << 20;
+
+struct Pool {
+  std::mutex m;
+  std::multimap<size_t, void*> free;
+  size_t cached = 0;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: tensors may be freed after static destructors ran
+  return *p;
+}
+
+void pool_give(void* ptr, size_t n) {
+  Pool& p = pool();
+  {
+    std::lock_guard<std::mutex> lock(p.m);
+    if (p.cached + n <= kPoolBytes) {
+      p.free.emplace(n, ptr);
+      p.cached += n;
+      return;
+    }
+  }
+  std::free(ptr);
+}
+
+at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  size_t n = c10::elementSize(options.dtype().toScalarType());
+  for (int64_t s : sizes) n *= static_cast<size_t>(s);
+  if (n < kPoolMin) return at::empty(sizes, options);
+  n = (n + 63) / 64 * 64;
+  void* ptr = nullptr;
+  {
+    Pool& p = pool();
+    std::lock_guard<std::mutex> lock(p.m);
+    auto it = p.free.find(n);
+    if (it != p.free.end()) {
+      ptr = it->second;
+      p.cached -= n;
+      p.free.erase(it);
+    }
+  }
+  if (!ptr) ptr = std::aligned_alloc(64, n);
+  TORCH_CHECK(ptr, "out of memory allocating ", n, " bytes");
+  return torch::from_blob(ptr, sizes, [n](void* q) { pool_give(q, n); }, options);
+}
+
 inline void check_shape(const at::Tensor& t, const char* what) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), what, ": expected a contiguous CPU tensor");
 }
@@ -550,7 +604,8 @@ std::vector<at::Tensor> encode(const at::Tensor& x, int64_t bits, bool symmetric
   const int64_t per = 8 / bits, P = (g.elems_per_row() + per - 1) / per, G = g.groups_per_row();
   const bool aligned = g.D % per == 0;
   auto u8 = x.options().dtype(at::kByte);
-  at::Tensor payload = aligned ? at::empty({g.R, P}, u8) : at::zeros({g.R, P}, u8);
+  at::Tensor payload = pooled_empty({g.R, P}, u8);
+  if (!aligned) payload.zero_();
   at::Tensor scales = at::empty({g.R, G}, x.options().dtype(fp16_scale ? at::kHalf : at::kFloat));
   at::Tensor zeros = at::empty({g.R, symmetric ? 0 : G}, u8);
   std::atomic<int> flags{0};
@@ -568,14 +623,15 @@ std::vector<at::Tensor> encode(const at::Tensor& x, int64_t bits, bool symmetric
   return {payload, scales, zeros, fl};
 }
 
-// Fills out (R, L, H, n, D) (fp16/bf16/fp32, contiguous) from the encoded parts.
-void decode(const at::Tensor& payload, const at::Tensor& scales, const at::Tensor& zeros, at::Tensor& out,
-            int64_t bits, bool symmetric, bool channel, int64_t group) {
+// (R, L, H, n, D) = shape in like's dtype (fp16/bf16/fp32) from the encoded parts.
+at::Tensor decode(const at::Tensor& payload, const at::Tensor& scales, const at::Tensor& zeros,
+                  std::vector<int64_t> shape, const at::Tensor& like, int64_t bits, bool symmetric, bool channel,
+                  int64_t group) {
+  TORCH_CHECK(shape.size() == 5, "shape: expected (R, L, H, n, D)");
+  at::Tensor out = pooled_empty(shape, like.options());
   check_shape(payload, "payload");
   check_shape(scales, "scales");
   check_shape(zeros, "zeros");
-  check_shape(out, "out");
-  TORCH_CHECK(out.dim() == 5, "out: expected (R, L, H, n, D)");
   TORCH_CHECK(bits == 8 || bits == 4 || bits == 2, "bits: 8, 4 or 2");
   const Geometry g = geometry(out.sizes(), channel, group);
   const Spec sp{static_cast<int>(bits), symmetric, scales.scalar_type() == at::kHalf};
@@ -583,7 +639,7 @@ void decode(const at::Tensor& payload, const at::Tensor& scales, const at::Tenso
   TORCH_CHECK(symmetric || zeros.numel() == scales.numel(), "zeros: wrong number of groups");
   const int64_t P = payload.size(1);
   TORCH_CHECK(P * (8 / bits) >= g.elems_per_row(), "payload: too short");
-  if (out.numel() == 0) return;
+  if (out.numel() == 0) return out;
   const uint8_t* z = symmetric ? nullptr : zeros.data_ptr<uint8_t>();
   dispatch(out.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
@@ -592,4 +648,5 @@ void decode(const at::Tensor& payload, const at::Tensor& scales, const at::Tenso
     else
       decode_impl<T, float>(out, sp, g, payload.data_ptr<uint8_t>(), P, scales.data_ptr<float>(), z);
   });
+  return out;
 }

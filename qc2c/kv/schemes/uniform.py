@@ -73,10 +73,10 @@ class UniformInt(Scheme):
 
     def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
         if self._fused(enc.payload, dtype):
-            out = torch.empty((enc.payload.shape[0], *enc.shape), dtype=dtype)
+            shape, g = (enc.payload.shape[0], *enc.shape), self.grouping
             scales = enc.scales.contiguous().view(self.scale_dtype)
-            g = self.grouping
-            return kernels.decode(enc.payload, scales, enc.zeros, out, self.bits, self.symmetric, g.axis, g.group_size)
+            return kernels.decode(enc.payload, scales, enc.zeros, shape, dtype, self.bits, self.symmetric, g.axis,
+                                  g.group_size)  # fmt: skip
         r = enc.payload.shape[0]
         codes = _unpack(enc.payload, self.bits, math.prod(enc.shape)).view(r, *enc.shape)
         cg, dim, unview = self.grouping.view(codes)
