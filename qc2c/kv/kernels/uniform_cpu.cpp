@@ -311,6 +311,60 @@ inline void dequantize_run(const uint8_t* codes, int64_t n, const float* scale, 
 
 // ---- packing: element e of a row lives in byte e / per at bit (e % per) * bits ----
 
+#ifdef QC2C_AVX2
+// 16 packed bytes at a time (codes < 2^bits): out[k] = sum_i c[per*k + i] << (bits*i); returns bytes done.
+inline int64_t pack16(const uint8_t* c, int64_t whole, int bits, uint8_t* out) {
+  int64_t k = 0;
+  if (bits == 4) {
+    const __m128i w = _mm_set1_epi16(0x1001);  // bytes (1, 16): c0 + 16 c1 per pair
+    for (; k + 16 <= whole; k += 16) {
+      __m128i a = _mm_maddubs_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 2 * k)), w);
+      __m128i b = _mm_maddubs_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 2 * k + 16)), w);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k), _mm_packus_epi16(a, b));
+    }
+  } else {
+    const __m128i w8 = _mm_set1_epi16(0x0401), w16 = _mm_set1_epi32(0x00100001);  // (1, 4) then (1, 16)
+    for (; k + 16 <= whole; k += 16) {
+      __m128i q[4];
+      for (int j = 0; j < 4; ++j)
+        q[j] = _mm_madd_epi16(_mm_maddubs_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 4 * k + 16 * j)), w8), w16);
+      __m128i lo = _mm_packs_epi32(q[0], q[1]), hi = _mm_packs_epi32(q[2], q[3]);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k), _mm_packus_epi16(lo, hi));
+    }
+  }
+  return k;
+}
+
+// inverse of pack16: 16 packed bytes at a time into per * 16 codes; returns bytes done.
+inline int64_t unpack16(const uint8_t* in, int64_t whole, int bits, uint8_t* c) {
+  int64_t k = 0;
+  if (bits == 4) {
+    const __m128i m = _mm_set1_epi8(15);
+    for (; k + 16 <= whole; k += 16) {
+      __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + k));
+      __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(c + 2 * k), _mm_unpacklo_epi8(lo, hi));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(c + 2 * k + 16), _mm_unpackhi_epi8(lo, hi));
+    }
+  } else {
+    const __m128i m = _mm_set1_epi8(3);
+    for (; k + 16 <= whole; k += 16) {
+      __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + k));
+      __m128i c0 = _mm_and_si128(b, m), c1 = _mm_and_si128(_mm_srli_epi16(b, 2), m);
+      __m128i c2 = _mm_and_si128(_mm_srli_epi16(b, 4), m), c3 = _mm_and_si128(_mm_srli_epi16(b, 6), m);
+      __m128i t0 = _mm_unpacklo_epi8(c0, c1), t1 = _mm_unpacklo_epi8(c2, c3);
+      __m128i t2 = _mm_unpackhi_epi8(c0, c1), t3 = _mm_unpackhi_epi8(c2, c3);
+      __m128i* o = reinterpret_cast<__m128i*>(c + 4 * k);
+      _mm_storeu_si128(o, _mm_unpacklo_epi16(t0, t1));
+      _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(t0, t1));
+      _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(t2, t3));
+      _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(t2, t3));
+    }
+  }
+  return k;
+}
+#endif
+
 // Write n codes starting at row element e0. Whole bytes are stored; bytes shared with other runs are OR'ed
 // (the caller then owns the whole row and zeroed it).
 inline void pack_run(uint8_t* row, int64_t e0, const uint8_t* c, int64_t n, int bits) {
@@ -323,10 +377,14 @@ inline void pack_run(uint8_t* row, int64_t e0, const uint8_t* c, int64_t n, int 
   for (; i < n && (e0 + i) % per; ++i) row[(e0 + i) / per] |= static_cast<uint8_t>(c[i] << (((e0 + i) % per) * bits));
   uint8_t* out = row + (e0 + i) / per;
   const int64_t whole = (n - i) / per;
+  int64_t k0 = 0;
+#ifdef QC2C_AVX2
+  k0 = pack16(c + i, whole, bits, out);
+#endif
   if (bits == 4) {
-    for (int64_t k = 0; k < whole; ++k) out[k] = static_cast<uint8_t>(c[i + 2 * k] | (c[i + 2 * k + 1] << 4));
+    for (int64_t k = k0; k < whole; ++k) out[k] = static_cast<uint8_t>(c[i + 2 * k] | (c[i + 2 * k + 1] << 4));
   } else {
-    for (int64_t k = 0; k < whole; ++k) {
+    for (int64_t k = k0; k < whole; ++k) {
       const uint8_t* p = c + i + 4 * k;
       out[k] = static_cast<uint8_t>(p[0] | (p[1] << 2) | (p[2] << 4) | (p[3] << 6));
     }
@@ -344,13 +402,17 @@ inline void unpack_run(const uint8_t* row, int64_t e0, uint8_t* c, int64_t n, in
   for (; i < n && (e0 + i) % per; ++i) c[i] = (row[(e0 + i) / per] >> (((e0 + i) % per) * bits)) & mask;
   const uint8_t* in = row + (e0 + i) / per;
   const int64_t whole = (n - i) / per;
+  int64_t k0 = 0;
+#ifdef QC2C_AVX2
+  k0 = unpack16(in, whole, bits, c + i);
+#endif
   if (bits == 4) {
-    for (int64_t k = 0; k < whole; ++k) {
+    for (int64_t k = k0; k < whole; ++k) {
       c[i + 2 * k] = in[k] & 15;
       c[i + 2 * k + 1] = in[k] >> 4;
     }
   } else {
-    for (int64_t k = 0; k < whole; ++k) {
+    for (int64_t k = k0; k < whole; ++k) {
       uint8_t* p = c + i + 4 * k;
       p[0] = in[k] & 3;
       p[1] = (in[k] >> 2) & 3;
