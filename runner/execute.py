@@ -16,6 +16,8 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,38 +127,77 @@ def write_manifest_yaml(plan: Plan) -> None:
     fsio.atomic_write(plan.run_dir / "manifest.yaml", buf.getvalue())
 
 
+@dataclass
+class RunHandles:
+    """What a run body writes through: its log, the run registry, status.json and the stop flag."""
+
+    log: logging.Logger
+    registry: Registry
+    status: StatusFile
+    stop: StopFlag
+
+
+def execute_lifecycle(plan: Plan, body: Callable[[RunHandles], str], *, echo: bool = True, label: str = "run") -> int:
+    """The lifecycle every run kind shares: running → `body` → complete | preempted (75) | failed.
+
+    `body` raises Preempted on a stop signal, RunFailed (or any exception) when the run cannot complete, and
+    returns a note for the completion line. One place decides statuses, so eval and train runs cannot drift.
+    """
+    prepare_run_dir(plan)
+    log = open_log(plan.run_dir, echo=echo)
+    run = RunHandles(log, Registry(plan.runs_dir), StatusFile(plan.run_dir, plan.run_key), StopFlag())
+    run.stop.install()
+    m = plan.manifest
+    run.registry.set_status(plan.run_key, "running", run_dir=str(plan.run_dir), manifest=m.name, reason=None)
+    log.info("%s %s (%s): decision %s: %s", label, plan.run_tag, plan.run_key, plan.decision, plan.reason)
+    try:
+        write_manifest_yaml(plan)
+        run.status.write("running")
+        note = body(run)
+    except Preempted as exc:
+        log.warning("preempted (%s): progress is on disk; re-run the same manifest to resume", exc)
+        run.status.write("preempted", exit_code=EXIT_PREEMPTED, reason=str(exc))
+        run.registry.release(plan.run_key, f"preempted ({exc})")
+        return EXIT_PREEMPTED
+    except RunFailed as exc:
+        return _fail(plan, run.registry, run.status, log, str(exc))
+    except Exception as exc:  # noqa: BLE001 - logged with traceback, one line on stderr, run marked failed
+        log.debug("traceback:\n%s", traceback.format_exc())
+        problems = getattr(exc, "problems", None)
+        reason = "; ".join(problems) if problems else f"{type(exc).__name__}: {exc}"
+        return _fail(plan, run.registry, run.status, log, reason)
+    finally:
+        run.stop.restore()
+    run.status.write("complete", exit_code=EXIT_OK)
+    run.registry.set_status(plan.run_key, "complete", run_dir=str(plan.run_dir), manifest=m.name, completed=now_iso())
+    log.info("complete: %s%s", plan.run_dir, note)
+    return EXIT_OK
+
+
 def run_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Any = None) -> int:
     """Execute `plan` (decision new / resume / rerun); returns an exit code from runner.exitcodes."""
     if plan.manifest.kind == "train":
         from runner.train_exec import run_train_plan
 
         return run_train_plan(plan, container=container, ui=ui)
-    prepare_run_dir(plan)
-    log = open_log(plan.run_dir, echo=ui is None or not getattr(ui, "live", False))
-    registry = Registry(plan.runs_dir)
-    status = StatusFile(plan.run_dir, plan.run_key)
-    stop = StopFlag()
-    stop.install()
-    m = plan.manifest
-    registry.set_status(plan.run_key, "running", run_dir=str(plan.run_dir), manifest=m.name, reason=None)
-    log.info("run %s (%s): decision %s: %s", plan.run_tag, plan.run_key, plan.decision, plan.reason)
-    try:
-        write_manifest_yaml(plan)
-        status.write("running")
+
+    def evaluate(run: RunHandles) -> str:
+        from runner.scoring_loop import score_datasets
         from runner.session import load_session
+        from runner.summarize import write_results
 
         t0 = time.monotonic()
-        session = load_session(m, plan.fuser_ref, plan.settings)
-        log.info(
-            "loaded pair and fuser on %s in %.1f s; settings: %s",
+        session = load_session(plan.manifest, plan.fuser_ref, plan.settings)
+        run.log.info(
+            "loaded models on %s in %.1f s; settings: %s",
             session.device,
             time.monotonic() - t0,
             ", ".join(plan.settings),
         )
-        stop.check()
-        from runner.scoring_loop import score_datasets
-
-        datasets_info = score_datasets(plan, session, status=status, registry=registry, stop=stop, log=log, ui=ui)
+        run.stop.check()
+        datasets_info = score_datasets(
+            plan, session, status=run.status, registry=run.registry, stop=run.stop, log=run.log, ui=ui
+        )
         provenance = collect(
             repo=REPO_ROOT,
             device=session.device,
@@ -167,27 +208,10 @@ def run_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Any = N
             container=container,
         )
         fsio.atomic_write_json(plan.run_dir / "provenance.json", provenance)
-        from runner.summarize import write_results
+        write_results(plan, session, datasets_info, provenance, log=run.log)
+        return ""
 
-        write_results(plan, session, datasets_info, provenance, log=log)
-    except Preempted as exc:
-        log.warning("preempted (%s): progress is on disk; re-run the same manifest to resume", exc)
-        status.write("preempted", exit_code=EXIT_PREEMPTED, reason=str(exc))
-        registry.release(plan.run_key, f"preempted ({exc})")
-        return EXIT_PREEMPTED
-    except RunFailed as exc:
-        return _fail(plan, registry, status, log, str(exc))
-    except Exception as exc:  # noqa: BLE001 - logged with traceback, one line on stderr, run marked failed
-        (plan.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        log.debug("traceback:\n%s", traceback.format_exc())
-        problems = getattr(exc, "problems", None)
-        return _fail(plan, registry, status, log, "; ".join(problems) if problems else f"{type(exc).__name__}: {exc}")
-    finally:
-        stop.restore()
-    status.write("complete", exit_code=EXIT_OK)
-    registry.set_status(plan.run_key, "complete", run_dir=str(plan.run_dir), manifest=m.name, completed=now_iso())
-    log.info("complete: %s", plan.run_dir)
-    return EXIT_OK
+    return execute_lifecycle(plan, evaluate, echo=ui is None or not getattr(ui, "live", False))
 
 
 def _fail(plan: Plan, registry: Registry, status: StatusFile, log: logging.Logger, reason: str) -> int:

@@ -14,38 +14,23 @@ the run preempted and exit 75. A `fuser:` in a train manifest is the starting po
 from __future__ import annotations
 
 import time
-import traceback
 from typing import Any
 
 from runner import fsio
-from runner.execute import REPO_ROOT, StopFlag, _fail, open_log, prepare_run_dir, write_manifest_yaml
-from runner.exitcodes import EXIT_OK, EXIT_PREEMPTED
+from runner.execute import HEARTBEAT_S, REPO_ROOT, Preempted, RunHandles, execute_lifecycle
 from runner.plan import Plan
 from runner.provenance import collect
-from runner.registry import Registry, now_iso
-from runner.status import StatusFile
-
-HEARTBEAT_S = 30.0
 
 
 def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Any = None) -> int:
     """Train (or resume) the fuser of `plan`; returns an exit code from runner.exitcodes."""
-    from qc2c.train.checkpointing import latest_checkpoint
-    from qc2c.train.sft import Trainer, TrainingStopped, TrainSpec
-    from runner.session import _model_info, resolve_device
 
-    prepare_run_dir(plan)
-    log = open_log(plan.run_dir)
-    registry = Registry(plan.runs_dir)
-    status = StatusFile(plan.run_dir, plan.run_key)
-    stop = StopFlag()
-    stop.install()
-    m = plan.manifest
-    registry.set_status(plan.run_key, "running", run_dir=str(plan.run_dir), manifest=m.name, reason=None)
-    log.info("train run %s (%s): decision %s: %s", plan.run_tag, plan.run_key, plan.decision, plan.reason)
-    try:
-        write_manifest_yaml(plan)
-        status.write("running")
+    def train(run: RunHandles) -> str:
+        from qc2c.train.checkpointing import latest_checkpoint
+        from qc2c.train.sft import Trainer, TrainingStopped, TrainSpec
+        from runner.session import _model_info, resolve_device
+
+        log, status, registry, m = run.log, run.status, run.registry, plan.manifest
         data = m.model_dump(mode="json", by_alias=True)
         data["runtime"]["device"] = resolve_device(m.runtime.device)
         spec = TrainSpec.from_manifest(data)
@@ -77,7 +62,10 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: A
         latest = latest_checkpoint(plan.run_dir)
         if latest is not None:
             log.info("resuming from %s", latest.name)
-        result = trainer.train(should_stop=lambda: stop.signal is not None, on_step=on_step)
+        try:
+            result = trainer.train(should_stop=lambda: run.stop.signal is not None, on_step=on_step)
+        except TrainingStopped as exc:  # a checkpoint was written first: the re-run resumes from it
+            raise Preempted(str(exc)) from exc
         log.info("trained %d steps; last loss %s", result.steps, f"{result.losses[-1]:.4f}" if result.losses else "-")
         provenance = collect(
             repo=REPO_ROOT, device=spec.device, run_key=plan.run_key, models=_model_info(trainer.pair),
@@ -87,17 +75,6 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: A
                                 "total_steps": trainer.total_steps}},
         )  # fmt: skip
         fsio.atomic_write_json(plan.run_dir / "provenance.json", provenance)
-    except TrainingStopped as exc:
-        log.warning("preempted (%s): re-run the same manifest to resume", exc)
-        status.write("preempted", exit_code=EXIT_PREEMPTED, reason=str(exc))
-        return EXIT_PREEMPTED
-    except Exception as exc:  # noqa: BLE001 - logged with traceback, one line on stderr, run marked failed
-        log.debug("traceback:\n%s", traceback.format_exc())
-        problems = getattr(exc, "problems", None)
-        return _fail(plan, registry, status, log, "; ".join(problems) if problems else f"{type(exc).__name__}: {exc}")
-    finally:
-        stop.restore()
-    status.write("complete", exit_code=EXIT_OK)
-    registry.set_status(plan.run_key, "complete", run_dir=str(plan.run_dir), manifest=m.name, completed=now_iso())
-    log.info("complete: %s (fuser in %s)", plan.run_dir, plan.run_dir / "final")
-    return EXIT_OK
+        return f" (fuser in {plan.run_dir / 'final'})"
+
+    return execute_lifecycle(plan, train, label="train run")
