@@ -30,6 +30,9 @@ def _imports(path: Path) -> set[str]:
 def test_package_respects_import_direction(package: str) -> None:
     files = sorted((ROOT / package).rglob("*.py"))
     assert files, f"package {package} has no modules"
-    bad = [f"{f.relative_to(ROOT)} imports {sorted(_imports(f) & FORBIDDEN[package])}" for f in files
-           if _imports(f) & FORBIDDEN[package]]
+    bad = [
+        f"{f.relative_to(ROOT)} imports {sorted(_imports(f) & FORBIDDEN[package])}"
+        for f in files
+        if _imports(f) & FORBIDDEN[package]
+    ]
     assert not bad, "\n".join(bad)
