@@ -10,6 +10,10 @@ back to eager code otherwise, ``cpu`` requires them (a build failure raises `Ker
 never uses them. The choice is logged once per process. The build (g++ via torch.utils.cpp_extension, ninja)
 is cached in the torch extensions dir under a name keyed by the source hash and compiler flags, so only the
 first call on a machine compiles (about a minute on 2 cores).
+
+Large outputs (payloads, decoded caches) come from a pool inside the extension that keeps up to 512 MiB of
+blocks the kernels handed out before: fresh blocks this large are new mmap'd pages from glibc, and faulting
+them in cost as much as the encode itself.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ def load() -> ModuleType:
         _state["error"] = f"fused CPU kernels cannot be built ({type(exc).__name__}: {str(exc).strip()[-400:]})"
         raise KernelUnavailable(str(_state["error"])) from exc
     _state["module"] = module
+    _state["flags"] = " ".join(cpu_flags()) or "no SIMD flags"
     return module
 
 
@@ -102,7 +107,7 @@ def active(device: torch.device) -> bool:
             raise
         _log_once(f"eager PyTorch ({exc})", logging.WARNING)
         return False
-    _log_once("fused C++ CPU kernels (" + (" ".join(cpu_flags()) or "no SIMD flags") + ")")
+    _log_once(f"fused C++ CPU kernels ({_state['flags']})")
     return True
 
 

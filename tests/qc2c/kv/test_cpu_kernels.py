@@ -127,3 +127,22 @@ def test_scale_overflow_is_refused_like_eager() -> None:
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown mode"):
         kernels.set_mode("gpu")
+
+
+def test_unbuildable_kernels_fall_back_in_auto_and_fail_when_required(monkeypatch) -> None:
+    """A build failure (here: recorded as if the compiler had failed) gives eager bytes in auto mode and a
+    KernelUnavailable in cpu mode, never a silent difference."""
+    x = build_tensor((1, 2, 1, 9, 16), "normal", seed=2).half()
+    scheme = build_scheme("int4", axis="token", group_size=8)
+    ref = _run("eager", scheme, x, torch.float16)
+    monkeypatch.setattr(kernels, "_state", {"error": "fused CPU kernels cannot be built (test)"})
+    kernels.set_mode("auto")
+    try:
+        enc = scheme.encode(x)
+        assert "eager PyTorch" in (kernels.describe() or "")
+        assert torch.equal(enc.payload, ref[0].payload) and torch.equal(scheme.decode(enc, torch.float16), ref[1])
+        kernels.set_mode("cpu")
+        with pytest.raises(kernels.KernelUnavailable, match="cannot be built"):
+            scheme.encode(x)
+    finally:
+        kernels.set_mode(None)
