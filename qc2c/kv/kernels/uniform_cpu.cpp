@@ -292,8 +292,21 @@ inline void quantize_run(const float* x, int64_t n, const float* inv, const floa
   }
 }
 
-// y[i] = (codes[i] - zero[i*step]) * scale[i*step]
-inline void dequantize_run(const uint8_t* codes, int64_t n, const float* scale, const float* zero, int step, float* y) {
+// dst[i] = dtype((codes[i] - zero[i*step]) * scale[i*step]): float32 arithmetic, one rounding into T
+#ifdef QC2C_AVX2
+inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+inline void store8(at::Half* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+inline void store8(at::BFloat16* p, __m256 v) {
+  alignas(32) float a[8];
+  _mm256_store_ps(a, v);
+  from_f32(a, p, 8);
+}
+#endif
+
+template <typename T>
+inline void dequantize_to(const uint8_t* codes, int64_t n, const float* scale, const float* zero, int step, T* dst) {
   int64_t i = 0;
 #ifdef QC2C_AVX2
   __m256 vs = _mm256_set1_ps(scale[0]), vz = _mm256_set1_ps(zero[0]);
@@ -303,10 +316,17 @@ inline void dequantize_run(const uint8_t* codes, int64_t n, const float* scale, 
       vz = _mm256_loadu_ps(zero + i);
     }
     __m256 c = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i))));
-    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_sub_ps(c, vz), vs));
+    store8(dst + i, _mm256_mul_ps(_mm256_sub_ps(c, vz), vs));
   }
 #endif
-  for (; i < n; ++i) y[i] = (static_cast<float>(codes[i]) - zero[i * step]) * scale[i * step];
+  if (i < n) {
+    float y[8];
+    for (int64_t k = i; k < n; k += 8) {
+      const int64_t m = std::min<int64_t>(8, n - k);
+      for (int64_t j = 0; j < m; ++j) y[j] = (static_cast<float>(codes[k + j]) - zero[(k + j) * step]) * scale[(k + j) * step];
+      from_f32(y, dst + k, m);
+    }
+  }
 }
 
 // ---- packing: element e of a row lives in byte e / per at bit (e % per) * bits ----
@@ -556,7 +576,7 @@ void decode_impl(at::Tensor& out, const Spec& sp, const Geometry& g, const uint8
   const float sym_zero = static_cast<float>(1 << (sp.bits - 1));
   at::parallel_for(0, g.R * upr, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, D * (g.channel ? g.g : 1))),
                    [&](int64_t u0, int64_t u1) {
-    std::vector<float> buf(D), scale(std::max<int64_t>(D, 8 * g.ng)), zero(std::max<int64_t>(D, 8 * g.ng));
+    std::vector<float> scale(std::max<int64_t>(D, 8 * g.ng)), zero(std::max<int64_t>(D, 8 * g.ng));
     std::vector<uint8_t> codes(D);
     for (int64_t u = u0; u < u1; ++u) {
       const uint8_t* prow = payload + (u / upr) * P;
@@ -570,9 +590,8 @@ void decode_impl(at::Tensor& out, const Spec& sp, const Geometry& g, const uint8
         unpack_run(prow, (u % upr) * D, codes.data(), D, sp.bits);
         for (int64_t j = 0; j < ng; ++j) {
           const int64_t a = j * g.g;
-          dequantize_run(codes.data() + a, std::min(g.g, D - a), &scale[i * ng + j], &zero[i * ng + j], 0, buf.data() + a);
+          dequantize_to(codes.data() + a, std::min(g.g, D - a), &scale[i * ng + j], &zero[i * ng + j], 0, dst + u * D + a);
         }
-        from_f32(buf.data(), dst + u * D, D);
       } else {
         const int64_t b = u / g.ng, tg = u % g.ng, t0 = tg * g.g, t1 = std::min(g.n, t0 + g.g);
         to_f32(scales + u * D, scale.data(), D);
@@ -580,8 +599,7 @@ void decode_impl(at::Tensor& out, const Spec& sp, const Geometry& g, const uint8
         const int64_t row_block = b % (g.L * g.H);
         for (int64_t t = t0; t < t1; ++t) {
           unpack_run(prow, (row_block * g.n + t) * D, codes.data(), D, sp.bits);
-          dequantize_run(codes.data(), D, scale.data(), zero.data(), 1, buf.data());
-          from_f32(buf.data(), dst + (b * g.n + t) * D, D);
+          dequantize_to(codes.data(), D, scale.data(), zero.data(), 1, dst + (b * g.n + t) * D);
         }
       }
     }
