@@ -23,7 +23,7 @@ from qc2c.kv.precision import PrecisionPlan, resolve_precision
 from qc2c.kv.quant import SCHEMES, Encoded, Scheme, build_kv_schemes
 from qc2c.kv.schemes.base import scratch
 from qc2c.kv.selection import Selection, SelectionContext, Selector, build_selector
-from qc2c.kv.wire import Message, Segment, closed_form_nbytes, encode_indices
+from qc2c.kv.wire import Message, Segment, closed_form_nbytes, decode_index_rows, encode_index_rows
 
 QUANT_DEFAULTS = {"scheme": "int8", "symmetric": False, "key_axis": "channel", "value_axis": "token",
                   "group_size": 64, "scale_dtype": "float16"}  # fmt: skip
@@ -113,17 +113,24 @@ class Codec:
             groups.setdefault(layouts[r], []).append(r)
         stacks: dict[tuple, Tensor] = {}
         n_tokens = section.fuse_mask.shape[1]
+        b, n_cache = section.sharer[0][0].shape[0], section.sharer[0][0].shape[2]
         for layout, members in groups.items():
-            index_data = {r: [encode_indices(idx, n_tokens) for _, idx in sets[r]] for r in members}
+            by_set = [encode_index_rows([sets[r][s][1] for r in members], n_tokens) for s in range(len(sets[members[0]]))]
+            index_data = {r: [column[i] for column in by_set] for i, r in enumerate(members)}
             encoded = []
             for name, layers, set_id in layout.segments:
                 tokens = torch.stack([sets[r][set_id][1] for r in members])
                 pair = []
+                whole = len(members) == b and tokens.shape[1] == n_cache and _is_arange(tokens)
                 for h, scheme in enumerate(self.schemes[name]):
-                    key = (layers, h)
-                    if key not in stacks:
-                        stacks[key] = _stack([section.sharer[i][h] for i in layers], f"stack{len(stacks)}")
-                    pair.append(_encode(scheme, _gather(stacks[key], members, tokens)))
+                    per_layer = [section.sharer[i][h] for i in layers]
+                    enc = _encode_layers(scheme, per_layer) if whole else None
+                    if enc is None:
+                        key = (layers, h)
+                        if key not in stacks:
+                            stacks[key] = _stack(per_layer, f"stack{len(stacks)}")
+                        enc = _encode(scheme, _gather(stacks[key], members, tokens))
+                    pair.append(enc)
                 encoded.append(tuple(pair))
             for i, r in enumerate(members):
                 segs = [Segment(*self.schemes[name], set_id, layers, k.row(i), v.row(i))
@@ -158,17 +165,20 @@ class Codec:
         groups: dict[Any, list[int]] = {}
         for r, m in enumerate(messages):
             key = (
-                tuple(m.index_counts),
+                tuple(zip(m.index_kinds, m.index_counts)),
                 tuple((s.key_scheme, s.value_scheme, s.layers, s.token_set) for s in m.segments),
             )
             groups.setdefault(key, []).append(r)
         for members in groups.values():
-            tokens = [[t.to(device) for t in messages[r].token_indices()] for r in members]
-            for r, sets in zip(members, tokens):
-                for t in sets:
-                    kept[r, t] = True
-            for j, seg in enumerate(messages[members[0]].segments):
-                idx = torch.stack([tokens[i][seg.token_set] for i in range(len(members))])
+            first, rows = messages[members[0]], torch.tensor(members, device=device).unsqueeze(1)
+            tokens = [
+                decode_index_rows(kind, [messages[r].index_data[s] for r in members], count, first.n_tokens).to(device)
+                for s, (kind, count) in enumerate(zip(first.index_kinds, first.index_counts))
+            ]
+            for idx in tokens:
+                kept[rows, idx] = True
+            for j, seg in enumerate(first.segments):
+                idx = tokens[seg.token_set]
                 for h, scheme in ((0, seg.key_scheme), (1, seg.value_scheme)):
                     enc = _cat_rows([(messages[r].segments[j].key, messages[r].segments[j].value)[h] for r in members])
                     values = _decode(scheme, enc.to(device), dtype)
@@ -244,6 +254,12 @@ def _stack(layers: list[Tensor], slot: str) -> Tensor:
     return out
 
 
+def _encode_layers(scheme: Scheme, layers: list[Tensor]) -> Encoded | None:
+    """The whole cache of these layers encoded without stacking it first, where the scheme can (else None)."""
+    encode_layers = getattr(scheme, "encode_layers", None)
+    return None if encode_layers is None else encode_layers(layers)
+
+
 def _encode(scheme: Scheme, x: Tensor) -> Encoded:
     if x.numel() == 0:  # a row that sends no tokens
         empty = x.new_zeros((x.shape[0], 0), dtype=torch.uint8)
@@ -285,6 +301,9 @@ def _cat_rows(encs: list[Encoded]) -> Encoded:
     """Row messages of one layout -> one R-row Encoded (copies into one buffer; torch.cat is slow on CPU here)."""
     if len(encs) == 1:
         return encs[0]
+    rows = [_rows_in_place([getattr(e, f) for e in encs]) for f in ("payload", "scales", "zeros")]
+    if all(r is not None for r in rows):
+        return Encoded(*rows, encs[0].shape)  # type: ignore[arg-type]
     if encs[0].payload.device.type != "cpu":
         return Encoded(
             *(torch.cat([getattr(e, f) for e in encs]) for f in ("payload", "scales", "zeros")), encs[0].shape
@@ -297,6 +316,24 @@ def _cat_rows(encs: list[Encoded]) -> Encoded:
             out[r].copy_(getattr(e, field_name)[0])
         parts.append(out)
     return Encoded(*parts, encs[0].shape)
+
+
+def _rows_in_place(parts: list[Tensor]) -> Tensor | None:
+    """(1, P) rows that are consecutive rows of one buffer (messages of one encode call) -> that (R, P) buffer
+    without a copy; None where they are not (messages read from bytes, or rows of different batches)."""
+    first = parts[0]
+    if first.dim() != 2 or first.shape[0] != 1 or (first.shape[1] > 1 and first.stride(1) != 1):
+        return None
+    if first.numel() == 0:
+        return first.new_empty((len(parts), first.shape[1]))
+    step, base = first.shape[1] * first.element_size(), first.data_ptr()
+    storage = first.untyped_storage().data_ptr()
+    for r, part in enumerate(parts):
+        if (part.shape != first.shape or part.dtype != first.dtype or part.device != first.device
+                or part.untyped_storage().data_ptr() != storage or part.data_ptr() != base + r * step
+                or (part.shape[1] > 1 and part.stride(1) != 1)):  # fmt: skip
+            return None
+    return first.as_strided((len(parts), first.shape[1]), (first.shape[1], 1))
 
 
 def _clock(device: torch.device) -> float:

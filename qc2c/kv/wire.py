@@ -65,12 +65,39 @@ def encode_indices(indices: Tensor, n_tokens: int) -> tuple[str, Tensor]:
     return kind, ((indices.unsqueeze(-1) >> shifts) & 255).to(torch.uint8).reshape(-1)
 
 
+def encode_index_rows(rows: list[Tensor], n_tokens: int) -> list[tuple[str, Tensor]]:
+    """`encode_indices` of many rows' positions, with every bitmap row packed in one call (a batch of full
+    selections would otherwise pay one small pack per row, which costs more than the rows' quantization)."""
+    out = [encode_indices(idx, n_tokens) if index_kind(idx.numel(), n_tokens) != "bitmap" else None for idx in rows]
+    bitmap_rows = [r for r, o in enumerate(out) if o is None]
+    if bitmap_rows:
+        picked = [rows[r] for r in bitmap_rows]
+        counts = torch.tensor([idx.numel() for idx in picked], device=picked[0].device)
+        row_of = torch.repeat_interleave(torch.arange(len(picked), device=counts.device), counts)
+        mask = torch.zeros(len(picked), n_tokens, dtype=torch.uint8, device=picked[0].device)
+        mask[row_of, torch.cat(picked)] = 1
+        packed = pack(mask, 1)
+        for j, r in enumerate(bitmap_rows):
+            out[r] = ("bitmap", packed[j])
+    return out  # type: ignore[return-value]
+
+
 def decode_indices(kind: str, data: Tensor, count: int, n_tokens: int) -> Tensor:
     if kind == "bitmap":
         return unpack(data.view(1, -1), 1, n_tokens)[0].nonzero().reshape(-1)
     width = 2 if kind == "uint16" else 4
     shifts = torch.arange(0, 8 * width, 8, device=data.device)
     return (data.view(count, width).long() << shifts).sum(-1)
+
+
+def decode_index_rows(kind: str, data: list[Tensor], count: int, n_tokens: int) -> Tensor:
+    """Rows that all sent `count` positions in the same encoding -> their positions (R, count), decoded at once."""
+    stacked = torch.stack([d.reshape(-1) for d in data])
+    if kind == "bitmap":
+        return unpack(stacked, 1, n_tokens).nonzero()[:, 1].view(len(data), count)
+    width = 2 if kind == "uint16" else 4
+    shifts = torch.arange(0, 8 * width, 8, device=stacked.device)
+    return (stacked.view(len(data), count, width).long() << shifts).sum(-1)
 
 
 # ---- message ----

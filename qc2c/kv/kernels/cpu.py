@@ -122,9 +122,11 @@ def describe() -> str | None:
     return _state.get("logged")  # type: ignore[return-value]
 
 
-def encode(x: Tensor, bits: int, symmetric: bool, axis: str, group: int | None, fp16_scale: bool):
-    """x (R, L, H, n, D) -> (payload (R, P) u8, scales (R, G) fp16/fp32, zeros (R, G or 0) u8, flags int)."""
-    payload, scales, zeros, flags = load().encode(x.contiguous(), bits, symmetric, axis == "channel", group or 0,
+def encode(x: Tensor | list[Tensor], bits: int, symmetric: bool, axis: str, group: int | None, fp16_scale: bool):
+    """x (R, L, H, n, D), or its L layers (R, H, n, D) each, read in place -> (payload (R, P) u8, scales (R, G)
+    fp16/fp32, zeros (R, G or 0) u8, flags int)."""
+    xs = [x.contiguous()] if isinstance(x, Tensor) else [t.contiguous() for t in x]
+    payload, scales, zeros, flags = load().encode(xs, bits, symmetric, axis == "channel", group or 0,
                                                   fp16_scale)  # fmt: skip
     return payload, scales, zeros, int(flags.item())
 

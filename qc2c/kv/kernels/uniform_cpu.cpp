@@ -476,9 +476,10 @@ void for_units(const Geometry& g, bool aligned, const F& body) {
 }
 
 template <typename T, typename S>
-void encode_impl(const at::Tensor& x, const Spec& sp, const Geometry& g, bool aligned, uint8_t* payload,
-                 int64_t P, S* scales, uint8_t* zeros, std::atomic<int>& flags) {
-  const T* src = x.data_ptr<T>();
+void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const Geometry& g, bool aligned,
+                 uint8_t* payload, int64_t P, S* scales, uint8_t* zeros, std::atomic<int>& flags) {
+  // blocks[(r * L + l) * H + h]: the (n, D) block of row r, layer l, head h (layers need not be stacked)
+  auto block = [&](int64_t b) { return static_cast<const T*>(blocks[b]); };
   const int64_t D = g.D, upr = g.units_per_row();
   const float low = sp.low(), high = sp.high();
   for_units(g, aligned, [&](int64_t u0, int64_t u1) {
@@ -491,7 +492,10 @@ void encode_impl(const at::Tensor& x, const Spec& sp, const Geometry& g, bool al
       std::vector<float> rows(B * D), tlo(B * ng), thi(B * ng), tinv(B * ng), tzero(B * ng);
       for (int64_t ub = u0; ub < u1; ub += B) {
         const int64_t nb = std::min(B, u1 - ub), m = nb * ng;
-        to_f32(src + ub * D, rows.data(), nb * D);
+        for (int64_t i = 0; i < nb; ++i) {
+          const int64_t u = ub + i;
+          to_f32(block(u / g.n) + (u % g.n) * D, rows.data() + i * D, D);
+        }
         float nf = 0.0f;
         for (int64_t k = 0; k < m; ++k) {
           const int64_t a = (k % ng) * g.g;
@@ -528,7 +532,7 @@ void encode_impl(const at::Tensor& x, const Spec& sp, const Geometry& g, bool al
       uint8_t* prow = payload + (u / upr) * P;
       {  // unit = token group tg of head block b; one group per channel
         const int64_t b = u / g.ng, tg = u % g.ng, t0 = tg * g.g, t1 = std::min(g.n, t0 + g.g);
-        const T* blk = src + b * g.n * D;
+        const T* blk = block(b);
         int64_t c0 = 0;
 #ifdef QC2C_AVX2
         c0 = channel_stats32(blk, D, t0, t1, lo.data(), hi.data(), fl);
@@ -673,16 +677,37 @@ inline void check_shape(const at::Tensor& t, const char* what) {
 
 }  // namespace
 
+// xs: one (R, L, H, n, D) tensor, or L per-layer (R, H, n, D) tensors read in place (no stacking copy).
 // Returns [payload (R, P) uint8, scales (R, G) scale dtype, zeros (R, G | 0) uint8, flags int32 (1,)].
-std::vector<at::Tensor> encode(const at::Tensor& x, int64_t bits, bool symmetric, bool channel, int64_t group,
-                               bool fp16_scale) {
-  check_shape(x, "x");
-  TORCH_CHECK(x.dim() == 5, "x: expected (R, L, H, n, D)");
+std::vector<at::Tensor> encode(const std::vector<at::Tensor>& xs, int64_t bits, bool symmetric, bool channel,
+                               int64_t group, bool fp16_scale) {
+  TORCH_CHECK(!xs.empty(), "x: expected at least one tensor");
+  const at::Tensor& x = xs[0];
+  std::vector<int64_t> shape;
+  if (xs.size() == 1 && x.dim() == 5) {
+    shape = x.sizes().vec();
+  } else {
+    TORCH_CHECK(x.dim() == 4, "x: expected (R, L, H, n, D) or a list of (R, H, n, D)");
+    shape = {x.size(0), static_cast<int64_t>(xs.size()), x.size(1), x.size(2), x.size(3)};
+  }
+  for (const at::Tensor& t : xs) {
+    check_shape(t, "x");
+    TORCH_CHECK(t.scalar_type() == x.scalar_type() && t.sizes() == x.sizes(), "x: layers differ in shape or dtype");
+  }
   TORCH_CHECK(bits == 8 || bits == 4 || bits == 2, "bits: 8, 4 or 2");
-  const Geometry g = geometry(x.sizes(), channel, group);
+  const Geometry g = geometry(shape, channel, group);
   const Spec sp{static_cast<int>(bits), symmetric, fp16_scale};
   const int64_t per = 8 / bits, P = (g.elems_per_row() + per - 1) / per, G = g.groups_per_row();
   const bool aligned = g.D % per == 0;
+  std::vector<const void*> blocks(g.R * g.L * g.H);
+  const int64_t esize = static_cast<int64_t>(x.element_size()), bbytes = g.n * g.D * esize;
+  for (int64_t r = 0; r < g.R; ++r)
+    for (int64_t l = 0; l < g.L; ++l)
+      for (int64_t h = 0; h < g.H; ++h) {
+        const char* base = static_cast<const char*>(xs.size() == 1 ? x.data_ptr() : xs[l].data_ptr());
+        const int64_t k = xs.size() == 1 ? (r * g.L + l) * g.H + h : r * g.H + h;
+        blocks[(r * g.L + l) * g.H + h] = base + k * bbytes;
+      }
   auto u8 = x.options().dtype(at::kByte);
   at::Tensor payload = pooled_empty({g.R, P}, u8);
   if (!aligned) payload.zero_();
@@ -694,9 +719,9 @@ std::vector<at::Tensor> encode(const at::Tensor& x, int64_t bits, bool symmetric
       using T = decltype(tag);
       uint8_t* z = symmetric ? nullptr : zeros.data_ptr<uint8_t>();
       if (fp16_scale)
-        encode_impl<T, at::Half>(x, sp, g, aligned, payload.data_ptr<uint8_t>(), P, scales.data_ptr<at::Half>(), z, flags);
+        encode_impl<T, at::Half>(blocks, sp, g, aligned, payload.data_ptr<uint8_t>(), P, scales.data_ptr<at::Half>(), z, flags);
       else
-        encode_impl<T, float>(x, sp, g, aligned, payload.data_ptr<uint8_t>(), P, scales.data_ptr<float>(), z, flags);
+        encode_impl<T, float>(blocks, sp, g, aligned, payload.data_ptr<uint8_t>(), P, scales.data_ptr<float>(), z, flags);
     });
   }
   at::Tensor fl = at::full({1}, flags.load(), x.options().dtype(at::kInt));

@@ -71,6 +71,14 @@ class UniformInt(Scheme):
         codes = unview(_quantize(xg, inv, zero, low, high)).reshape(r, -1)
         return Encoded(_pack(codes, self.bits), scale_bytes(stored, r), zeros, shape)
 
+    def encode_layers(self, layers: list[Tensor]) -> Encoded | None:
+        """Encode of the (R, L, H, n, D) stack of these (R, H, n, D) layers without building the stack (the fused
+        CPU kernels read each layer in place); None where only `encode` of a stacked tensor can do it."""
+        x0 = layers[0]
+        if not self._fused(x0, x0.dtype) or x0.numel() == 0:
+            return None
+        return self._encode_fused(layers)
+
     def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
         if self._fused(enc.payload, dtype):
             shape, g = (enc.payload.shape[0], *enc.shape), self.grouping
@@ -95,7 +103,7 @@ class UniformInt(Scheme):
             and dtype in (torch.float16, torch.bfloat16, torch.float32) and kernels.active(t.device)
         )  # fmt: skip
 
-    def _encode_fused(self, x: Tensor) -> Encoded:
+    def _encode_fused(self, x: Tensor | list[Tensor]) -> Encoded:
         g = self.grouping
         payload, scales, zeros, flags = kernels.encode(x, self.bits, self.symmetric, g.axis, g.group_size,
                                                        self.scale_dtype == torch.float16)  # fmt: skip
@@ -104,7 +112,8 @@ class UniformInt(Scheme):
         if flags & kernels.SCALE_OVERFLOW:
             raise NonFiniteInput(f"a scale overflows {self.scale_dtype} (|x| too large for this scale dtype; use "
                                  "scale_dtype: float32)")  # fmt: skip
-        return Encoded(payload, scales.view(torch.uint8), zeros, tuple(x.shape[1:]))
+        shape = tuple(x.shape[1:]) if isinstance(x, Tensor) else (len(x), *x[0].shape[1:])
+        return Encoded(payload, scales.view(torch.uint8), zeros, shape)
 
 
 # ---- elementwise kernels: eager (in reused scratch) or, opted in, torch.compile'd ----

@@ -82,3 +82,17 @@ def test_rows_without_tokens_send_a_header_only_message() -> None:
                       n_receiver_layers=2).transmit(section)  # fmt: skip
     assert out.records[0]["n_tokens_sent"] == 0 and out.records[0]["nbytes_breakdown"]["payload"] == 0
     assert not bool(out.kept[0].any()) and bool(out.kept[1].all())
+
+
+def test_rows_of_one_batch_are_decoded_in_place_and_other_rows_are_copied() -> None:
+    """Decode reads the rows of one encode call straight from its buffer; any other rows go through a copy."""
+    from qc2c.kv.codec import _rows_in_place
+
+    buf = torch.arange(12, dtype=torch.uint8).reshape(3, 4)
+    rows = [buf[r : r + 1] for r in range(3)]
+    whole = _rows_in_place(rows)
+    assert whole is not None and whole.data_ptr() == buf.data_ptr() and torch.equal(whole, buf)
+    assert _rows_in_place(rows[::-1]) is None
+    assert _rows_in_place([rows[0], rows[2]]) is None
+    assert _rows_in_place([rows[0], buf.clone()[1:2]]) is None
+    assert _rows_in_place([buf[0:1, :2], buf[1:2, :2]]) is None  # not contiguous rows

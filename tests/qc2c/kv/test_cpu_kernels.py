@@ -146,3 +146,23 @@ def test_unbuildable_kernels_fall_back_in_auto_and_fail_when_required(monkeypatc
             scheme.encode(x)
     finally:
         kernels.set_mode(None)
+
+
+@pytest.mark.parametrize("name", ["int8", "int4", "int2"])
+@pytest.mark.parametrize("axis", ["token", "channel"])
+@pytest.mark.parametrize("head_dim", [24, 30])
+def test_layers_read_in_place_equal_eager_on_the_stack(name: str, axis: str, head_dim: int) -> None:
+    """encode_layers on separate (R, H, n, D) layers (13 tokens: 8-row batches straddle heads and layers) gives
+    the eager encode of their (R, L, H, n, D) stack, byte for byte."""
+    gen = torch.Generator().manual_seed(7)
+    layers = [torch.randn(3, 2, 13, head_dim, generator=gen).to(torch.float16) for _ in range(4)]
+    scheme = build_scheme(name, axis=axis, group_size=8, symmetric=False, scale_dtype="float16")
+    ref, _ = _run("eager", scheme, torch.stack(layers, dim=1), torch.float16)
+    kernels.set_mode("cpu")
+    try:
+        enc = scheme.encode_layers(layers)
+    finally:
+        kernels.set_mode(None)
+    assert enc is not None and enc.shape == ref.shape
+    for field in ("payload", "scales", "zeros"):
+        assert torch.equal(getattr(enc, field), getattr(ref, field)), field
