@@ -115,7 +115,9 @@ class Codec:
         n_tokens = section.fuse_mask.shape[1]
         b, n_cache = section.sharer[0][0].shape[0], section.sharer[0][0].shape[2]
         for layout, members in groups.items():
-            by_set = [encode_index_rows([sets[r][s][1] for r in members], n_tokens) for s in range(len(sets[members[0]]))]
+            by_set = [
+                encode_index_rows([sets[r][s][1] for r in members], n_tokens) for s in range(len(sets[members[0]]))
+            ]
             index_data = {r: [column[i] for column in by_set] for i, r in enumerate(members)}
             encoded = []
             for name, layers, set_id in layout.segments:
