@@ -176,9 +176,15 @@ def sbatch_script(job: Job) -> str:
         "write_task_file state running",
         'echo "qc2c: task $task job ${SLURM_JOB_ID} restart ${SLURM_RESTART_COUNT:-0} on $(hostname)"',
         "child=",
+        "# Requeue, then wait for the kill that the requeue sends: a script that exits first races that kill, and",
+        "# slurmd then refuses the relaunch as an already-killed job. A refused requeue is a recorded failure.",
+        "requeue() {",
+        '  write_task_file state requeued; echo "qc2c: preempted, requeueing ${SLURM_JOB_ID}"; trap "exit 0" TERM',
+        '  if scontrol requeue "$SLURM_JOB_ID"; then for _ in $(seq 120); do sleep 1; done; exit 0; fi',
+        '  echo "qc2c: scontrol requeue failed; launch the manifest again to resume"; write_task_file exit_code 75',
+        "  write_task_file state failed; exit 75; }",
         "finish() {",
-        '  if [ "$1" -eq 75 ]; then trap "" TERM; write_task_file state requeued;',
-        '    echo "qc2c: preempted, requeueing ${SLURM_JOB_ID}"; scontrol requeue "$SLURM_JOB_ID"; exit 0; fi',
+        '  if [ "$1" -eq 75 ]; then requeue; fi',
         '  write_task_file exit_code "$1"',
         '  if [ "$1" -eq 0 ]; then write_task_file state done; else write_task_file state failed; fi',
         '  echo "qc2c: task $task exit $1"; exit "$1"; }',
@@ -214,7 +220,8 @@ def probe_command(job: Job) -> str:
 
 
 def squeue_command(job_id: str) -> str:
-    return shlex.join(["squeue", "-h", "-r", "-j", check_slurm_id(job_id), "-o", "%i|%T"])
+    """Every state (`-t all`): a task that just ended stays witnessed, as COMPLETED/FAILED, for MinJobAge."""
+    return shlex.join(["squeue", "-h", "-r", "-t", "all", "-j", check_slurm_id(job_id), "-o", "%i|%T"])
 
 
 def sacct_command(job_id: str) -> str:

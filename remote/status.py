@@ -18,6 +18,7 @@ STATES = ("pending", "running", "done", "failed")
 SLURM_PENDING = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESV_DEL_HOLD", "SUSPENDED"}
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 SLURM_DONE = {"COMPLETED"}
+UNREACHABLE = "UNREACHABLE"  # squeue failed for another reason than an unknown job id: nobody can say
 SLURM_FAILED = {
     "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "REVOKED",
 }  # fmt: skip
@@ -100,6 +101,11 @@ def parse_squeue(text: str) -> dict[int, str]:
     return _parse_ids(line.split("|") for line in text.splitlines() if line.strip())
 
 
+def squeue_lost_the_job(stderr: str) -> bool:
+    """squeue's answer for a job id it no longer holds (purged past MinJobAge), as opposed to a failure to ask."""
+    return "invalid job id" in stderr.lower()
+
+
 def parse_sacct(text: str) -> dict[int, str]:
     """`sacct -n -X -P -o JobID,State,ExitCode` → {array task: STATE} ("CANCELLED by 0" → CANCELLED)."""
     rows = (line.split("|") for line in text.splitlines() if line.strip())
@@ -162,6 +168,11 @@ def decide(task: int, files: TaskFiles, scheduler: str | None, *, kind: str) -> 
         return out("failed", "runner status.json says failed")
     if files.exit_code == 0:
         return out("done", "runner exited 0")
+    if kind == "slurm" and scheduler == UNREACHABLE:
+        if run_state == "complete":
+            return out("done", "run complete (status.json); squeue did not answer")
+        # a controller that does not answer says nothing about the job: never call it gone on that
+        return out("running" if files.state == "running" else "pending", "squeue failed; state from the job's files")
     if kind == "slurm" and scheduler is not None:
         if scheduler in SLURM_FAILED:
             return out("failed", f"slurm says {scheduler} and the runner left no exit code")

@@ -20,7 +20,16 @@ from fabric import Connection
 from remote import ledger, render
 from remote.connect import connect
 from remote.planning import PlannedTask, plan_tasks
-from remote.status import JobStatus, decide, format_status, parse_probe, parse_sacct, parse_squeue
+from remote.status import (
+    UNREACHABLE,
+    JobStatus,
+    decide,
+    format_status,
+    parse_probe,
+    parse_sacct,
+    parse_squeue,
+    squeue_lost_the_job,
+)
 from remote.targets import Target, check_name
 from runner.exitcodes import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED
 from runner.fsio import atomic_write
@@ -132,7 +141,12 @@ def job_status(conn: Connection, target: Target, entry: ledger.LedgerEntry) -> J
         alive = _run(conn, target, shlex.join(["tmux", "has-session", "-t", job.name]), warn=True).ok
         scheduler = dict.fromkeys(range(job.n_tasks), "ALIVE" if alive else "GONE")
     else:
-        scheduler = parse_squeue(_run(conn, target, render.squeue_command(entry.handle), warn=True).stdout)
+        squeue = _run(conn, target, render.squeue_command(entry.handle), warn=True)
+        if not squeue.ok and not squeue_lost_the_job(squeue.stderr):
+            scheduler = dict.fromkeys(range(job.n_tasks), UNREACHABLE)
+            print(f"{target.name}: squeue failed: {squeue.stderr.strip()[:200]}", file=sys.stderr)
+        else:
+            scheduler = parse_squeue(squeue.stdout)
         missing = [t for t in range(job.n_tasks) if t not in scheduler]
         if missing:
             sacct = _run(conn, target, render.sacct_command(entry.handle), warn=True)

@@ -86,7 +86,10 @@ def wait_state(far: dict, entry: ledger.LedgerEntry, predicate, timeout_s: float
 
 def squeue(cluster, job_id: str) -> str:
     return subprocess.run(
-        ["squeue", "-h", "-r", "-j", job_id, "-o", "%i|%T"], capture_output=True, text=True, env=cluster.env
+        ["squeue", "-h", "-r", "-t", "all", "-j", job_id, "-o", "%i|%T"],
+        capture_output=True,
+        text=True,
+        env=cluster.env,
     ).stdout.strip()
 
 
@@ -99,7 +102,7 @@ def test_launch_status_pull_and_status_after_job_left_squeue(far, cluster, tmp_p
     assert "#SBATCH --requeue" in script and "#SBATCH --array=0-0" in script
     assert main([*far["common"], "--repo", str(far["local"]), "pull", "hpc", "--job", entry.name]) == 0
     assert (far["local"] / entry.run_dirs[0] / "results" / "mini.json").is_file()
-    # MinJobAge=5: the job leaves squeue; sacct has no database here; the job's own files decide
+    # MinJobAge=5: the job leaves squeue (even -t all); sacct has no database here; the job's own files decide
     wait_until(lambda: squeue(cluster, entry.handle) == "", 30, "job to leave squeue", 0.5)
     status = wait_state(far, entry, lambda s: True)
     assert status.state == "done" and status.tasks[0].scheduler is None

@@ -20,6 +20,7 @@ RUNPOD = Target(name="p", kind="runpod", host="h", workdir="/w")
 class FakeResult:
     stdout: str
     exited: int = 0
+    stderr: str = ""
 
     @property
     def ok(self) -> bool:
@@ -29,7 +30,9 @@ class FakeResult:
 class FakeScheduler:
     """Stands in for the far shell: answers squeue/sacct/tmux/probe commands from canned text, records calls."""
 
-    def __init__(self, *, probe: str = "", squeue: str = "", sacct: str | None = None, tmux_alive: bool = False):
+    def __init__(
+        self, *, probe: str = "", squeue: str | FakeResult = "", sacct: str | None = None, tmux_alive: bool = False
+    ):
         self.answers = {"squeue": squeue, "sacct": sacct, "probe": probe}
         self.tmux_alive = tmux_alive
         self.calls: list[str] = []
@@ -37,7 +40,8 @@ class FakeScheduler:
     def run(self, command: str, warn: bool = False, hide: bool = True) -> FakeResult:
         self.calls.append(command)
         if "squeue " in command:
-            return FakeResult(self.answers["squeue"])
+            squeue = self.answers["squeue"]
+            return squeue if isinstance(squeue, FakeResult) else FakeResult(squeue)
         if "sacct " in command:
             sacct = self.answers["sacct"]
             return FakeResult("", 1) if sacct is None else FakeResult(sacct)
@@ -110,6 +114,28 @@ def test_requeued_task_is_pending():
     assert job_status(fake, SLURM, entry(SLURM)).state == "pending"
 
 
+def test_unanswered_squeue_never_makes_a_live_job_failed():
+    """A controller that does not answer (timeout, restart) says nothing about the job: the files decide,
+    and only a terminal verdict in them (exit code, status.json) ends the task."""
+    down = FakeResult("", 1, "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n")
+    for state, expected in (("requeued", "pending"), ("running", "running"), (None, "pending")):
+        fake = FakeScheduler(squeue=down, sacct=None, probe=probe((state, None, run_status("running", 3, 8))))
+        task = job_status(fake, SLURM, entry(SLURM)).tasks[0]
+        assert (task.state, task.scheduler) == (expected, "UNREACHABLE"), task
+        assert not any("sacct" in c for c in fake.calls)
+    fake = FakeScheduler(squeue=down, probe=probe(("running", 1, run_status("failed", 3, 8))))
+    assert job_status(fake, SLURM, entry(SLURM)).state == "failed"
+    fake = FakeScheduler(squeue=down, probe=probe(("running", None, run_status("complete", 8, 8))))
+    assert job_status(fake, SLURM, entry(SLURM)).state == "done"
+
+
+def test_squeue_that_no_longer_knows_the_job_falls_back_to_sacct_and_files():
+    purged = FakeResult("", 1, "slurm_load_jobs error: Invalid job id specified\n")
+    fake = FakeScheduler(squeue=purged, sacct=None, probe=probe(("requeued", None, run_status("preempted", 3, 8))))
+    task = job_status(fake, SLURM, entry(SLURM)).tasks[0]
+    assert (task.state, task.scheduler) == ("failed", None) and any("sacct" in c for c in fake.calls)
+
+
 def test_array_rollup_worst_first():
     fake = FakeScheduler(
         squeue="17_1|RUNNING\n17_[2]|PENDING\n",
@@ -141,6 +167,7 @@ def test_parse_probe_tolerates_missing_and_garbage_files():
         (TaskFiles("done", 0, None), None, "slurm", "done"),
         (TaskFiles(None, None, None), "PENDING", "slurm", "pending"),
         (TaskFiles("running", None, None), "COMPLETED", "slurm", "failed"),  # no exit code: bookkeeping lost
+        (TaskFiles("requeued", None, None), "PREEMPTED", "slurm", "failed"),
         (TaskFiles("cancelled", 143, None), None, "runpod", "failed"),
         (TaskFiles(None, None, {"state": "complete", "datasets": {}}), None, "runpod", "done"),
         (TaskFiles("running", 0, {"state": "failed", "datasets": {}}), None, "runpod", "failed"),
