@@ -9,7 +9,9 @@ Path choice, `QC2C_KV_KERNELS` (or `set_mode`): ``auto`` (default) uses the kern
 back to eager code otherwise, ``cpu`` requires them (a build failure raises `KernelUnavailable`), ``eager``
 never uses them. The choice is logged once per process. The build (g++ via torch.utils.cpp_extension, ninja)
 is cached in the torch extensions dir under a name keyed by the source hash and compiler flags, so only the
-first call on a machine compiles (about a minute on 2 cores).
+first call on a machine compiles (about a minute on 2 cores). In ``auto`` that first build waits for a cache
+worth it (`AUTO_BUILD_MIN_ELEMENTS`): a tiny-model run would spend longer compiling than the eager code takes
+on all its caches, and both paths give the same bytes.
 
 Large outputs (payloads, decoded caches) come from a pool inside the extension that keeps up to 512 MiB of
 blocks the kernels handed out before: fresh blocks this large are new mmap'd pages from glibc, and faulting
@@ -37,6 +39,7 @@ class KernelUnavailable(RuntimeError):
 
 
 _state: dict[str, object] = {}
+AUTO_BUILD_MIN_ELEMENTS = 1 << 22  # ~4M elements (one 0.5B-model cache at batch 4); smaller: eager until built
 
 
 def set_mode(mode: str | None) -> None:
@@ -71,6 +74,27 @@ def cpu_flags() -> list[str]:
     return ["-mavx2", "-mfma", "-mf16c"] if {"avx2", "fma", "f16c"} <= flags else []
 
 
+def _build_spec() -> tuple[str, list[str]]:
+    """(extension name keyed by source, flags and torch version; compiler flags)."""
+    cflags = ["-O3", "-fopenmp", "-ffp-contract=off", *cpu_flags()]
+    key = hashlib.sha256((SOURCE.read_text() + " ".join(cflags) + torch.__version__).encode()).hexdigest()[:12]
+    return f"qc2c_uniform_cpu_{key}", cflags
+
+
+def is_built() -> bool:
+    """Whether this process has the extension or the torch extensions cache holds its build (loads in ~1 s)."""
+    if "module" in _state:
+        return True
+    from torch.utils import cpp_extension
+
+    name, _ = _build_spec()
+    try:
+        folder = Path(cpp_extension._get_build_directory(name, verbose=False))
+    except Exception:  # a private helper: if it moves, behave as "not built"
+        return False
+    return (folder / f"{name}.so").is_file()
+
+
 def load() -> ModuleType:
     """The compiled extension (built on first use, then loaded from the cache); raises KernelUnavailable."""
     if "module" in _state:
@@ -79,12 +103,11 @@ def load() -> ModuleType:
         raise KernelUnavailable(str(_state["error"]))
     from torch.utils import cpp_extension
 
+    name, cflags = _build_spec()
     source = SOURCE.read_text()
-    cflags = ["-O3", "-fopenmp", "-ffp-contract=off", *cpu_flags()]
-    key = hashlib.sha256((source + " ".join(cflags) + torch.__version__).encode()).hexdigest()[:12]
     try:
         module = cpp_extension.load_inline(
-            name=f"qc2c_uniform_cpu_{key}", cpp_sources=[source], functions=["encode", "decode"],
+            name=name, cpp_sources=[source], functions=["encode", "decode"],
             extra_cflags=cflags, extra_ldflags=["-fopenmp"], verbose=False,
         )  # fmt: skip
     except Exception as exc:  # compiler, ninja or loader missing/failing: one reason, kept for later calls
@@ -95,11 +118,15 @@ def load() -> ModuleType:
     return module
 
 
-def active(device: torch.device) -> bool:
-    """Whether int encode/decode on `device` goes through the fused kernels (logs the choice once)."""
+def active(device: torch.device, n_elements: int | None = None) -> bool:
+    """Whether int encode/decode on `device` of a tensor of `n_elements` goes through the fused kernels (logs
+    the choice once). In auto mode a small tensor never triggers the first build (see module docstring)."""
     if device.type != "cpu" or mode() == "eager":
         _log_once("eager PyTorch (QC2C_KV_KERNELS=eager)" if device.type == "cpu" else None)
         return False
+    small = n_elements is not None and n_elements < AUTO_BUILD_MIN_ELEMENTS
+    if mode() == "auto" and small and "error" not in _state and not is_built():
+        return False  # not logged: the first cache large enough to build for makes the choice
     try:
         load()
     except KernelUnavailable as exc:

@@ -75,12 +75,12 @@ class UniformInt(Scheme):
         """Encode of the (R, L, H, n, D) stack of these (R, H, n, D) layers without building the stack (the fused
         CPU kernels read each layer in place); None where only `encode` of a stacked tensor can do it."""
         x0 = layers[0]
-        if not self._fused(x0, x0.dtype) or x0.numel() == 0:
+        if not self._fused(x0, x0.dtype, len(layers) * x0.numel()) or x0.numel() == 0:
             return None
         return self._encode_fused(layers)
 
     def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
-        if self._fused(enc.payload, dtype):
+        if self._fused(enc.payload, dtype, enc.payload.shape[0] * math.prod(enc.shape)):
             shape, g = (enc.payload.shape[0], *enc.shape), self.grouping
             scales = enc.scales.contiguous().view(self.scale_dtype)
             return kernels.decode(enc.payload, scales, enc.zeros, shape, dtype, self.bits, self.symmetric, g.axis,
@@ -97,10 +97,10 @@ class UniformInt(Scheme):
 
     # ---- fused CPU kernels (qc2c.kv.kernels.cpu): same bytes, one pass each way ----
 
-    def _fused(self, t: Tensor, dtype: torch.dtype) -> bool:
+    def _fused(self, t: Tensor, dtype: torch.dtype, n_elements: int | None = None) -> bool:
         return (
             t.device.type == "cpu" and self.grouping.axis in ("token", "channel") and not _COMPILED
-            and dtype in (torch.float16, torch.bfloat16, torch.float32) and kernels.active(t.device)
+            and dtype in (torch.float16, torch.bfloat16, torch.float32) and kernels.active(t.device, t.numel() if n_elements is None else n_elements)
         )  # fmt: skip
 
     def _encode_fused(self, x: Tensor | list[Tensor]) -> Encoded:

@@ -166,3 +166,38 @@ def test_layers_read_in_place_equal_eager_on_the_stack(name: str, axis: str, hea
     assert enc is not None and enc.shape == ref.shape
     for field in ("payload", "scales", "zeros"):
         assert torch.equal(getattr(enc, field), getattr(ref, field)), field
+
+
+def test_auto_mode_builds_only_for_a_cache_worth_the_build(monkeypatch) -> None:
+    """On a machine without the build, auto mode keeps small tensors on the eager path (same bytes) and
+    builds on the first tensor of AUTO_BUILD_MIN_ELEMENTS or more; an existing build is used for any size."""
+    builds: list[int] = []
+
+    def fake_load():
+        builds.append(1)
+        raise kernels.KernelUnavailable("fused CPU kernels cannot be built (test)")
+
+    monkeypatch.setattr(kernels, "_state", {})
+    monkeypatch.setattr(kernels, "load", fake_load)
+    monkeypatch.setattr(kernels, "is_built", lambda: False)
+    kernels.set_mode("auto")
+    try:
+        cpu = torch.device("cpu")
+        assert not kernels.active(cpu, kernels.AUTO_BUILD_MIN_ELEMENTS - 1) and builds == []
+        assert kernels.describe() is None, "no choice is logged before the first large cache"
+        assert not kernels.active(cpu, kernels.AUTO_BUILD_MIN_ELEMENTS) and builds == [1]
+        assert "eager PyTorch" in (kernels.describe() or "")
+        monkeypatch.setattr(kernels, "load", lambda: kernels._state.setdefault("flags", "test flags"))
+        monkeypatch.setattr(kernels, "is_built", lambda: True)
+        kernels._state.pop("logged")
+        assert kernels.active(cpu, 16) and "fused C++" in (kernels.describe() or "")
+        kernels.set_mode("cpu")
+        monkeypatch.setattr(kernels, "is_built", lambda: False)
+        assert kernels.active(cpu, 16), "a required build is never deferred"
+    finally:
+        kernels.set_mode(None)
+
+
+def test_is_built_finds_the_cached_extension() -> None:
+    kernels.load()
+    assert kernels.is_built()
