@@ -18,13 +18,16 @@ from filelock import FileLock
 
 
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
-    """Write to a temp file in the same folder, fsync it, rename over `path`, fsync the folder."""
+    """Write to a temp file in the same folder, fsync it, rename over `path`, fsync the folder. The file gets
+    the mode a plain open() would give (0666 less the umask), not mkstemp's private 0600: run folders and
+    golden files are read by collaborators on shared clusters."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
             handle.write(raw)
             handle.flush()
             os.fsync(handle.fileno())
@@ -37,6 +40,20 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _umask() -> int:
+    """The process umask, read without setting it (os.umask is the only API and briefly changes it for every
+    thread); the set-and-restore pair only where /proc does not say."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
