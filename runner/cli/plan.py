@@ -37,15 +37,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.cli.run import load_manifests
-    from runner.manifest import ManifestError
+    from runner.cli.run import load_manifests_or_report
     from runner.plan import make_plan
 
-    try:
-        manifests = load_manifests(args.manifest)
-    except ManifestError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    manifests = load_manifests_or_report(args.manifest)
+    if manifests is None:
         return EXIT_BAD_INPUT
     worst = EXIT_OK
     for manifest in manifests:

@@ -56,6 +56,18 @@ def load_manifests(path: Path) -> list[Any]:
     return expand_file(path)
 
 
+def load_manifests_or_report(path: Path) -> list[Any] | None:
+    """`load_manifests`, with every problem printed as a `file:line: field: message` line (None then)."""
+    from runner.manifest import ManifestError
+
+    try:
+        return load_manifests(path)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
 def container_decision(requested: str, device: str) -> tuple[str, str]:
     """(runtime, reason); raises runner.container.ContainerError when docker was asked for and cannot be used."""
     from runner.container import choose_runtime
@@ -76,13 +88,8 @@ def container_info(runtime: str, reason: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.manifest import ManifestError
-
-    try:
-        manifests = load_manifests(args.manifest)
-    except ManifestError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    manifests = load_manifests_or_report(args.manifest)
+    if manifests is None:
         return EXIT_BAD_INPUT
     from runner.container import ContainerError, run_in_container
 
