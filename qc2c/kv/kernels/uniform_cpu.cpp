@@ -265,6 +265,162 @@ int64_t group_params8(const Spec& sp, const float* lo, const float* hi, int64_t 
 }
 #endif
 
+#ifdef QC2C_AVX2
+// ---- fast encode paths (whole-byte rows, groups and head_dim multiples of 8) ----
+// Same operations per element as quantize_run/group_params8; min/max are reduced in another order, which
+// gives the same values unless a NaN is present, and a block holding a NaN is redone by the general path.
+
+// min over 8 vectors, lane r of the result = minimum of vector r (hmin's pairing, without the scalar stores)
+template <bool Max>
+inline __m256 reduce8(const __m256* a) {
+  auto op = [](__m256 x, __m256 y) { return Max ? _mm256_max_ps(x, y) : _mm256_min_ps(x, y); };
+  __m256 p[4];
+  for (int i = 0; i < 4; ++i)  // lanes j and j+4; rows i (low half) and i+4 (high half)
+    p[i] = op(_mm256_permute2f128_ps(a[i], a[i + 4], 0x20), _mm256_permute2f128_ps(a[i], a[i + 4], 0x31));
+  __m256 r = op(_mm256_shuffle_ps(p[0], p[1], 0x44), _mm256_shuffle_ps(p[0], p[1], 0xEE));  // rows 0,1 | 4,5
+  __m256 s = op(_mm256_shuffle_ps(p[2], p[3], 0x44), _mm256_shuffle_ps(p[2], p[3], 0xEE));  // rows 2,3 | 6,7
+  return op(_mm256_shuffle_ps(r, s, 0x88), _mm256_shuffle_ps(r, s, 0xDD));
+}
+
+inline __m256i quant8(__m256 x, __m256 vi, __m256 vz, __m256 vl, __m256 vh) {
+  __m256 q = _mm256_round_ps(_mm256_mul_ps(x, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, vz), vl), vh);
+  return _mm256_cvtps_epi32(q);
+}
+
+// 32 codes (4 x 8 int32 in 0..255) -> 32 bytes in order
+inline __m256i bytes32(__m256i k0, __m256i k1, __m256i k2, __m256i k3) {
+  __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(k0, k1), _mm256_packus_epi32(k2, k3));
+  return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+inline void store8codes(uint8_t* p, __m256i k) {
+  __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(w, w));
+}
+
+// codes of n elements (n % 8 == 0) of x with one (inv, zero) into c
+template <typename T>
+inline void quantize_group(const T* x, int64_t n, __m256 vi, __m256 vz, __m256 vl, __m256 vh, uint8_t* c) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256i k0 = quant8(load8(x + i), vi, vz, vl, vh), k1 = quant8(load8(x + i + 8), vi, vz, vl, vh);
+    __m256i k2 = quant8(load8(x + i + 16), vi, vz, vl, vh), k3 = quant8(load8(x + i + 24), vi, vz, vl, vh);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i), bytes32(k0, k1, k2, k3));
+  }
+  for (; i < n; i += 8) store8codes(c + i, quant8(load8(x + i), vi, vz, vl, vh));
+}
+
+// group_params8 over m groups, the last m % 8 padded with zero statistics (no flags) through scratch
+template <typename S>
+inline void group_params_all(const Spec& sp, const float* lo, const float* hi, int64_t m, S* scales, uint8_t* zeros,
+                             float* inv, float* zero, int& flags) {
+  const int64_t m8 = group_params8(sp, lo, hi, m & ~int64_t(7), scales, zeros, inv, zero, flags);
+  if (m8 < m) {
+    const int64_t r = m - m8;
+    float l[8] = {0}, h[8] = {0}, iv[8], z[8];
+    S s[8];
+    uint8_t zz[8];
+    std::copy(lo + m8, lo + m, l);
+    std::copy(hi + m8, hi + m, h);
+    group_params8(sp, l, h, 8, s, zeros ? zz : nullptr, iv, z, flags);
+    std::copy(s, s + r, scales + m8);
+    if (zeros) std::copy(zz, zz + r, zeros + m8);
+    std::copy(iv, iv + r, inv + m8);
+    std::copy(z, z + r, zero + m8);
+  }
+}
+
+// Token axis, rows x[i] (i < nb) of D elements, groups of g (g % 8 == 0, D % 8 == 0). Statistics, scales and
+// zero points of the nb * ng groups, then the codes of row i into crow[i]. False (nothing final written) on a NaN.
+template <typename T, typename S>
+bool token_rows_fast(const T* const* x, int64_t nb, int64_t D, int64_t g, int64_t ng, const Spec& sp, S* scales,
+                     uint8_t* zeros, float* tlo, float* thi, float* tinv, float* tzero, uint8_t* const* crow, int& fl) {
+  const int64_t m = nb * ng;
+  __m256 alo[8], ahi[8], nan = _mm256_setzero_ps();
+  for (int64_t k0 = 0; k0 < m; k0 += 8) {
+    for (int64_t q = 0; q < 8; ++q) {
+      const int64_t k = std::min(k0 + q, m - 1), a = (k % ng) * g, nv = std::min(g, D - a) / 8;
+      const T* p = x[k / ng] + a;
+      __m256 v0 = load8(p), l0 = v0, h0 = v0, l1 = v0, h1 = v0;
+      int64_t v = 1;
+      for (; v + 2 <= nv; v += 2) {
+        __m256 a0 = load8(p + 8 * v), a1 = load8(p + 8 * v + 8);
+        l0 = _mm256_min_ps(l0, a0);
+        h0 = _mm256_max_ps(h0, a0);
+        l1 = _mm256_min_ps(l1, a1);
+        h1 = _mm256_max_ps(h1, a1);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(a0, a1, _CMP_UNORD_Q));
+      }
+      if (v < nv) {
+        __m256 a0 = load8(p + 8 * v);
+        l0 = _mm256_min_ps(l0, a0);
+        h0 = _mm256_max_ps(h0, a0);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(a0, a0, _CMP_UNORD_Q));
+      }
+      nan = _mm256_or_ps(nan, _mm256_cmp_ps(v0, v0, _CMP_UNORD_Q));
+      alo[q] = _mm256_min_ps(l0, l1);
+      ahi[q] = _mm256_max_ps(h0, h1);
+    }
+    __m256 lo8 = reduce8<false>(alo), hi8 = reduce8<true>(ahi);
+    if (k0 + 8 <= m) {
+      _mm256_storeu_ps(tlo + k0, lo8);
+      _mm256_storeu_ps(thi + k0, hi8);
+    } else {
+      alignas(32) float l[8], h[8];
+      _mm256_store_ps(l, lo8);
+      _mm256_store_ps(h, hi8);
+      std::copy(l, l + (m - k0), tlo + k0);
+      std::copy(h, h + (m - k0), thi + k0);
+    }
+  }
+  if (_mm256_movemask_ps(nan)) return false;
+  group_params_all(sp, tlo, thi, m, scales, zeros, tinv, tzero, fl);
+  const __m256 vl = _mm256_set1_ps(sp.low()), vh = _mm256_set1_ps(sp.high());
+  for (int64_t k = 0; k < m; ++k) {
+    const int64_t i = k / ng, a = (k % ng) * g;
+    quantize_group(x[i] + a, std::min(g, D - a), _mm256_set1_ps(tinv[k]), _mm256_set1_ps(tzero[k]), vl, vh,
+                   crow[i] + a);
+  }
+  return true;
+}
+
+// Channel axis: codes of tokens t0..t1 of a (n, D) block with per-channel inv/zero, written packed into
+// rows of D codes at out + t * D / per (whole bytes). Channels 0..c32 (a multiple of 32) only; returns c32.
+template <typename T>
+int64_t channel_quant32(const T* blk, int64_t D, int64_t t0, int64_t t1, const float* inv, const float* zero,
+                        const Spec& sp, uint8_t* out) {
+  const __m256 vl = _mm256_set1_ps(sp.low()), vh = _mm256_set1_ps(sp.high());
+  const int per = 8 / sp.bits;
+  int64_t c0 = 0;
+  for (; c0 + 32 <= D; c0 += 32) {
+    __m256 vi[4], vz[4];
+    for (int k = 0; k < 4; ++k) {
+      vi[k] = _mm256_loadu_ps(inv + c0 + 8 * k);
+      vz[k] = _mm256_loadu_ps(zero + c0 + 8 * k);
+    }
+    for (int64_t t = t0; t < t1; ++t) {
+      const T* p = blk + t * D + c0;
+      __m256i b = bytes32(quant8(load8(p), vi[0], vz[0], vl, vh), quant8(load8(p + 8), vi[1], vz[1], vl, vh),
+                          quant8(load8(p + 16), vi[2], vz[2], vl, vh), quant8(load8(p + 24), vi[3], vz[3], vl, vh));
+      uint8_t* o = out + (t * D + c0) / per;
+      if (sp.bits == 8) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), b);
+      } else if (sp.bits == 4) {
+        __m256i w = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));
+        __m128i r = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o), r);
+      } else {
+        __m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(b, _mm256_set1_epi16(0x0401)), _mm256_set1_epi32(0x00100001));
+        __m128i r = _mm_packs_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(o), _mm_packus_epi16(r, r));
+      }
+    }
+  }
+  return c0;
+}
+#endif
+
 // ---- quantize / dequantize runs ----
 
 // codes[i] = clamp(rint(x[i] * inv[i*step]) + zero[i*step], low, high); step 0 = one group, 1 = per channel
@@ -490,8 +646,30 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
       constexpr int64_t B = 8;
       const int64_t ng = g.ng;
       std::vector<float> rows(B * D), tlo(B * ng), thi(B * ng), tinv(B * ng), tzero(B * ng);
+      std::vector<uint8_t> bcodes(B * D);
+      const bool fast = aligned && g.g % 8 == 0 && D % 8 == 0;
       for (int64_t ub = u0; ub < u1; ub += B) {
         const int64_t nb = std::min(B, u1 - ub), m = nb * ng;
+#ifdef QC2C_AVX2
+        if (fast) {
+          const T* xr[B];
+          uint8_t* crow[B];
+          for (int64_t i = 0; i < nb; ++i) {
+            const int64_t u = ub + i;
+            xr[i] = block(u / g.n) + (u % g.n) * D;
+            crow[i] = sp.bits == 8 ? payload + (u / upr) * P + (u % upr) * D : bcodes.data() + i * D;
+          }
+          if (token_rows_fast(xr, nb, D, g.g, ng, sp, scales + ub * ng, zeros ? zeros + ub * ng : nullptr, tlo.data(),
+                              thi.data(), tinv.data(), tzero.data(), crow, fl)) {
+            if (sp.bits != 8)
+              for (int64_t i = 0; i < nb; ++i) {
+                const int64_t u = ub + i;
+                pack_run(payload + (u / upr) * P, (u % upr) * D, crow[i], D, sp.bits);
+              }
+            continue;
+          }
+        }
+#endif
         for (int64_t i = 0; i < nb; ++i) {
           const int64_t u = ub + i;
           to_f32(block(u / g.n) + (u % g.n) * D, rows.data() + i * D, D);
@@ -561,10 +739,17 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
           if (zeros) zeros[s0 + d] = static_cast<uint8_t>(zero[d]);
         }
         const int64_t row_block = b % (g.L * g.H);
-        for (int64_t t = t0; t < t1; ++t) {
-          to_f32(blk + t * D, buf.data(), D);
-          quantize_run(buf.data(), D, inv.data(), zero.data(), 1, low, high, codes.data());
-          pack_run(prow, (row_block * g.n + t) * D, codes.data(), D, sp.bits);
+        int64_t q0 = 0;
+#ifdef QC2C_AVX2
+        if (aligned) q0 = channel_quant32(blk, D, t0, t1, inv.data(), zero.data(), sp, prow + row_block * g.n * D / (8 / sp.bits));
+#endif
+        if (q0 < D) {
+          const int64_t rest = D - q0;
+          for (int64_t t = t0; t < t1; ++t) {
+            to_f32(blk + t * D + q0, buf.data(), rest);
+            quantize_run(buf.data(), rest, inv.data() + q0, zero.data() + q0, 1, low, high, codes.data());
+            pack_run(prow, (row_block * g.n + t) * D + q0, codes.data(), rest, sp.bits);
+          }
         }
       }
     }
