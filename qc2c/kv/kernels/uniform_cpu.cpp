@@ -299,16 +299,37 @@ inline void store8codes(uint8_t* p, __m256i k) {
   _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(w, w));
 }
 
-// codes of n elements (n % 8 == 0) of x with one (inv, zero) into c
+inline void pack_run(uint8_t* row, int64_t e0, const uint8_t* c, int64_t n, int bits);
+
+// 32 codes in order (bytes of b) stored packed at o: 32, 16 or 8 bytes
+inline void store_packed32(__m256i b, int bits, uint8_t* o) {
+  if (bits == 8) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), b);
+  } else if (bits == 4) {
+    __m256i w = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+  } else {
+    __m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(b, _mm256_set1_epi16(0x0401)), _mm256_set1_epi32(0x00100001));
+    __m128i r = _mm_packs_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(o), _mm_packus_epi16(r, r));
+  }
+}
+
+// codes of n elements (n % 8 == 0) of x with one (inv, zero), stored packed at o (whole bytes)
 template <typename T>
-inline void quantize_group(const T* x, int64_t n, __m256 vi, __m256 vz, __m256 vl, __m256 vh, uint8_t* c) {
+inline void quantize_group(const T* x, int64_t n, __m256 vi, __m256 vz, __m256 vl, __m256 vh, int bits, uint8_t* o) {
+  const int per = 8 / bits;
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
     __m256i k0 = quant8(load8(x + i), vi, vz, vl, vh), k1 = quant8(load8(x + i + 8), vi, vz, vl, vh);
     __m256i k2 = quant8(load8(x + i + 16), vi, vz, vl, vh), k3 = quant8(load8(x + i + 24), vi, vz, vl, vh);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + i), bytes32(k0, k1, k2, k3));
+    store_packed32(bytes32(k0, k1, k2, k3), bits, o + i / per);
   }
-  for (; i < n; i += 8) store8codes(c + i, quant8(load8(x + i), vi, vz, vl, vh));
+  for (; i < n; i += 8) {
+    uint8_t c[8];
+    store8codes(c, quant8(load8(x + i), vi, vz, vl, vh));
+    pack_run(o, i, c, 8, bits);  // whole bytes: nothing shared
+  }
 }
 
 // group_params8 over m groups, the last m % 8 padded with zero statistics (no flags) through scratch
@@ -332,7 +353,7 @@ inline void group_params_all(const Spec& sp, const float* lo, const float* hi, i
 }
 
 // Token axis, rows x[i] (i < nb) of D elements, groups of g (g % 8 == 0, D % 8 == 0). Statistics, scales and
-// zero points of the nb * ng groups, then the codes of row i into crow[i]. False (nothing final written) on a NaN.
+// zero points of the nb * ng groups, then the codes of row i packed into crow[i]. False (nothing final written) on a NaN.
 template <typename T, typename S>
 bool token_rows_fast(const T* const* x, int64_t nb, int64_t D, int64_t g, int64_t ng, const Spec& sp, S* scales,
                      uint8_t* zeros, float* tlo, float* thi, float* tinv, float* tzero, uint8_t* const* crow, int& fl) {
@@ -379,8 +400,8 @@ bool token_rows_fast(const T* const* x, int64_t nb, int64_t D, int64_t g, int64_
   const __m256 vl = _mm256_set1_ps(sp.low()), vh = _mm256_set1_ps(sp.high());
   for (int64_t k = 0; k < m; ++k) {
     const int64_t i = k / ng, a = (k % ng) * g;
-    quantize_group(x[i] + a, std::min(g, D - a), _mm256_set1_ps(tinv[k]), _mm256_set1_ps(tzero[k]), vl, vh,
-                   crow[i] + a);
+    quantize_group(x[i] + a, std::min(g, D - a), _mm256_set1_ps(tinv[k]), _mm256_set1_ps(tzero[k]), vl, vh, sp.bits,
+                   crow[i] + a / (8 / sp.bits));
   }
   return true;
 }
@@ -403,18 +424,7 @@ int64_t channel_quant32(const T* blk, int64_t D, int64_t t0, int64_t t1, const f
       const T* p = blk + t * D + c0;
       __m256i b = bytes32(quant8(load8(p), vi[0], vz[0], vl, vh), quant8(load8(p + 8), vi[1], vz[1], vl, vh),
                           quant8(load8(p + 16), vi[2], vz[2], vl, vh), quant8(load8(p + 24), vi[3], vz[3], vl, vh));
-      uint8_t* o = out + (t * D + c0) / per;
-      if (sp.bits == 8) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), b);
-      } else if (sp.bits == 4) {
-        __m256i w = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));
-        __m128i r = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(o), r);
-      } else {
-        __m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(b, _mm256_set1_epi16(0x0401)), _mm256_set1_epi32(0x00100001));
-        __m128i r = _mm_packs_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(o), _mm_packus_epi16(r, r));
-      }
+      store_packed32(b, sp.bits, out + (t * D + c0) / per);
     }
   }
   return c0;
@@ -646,7 +656,6 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
       constexpr int64_t B = 8;
       const int64_t ng = g.ng;
       std::vector<float> rows(B * D), tlo(B * ng), thi(B * ng), tinv(B * ng), tzero(B * ng);
-      std::vector<uint8_t> bcodes(B * D);
       const bool fast = aligned && g.g % 8 == 0 && D % 8 == 0;
       for (int64_t ub = u0; ub < u1; ub += B) {
         const int64_t nb = std::min(B, u1 - ub), m = nb * ng;
@@ -657,17 +666,11 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
           for (int64_t i = 0; i < nb; ++i) {
             const int64_t u = ub + i;
             xr[i] = block(u / g.n) + (u % g.n) * D;
-            crow[i] = sp.bits == 8 ? payload + (u / upr) * P + (u % upr) * D : bcodes.data() + i * D;
+            crow[i] = payload + (u / upr) * P + (u % upr) * D / (8 / sp.bits);
           }
           if (token_rows_fast(xr, nb, D, g.g, ng, sp, scales + ub * ng, zeros ? zeros + ub * ng : nullptr, tlo.data(),
-                              thi.data(), tinv.data(), tzero.data(), crow, fl)) {
-            if (sp.bits != 8)
-              for (int64_t i = 0; i < nb; ++i) {
-                const int64_t u = ub + i;
-                pack_run(payload + (u / upr) * P, (u % upr) * D, crow[i], D, sp.bits);
-              }
+                              thi.data(), tinv.data(), tzero.data(), crow, fl))
             continue;
-          }
         }
 #endif
         for (int64_t i = 0; i < nb; ++i) {

@@ -106,6 +106,37 @@ def test_non_finite_input_is_refused_like_eager(bad: float, axis: str) -> None:
     assert messages[0] == messages[1]
 
 
+@pytest.mark.parametrize("name", ["int8", "int4", "int2"])
+@pytest.mark.parametrize("axis", ["token", "channel"])
+@pytest.mark.parametrize(("head_dim", "group_size"), [(40, 8), (72, 24), (96, 32), (96, None), (64, 40)])
+def test_kernels_equal_eager_on_whole_byte_groups(name: str, axis: str, head_dim: int, group_size: int | None) -> None:
+    """Groups and rows in multiples of 8 (the in-register paths): tails of 8, 16 and 24 codes, group counts
+    that are not multiples of 8 in a block of rows, channel tails past the last 32."""
+    x = build_tensor((2, 3, 1, 13, head_dim), "outliers", seed=head_dim).half()
+    for symmetric in (False, True):
+        assert_same(name, x, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype="float16")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("axis", ["token", "channel"])
+@pytest.mark.parametrize("where", [(0, 0, 0, 0, 0), (0, 1, 0, 4, 7), (1, 2, 0, 12, 63)])
+def test_non_finite_input_is_refused_like_eager_on_whole_byte_groups(bad: float, axis: str, where) -> None:
+    x = build_tensor((2, 3, 1, 13, 64), "normal", seed=2)
+    x[where] = bad
+    for name, symmetric in (("int8", True), ("int4", False)):
+        scheme = build_scheme(name, axis=axis, group_size=32, symmetric=symmetric)
+        messages = []
+        for mode in ("eager", "cpu"):
+            kernels.set_mode(mode)
+            try:
+                with pytest.raises(NonFiniteInput) as info:
+                    scheme.encode(x.half())
+            finally:
+                kernels.set_mode(None)
+            messages.append(str(info.value))
+        assert messages[0] == messages[1]
+
+
 def test_scale_overflow_is_refused_like_eager() -> None:
     """float32 values near the float32 maximum: the fp16 scale overflows (the float32 one does not)."""
     x = torch.full((1, 1, 1, 4, 8), 3e38)
