@@ -126,7 +126,7 @@ class Codec:
                 whole = len(members) == b and tokens.shape[1] == n_cache and _is_arange(tokens)
                 for h, scheme in enumerate(self.schemes[name]):
                     per_layer = [section.sharer[i][h] for i in layers]
-                    enc = _encode_layers(scheme, per_layer) if whole else None
+                    enc = scheme.encode_layers(per_layer) if whole else None
                     if enc is None:
                         key = (layers, h)
                         if key not in stacks:
@@ -254,12 +254,6 @@ def _stack(layers: list[Tensor], slot: str) -> Tensor:
     for i, layer in enumerate(layers):  # a copy per layer: torch.stack/cat took a slow path on CPU (up to 25× memcpy)
         out[:, i].copy_(layer)
     return out
-
-
-def _encode_layers(scheme: Scheme, layers: list[Tensor]) -> Encoded | None:
-    """The whole cache of these layers encoded without stacking it first, where the scheme can (else None)."""
-    encode_layers = getattr(scheme, "encode_layers", None)
-    return None if encode_layers is None else encode_layers(layers)
 
 
 def _encode(scheme: Scheme, x: Tensor) -> Encoded:

@@ -55,20 +55,21 @@ def index_nbytes(n_sent: int, n_tokens: int) -> int:
 
 def encode_indices(indices: Tensor, n_tokens: int) -> tuple[str, Tensor]:
     """Sorted unique int64 positions -> (kind, uint8 bytes), on the indices' device."""
-    kind = index_kind(indices.numel(), n_tokens)
-    if kind == "bitmap":
-        mask = torch.zeros(1, n_tokens, dtype=torch.uint8, device=indices.device)
-        mask[0, indices] = 1
-        return kind, pack(mask, 1).reshape(-1)
-    width = 2 if kind == "uint16" else 4
-    shifts = torch.arange(0, 8 * width, 8, device=indices.device)
-    return kind, ((indices.unsqueeze(-1) >> shifts) & 255).to(torch.uint8).reshape(-1)
+    return encode_index_rows([indices], n_tokens)[0]
 
 
 def encode_index_rows(rows: list[Tensor], n_tokens: int) -> list[tuple[str, Tensor]]:
     """`encode_indices` of many rows' positions, with every bitmap row packed in one call (a batch of full
     selections would otherwise pay one small pack per row, which costs more than the rows' quantization)."""
-    out = [encode_indices(idx, n_tokens) if index_kind(idx.numel(), n_tokens) != "bitmap" else None for idx in rows]
+    out: list[tuple[str, Tensor] | None] = []
+    for idx in rows:
+        kind = index_kind(idx.numel(), n_tokens)
+        if kind == "bitmap":
+            out.append(None)
+            continue
+        width = 2 if kind == "uint16" else 4
+        shifts = torch.arange(0, 8 * width, 8, device=idx.device)
+        out.append((kind, ((idx.unsqueeze(-1) >> shifts) & 255).to(torch.uint8).reshape(-1)))
     bitmap_rows = [r for r, o in enumerate(out) if o is None]
     if bitmap_rows:
         picked = [rows[r] for r in bitmap_rows]
@@ -83,11 +84,9 @@ def encode_index_rows(rows: list[Tensor], n_tokens: int) -> list[tuple[str, Tens
 
 
 def decode_indices(kind: str, data: Tensor, count: int, n_tokens: int) -> Tensor:
-    if kind == "bitmap":
+    if kind == "bitmap":  # the set bits, whatever `count` says
         return unpack(data.view(1, -1), 1, n_tokens)[0].nonzero().reshape(-1)
-    width = 2 if kind == "uint16" else 4
-    shifts = torch.arange(0, 8 * width, 8, device=data.device)
-    return (data.view(count, width).long() << shifts).sum(-1)
+    return decode_index_rows(kind, [data], count, n_tokens)[0]
 
 
 def decode_index_rows(kind: str, data: list[Tensor], count: int, n_tokens: int) -> Tensor:

@@ -75,10 +75,13 @@ def cpu_flags() -> list[str]:
 
 
 def _build_spec() -> tuple[str, list[str]]:
-    """(extension name keyed by source, flags and torch version; compiler flags)."""
-    cflags = ["-O3", "-fopenmp", "-ffp-contract=off", *cpu_flags()]
-    key = hashlib.sha256((SOURCE.read_text() + " ".join(cflags) + torch.__version__).encode()).hexdigest()[:12]
-    return f"qc2c_uniform_cpu_{key}", cflags
+    """(extension name keyed by source, flags and torch version; compiler flags), worked out once per process:
+    `active` asks on every small encode while the extension is not built."""
+    if "spec" not in _state:
+        cflags = ["-O3", "-fopenmp", "-ffp-contract=off", *cpu_flags()]
+        key = hashlib.sha256((SOURCE.read_text() + " ".join(cflags) + torch.__version__).encode()).hexdigest()[:12]
+        _state["spec"] = (f"qc2c_uniform_cpu_{key}", cflags)
+    return _state["spec"]  # type: ignore[return-value]
 
 
 def is_built() -> bool:
@@ -121,16 +124,17 @@ def load() -> ModuleType:
 def active(device: torch.device, n_elements: int | None = None) -> bool:
     """Whether int encode/decode on `device` of a tensor of `n_elements` goes through the fused kernels (logs
     the choice once). In auto mode a small tensor never triggers the first build (see module docstring)."""
-    if device.type != "cpu" or mode() == "eager":
+    chosen = mode()
+    if device.type != "cpu" or chosen == "eager":
         _log_once("eager PyTorch (QC2C_KV_KERNELS=eager)" if device.type == "cpu" else None)
         return False
     small = n_elements is not None and n_elements < AUTO_BUILD_MIN_ELEMENTS
-    if mode() == "auto" and small and "error" not in _state and not is_built():
+    if chosen == "auto" and small and "error" not in _state and not is_built():
         return False  # not logged: the first cache large enough to build for makes the choice
     try:
         load()
     except KernelUnavailable as exc:
-        if mode() == "cpu":
+        if chosen == "cpu":
             raise
         _log_once(f"eager PyTorch ({exc})", logging.WARNING)
         return False

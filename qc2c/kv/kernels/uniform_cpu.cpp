@@ -214,6 +214,12 @@ int64_t channel_stats32(const T* blk, int64_t D, int64_t t0, int64_t t1, float* 
 
 inline __m256 nonfinite_mask(__m256 v) { return _mm256_cmp_ps(_mm256_sub_ps(v, v), _mm256_setzero_ps(), _CMP_NEQ_UQ); }
 
+// 8 int32 codes in 0..255 -> 8 bytes at p
+inline void store8codes(uint8_t* p, __m256i k) {
+  __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(w, w));
+}
+
 // group_params for 8 channels at a time (same operations, lane by lane); returns channels done.
 template <typename S>
 int64_t group_params8(const Spec& sp, const float* lo, const float* hi, int64_t D, S* scales, uint8_t* zeros,
@@ -252,9 +258,7 @@ int64_t group_params8(const Spec& sp, const float* lo, const float* hi, int64_t 
       z = _mm256_mul_ps(_mm256_xor_ps(l, _mm256_set1_ps(-0.0f)), iv);
       z = _mm256_round_ps(z, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       z = _mm256_min_ps(_mm256_max_ps(z, vzero), _mm256_set1_ps(sp.qmax()));
-      __m256i k = _mm256_cvtps_epi32(z);
-      __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(zeros + d), _mm_packus_epi16(w, w));
+      store8codes(zeros + d, _mm256_cvtps_epi32(z));
     }
     _mm256_storeu_ps(inv + d, iv);
     _mm256_storeu_ps(zero + d, z);
@@ -292,11 +296,6 @@ inline __m256i quant8(__m256 x, __m256 vi, __m256 vz, __m256 vl, __m256 vh) {
 inline __m256i bytes32(__m256i k0, __m256i k1, __m256i k2, __m256i k3) {
   __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(k0, k1), _mm256_packus_epi32(k2, k3));
   return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
-inline void store8codes(uint8_t* p, __m256i k) {
-  __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
-  _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(w, w));
 }
 
 inline void pack_run(uint8_t* row, int64_t e0, const uint8_t* c, int64_t n, int bits);
@@ -445,11 +444,7 @@ inline void quantize_run(const float* x, int64_t n, const float* inv, const floa
       vi = _mm256_loadu_ps(inv + i);
       vz = _mm256_loadu_ps(zero + i);
     }
-    __m256 q = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, vz), vl), vh);
-    __m256i k = _mm256_cvtps_epi32(q);
-    __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + i), _mm_packus_epi16(w, w));
+    store8codes(codes + i, quant8(_mm256_loadu_ps(x + i), vi, vz, vl, vh));
   }
 #endif
   for (; i < n; ++i) {

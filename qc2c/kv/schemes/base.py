@@ -69,6 +69,11 @@ class Scheme(ABC):
     @abstractmethod
     def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor: ...
 
+    def encode_layers(self, layers: list[Tensor]) -> Encoded | None:
+        """`encode` of the (R, L, H, n, D) stack of these (R, H, n, D) layers without building the stack, where
+        the scheme can read layers in place; None (the default) where only `encode` of the stack can."""
+        return None
+
     def has_scales(self) -> bool:
         return True
 

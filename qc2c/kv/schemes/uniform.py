@@ -72,8 +72,7 @@ class UniformInt(Scheme):
         return Encoded(_pack(codes, self.bits), scale_bytes(stored, r), zeros, shape)
 
     def encode_layers(self, layers: list[Tensor]) -> Encoded | None:
-        """Encode of the (R, L, H, n, D) stack of these (R, H, n, D) layers without building the stack (the fused
-        CPU kernels read each layer in place); None where only `encode` of a stacked tensor can do it."""
+        """The fused CPU kernels read each layer in place; elsewhere None (see Scheme.encode_layers)."""
         x0 = layers[0]
         if not self._fused(x0, x0.dtype, len(layers) * x0.numel()) or x0.numel() == 0:
             return None

@@ -88,12 +88,8 @@ def test_decode_into_another_dtype_equals_eager() -> None:
                     out_dtype=out_dtype)  # fmt: skip
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
-@pytest.mark.parametrize("axis", ["token", "channel"])
-def test_non_finite_input_is_refused_like_eager(bad: float, axis: str) -> None:
-    x = build_tensor((1, 2, 1, 9, 16), "normal", seed=1)
-    x[0, 1, 0, 4, 7] = bad
-    scheme = build_scheme("int4", axis=axis, group_size=4)
+def assert_refused_alike(scheme, x: torch.Tensor) -> None:
+    """Both paths refuse `x` with NonFiniteInput, in the same words."""
     messages = []
     for mode in ("eager", "cpu"):
         kernels.set_mode(mode)
@@ -104,6 +100,14 @@ def test_non_finite_input_is_refused_like_eager(bad: float, axis: str) -> None:
             kernels.set_mode(None)
         messages.append(str(info.value))
     assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("axis", ["token", "channel"])
+def test_non_finite_input_is_refused_like_eager(bad: float, axis: str) -> None:
+    x = build_tensor((1, 2, 1, 9, 16), "normal", seed=1)
+    x[0, 1, 0, 4, 7] = bad
+    assert_refused_alike(build_scheme("int4", axis=axis, group_size=4), x)
 
 
 @pytest.mark.parametrize("name", ["int8", "int4", "int2"])
@@ -124,17 +128,7 @@ def test_non_finite_input_is_refused_like_eager_on_whole_byte_groups(bad: float,
     x = build_tensor((2, 3, 1, 13, 64), "normal", seed=2)
     x[where] = bad
     for name, symmetric in (("int8", True), ("int4", False)):
-        scheme = build_scheme(name, axis=axis, group_size=32, symmetric=symmetric)
-        messages = []
-        for mode in ("eager", "cpu"):
-            kernels.set_mode(mode)
-            try:
-                with pytest.raises(NonFiniteInput) as info:
-                    scheme.encode(x.half())
-            finally:
-                kernels.set_mode(None)
-            messages.append(str(info.value))
-        assert messages[0] == messages[1]
+        assert_refused_alike(build_scheme(name, axis=axis, group_size=32, symmetric=symmetric), x.half())
 
 
 def test_scale_overflow_is_refused_like_eager() -> None:
@@ -142,17 +136,7 @@ def test_scale_overflow_is_refused_like_eager() -> None:
     x = torch.full((1, 1, 1, 4, 8), 3e38)
     x[..., 0] = -3e38
     for symmetric, scale_dtype in ((True, "float16"), (False, "float16"), (False, "float32")):
-        scheme = build_scheme("int8", axis="token", symmetric=symmetric, scale_dtype=scale_dtype)
-        messages = []
-        for mode in ("eager", "cpu"):
-            kernels.set_mode(mode)
-            try:
-                with pytest.raises(NonFiniteInput) as info:
-                    scheme.encode(x)
-            finally:
-                kernels.set_mode(None)
-            messages.append(str(info.value))
-        assert messages[0] == messages[1]
+        assert_refused_alike(build_scheme("int8", axis="token", symmetric=symmetric, scale_dtype=scale_dtype), x)
 
 
 def test_unknown_mode_is_refused() -> None:
