@@ -157,10 +157,17 @@ def job_status(conn: Connection, target: Target, entry: ledger.LedgerEntry) -> J
     return JobStatus(entry.name, tasks)
 
 
-def status(target: Target, *, job: str | None, ledger_path: Path, as_json: bool = False) -> int:
+def _entries_or_report(target: Target, job: str | None, ledger_path: Path) -> list[ledger.LedgerEntry]:
+    """The ledger's jobs on `target` (one, with `job`); empty after saying so on stderr."""
     entries = ledger.select(ledger.load_entries(ledger_path), target.name, job)
     if not entries:
         print(f"{target.name}: no jobs in {ledger_path}", file=sys.stderr)
+    return entries
+
+
+def status(target: Target, *, job: str | None, ledger_path: Path, as_json: bool = False) -> int:
+    entries = _entries_or_report(target, job, ledger_path)
+    if not entries:
         return EXIT_BAD_INPUT
     conn = connect(target)
     results = [job_status(conn, target, e) for e in entries]
@@ -176,9 +183,8 @@ def status(target: Target, *, job: str | None, ledger_path: Path, as_json: bool 
 
 
 def logs(target: Target, *, job: str | None, ledger_path: Path, follow: bool = False) -> int:
-    entries = ledger.select(ledger.load_entries(ledger_path), target.name, job)
+    entries = _entries_or_report(target, job, ledger_path)
     if not entries:
-        print(f"{target.name}: no jobs in {ledger_path}", file=sys.stderr)
         return EXIT_BAD_INPUT
     conn = connect(target)
     result = _run(conn, target, render.logs_command(_job_of(target, entries[-1]), follow=follow), warn=True, hide=False)
@@ -186,9 +192,8 @@ def logs(target: Target, *, job: str | None, ledger_path: Path, follow: bool = F
 
 
 def cancel(target: Target, *, job: str | None, ledger_path: Path) -> int:
-    entries = ledger.select(ledger.load_entries(ledger_path), target.name, job)
+    entries = _entries_or_report(target, job, ledger_path)
     if not entries:
-        print(f"{target.name}: no jobs in {ledger_path}", file=sys.stderr)
         return EXIT_BAD_INPUT
     conn = connect(target)
     entry = entries[-1]
@@ -223,9 +228,8 @@ def snapshot_registry(conn: Connection, target: Target, repo: Path) -> Path | No
 def pull(target: Target, *, job: str | None, ledger_path: Path, repo: Path, partial: bool = False) -> int:
     """rsync run folders back; complete ones only unless `partial`. Local files that differ are kept and
     reported (exit 1), never overwritten."""
-    entries = ledger.select(ledger.load_entries(ledger_path), target.name, job)
+    entries = _entries_or_report(target, job, ledger_path)
     if not entries:
-        print(f"{target.name}: no jobs in {ledger_path}", file=sys.stderr)
         return EXIT_BAD_INPUT
     conn = connect(target)
     rc = EXIT_OK
