@@ -159,5 +159,6 @@ def _model_info(pair: Any) -> dict[str, Any]:
             "config_sha256": config_sha256(path),
             "class": type(model).__name__,
             "n_layers": model.config.num_hidden_layers,
+            "attn_implementation": model.config._attn_implementation,
         }
     return out

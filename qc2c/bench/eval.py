@@ -4,6 +4,11 @@ The one-at-a-time loop is how the old evaluation scripts ran (batch size 1, 0.56
 H100, specs/prior-art.md). Both paths score the same items with the same scorer; the predictions are
 compared in the same run and the command fails (exit 1) if any differs. Prints the measured ratio.
 
+For the C2C settings it also prints a floor: the same batches through the plain receiver and sharer forwards
+alone (no projector, no codec, no scoring). A batched C2C scorer has to run both forwards on its batches, so
+the one-at-a-time time divided by that floor is the highest ratio batching could reach on this machine even
+if fusion, codec and scoring cost nothing.
+
 examples:
   python -m qc2c.bench eval                                  # tiny pair, mini set, batch 32, CPU
   python -m qc2c.bench eval --settings compressed --n 64 --batch 32 --protocol logits
@@ -45,12 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_scorers(args: argparse.Namespace) -> dict[str, SettingScorer]:
+def build_scorers(args: argparse.Namespace, pair: Any) -> dict[str, SettingScorer]:
     from qc2c.fuser.checkpoint import load_fuser
     from qc2c.kv.codec import build_codec
-    from qc2c.models.pair import load_pair
 
-    pair = load_pair(args.receiver, args.sharer, dtype=torch.float32, device=args.device)
     fuser = load_fuser(args.fuser).to(device=args.device, dtype=torch.float32)
     codec = build_codec(SMOKE_KV, layer_map=dict(fuser.layer_map),
                         n_sharer_layers=pair.sharer.config.num_hidden_layers,
@@ -81,12 +84,30 @@ def timed(scorer: SettingScorer, items: list[Any], batch: int, device: str) -> t
     return time.perf_counter() - t0, rows
 
 
+@torch.no_grad()
+def forward_floor(scorer: SettingScorer, models: list[Any], items: list[Any], batch: int, device: str) -> float:
+    """Seconds for `models` (plain HF forwards, cache kept, last logits only) over the scorer's own batches."""
+    batches = [scorer.make_batch([scorer.prepare(it)[0] for it in items[s : s + batch]]).to(device)
+               for s in range(0, len(items), batch)]  # fmt: skip
+    _sync(device)
+    t0 = time.perf_counter()
+    for b in batches:
+        for model in models:
+            model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
+                  use_cache=True, logits_to_keep=1)  # fmt: skip
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from qc2c.eval.datasets import load_mc
 
+    from qc2c.models.pair import load_pair
+
     items = load_mc(args.dataset, limit=args.n).items
-    scorers = build_scorers(args)
+    pair = load_pair(args.receiver, args.sharer, dtype=torch.float32, device=args.device)
+    scorers = build_scorers(args, pair)
     report: dict[str, Any] = {"device": args.device, "n": len(items), "batch": args.batch, "protocol": args.protocol,
                               "torch_threads": torch.get_num_threads(), "settings": {}}  # fmt: skip
     identical = True
@@ -103,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
             "ratio": single_s / batched_s,
             "identical_predictions": same,
         }
+        if name != "receiver":
+            models = [pair.receiver, pair.sharer]
+            forward_floor(scorer, models, ordered[: min(4, len(items))], args.batch, args.device)  # warm-up
+            floor_s = forward_floor(scorer, models, ordered, args.batch, args.device)
+            report["settings"][name]["forward_floor_samples_per_s"] = len(items) / floor_s
+            report["settings"][name]["ratio_ceiling"] = single_s / floor_s
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -112,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<11} batched {r['batched_samples_per_s']:8.1f} samples/s   one-at-a-time "
                   f"{r['one_at_a_time_samples_per_s']:7.1f} samples/s   ratio {r['ratio']:5.1f}x "
                   f"(target >= {TARGET_RATIO:.0f}x)   identical predictions: {r['identical_predictions']}")  # fmt: skip
+            if "ratio_ceiling" in r:
+                print(f"  {'':<11} floor: receiver + sharer forwards alone on the same batches "
+                      f"{r['forward_floor_samples_per_s']:8.1f} samples/s -> batching can reach at most "
+                      f"{r['ratio_ceiling']:5.1f}x here")  # fmt: skip
     if not identical:
         print("eval bench: batched and one-at-a-time predictions differ (or a sample failed)", file=sys.stderr)
         return 1

@@ -119,6 +119,7 @@ def test_smoke_run_writes_the_run_folder_and_skips_when_complete(tmp_path: Path)
     assert registry[result.run_key]["status"] == "complete"
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["fuser"]["sha256"] == result.fuser.sha256 and provenance["models"]["receiver"]["config_sha256"]
+    assert {m["attn_implementation"] for m in provenance["models"].values()} == {"sdpa"}
     from runner.manifest import load_manifest
 
     assert load_manifest(run_dir / "manifest.yaml").run_key() == result.run_key  # the resolved copy round-trips

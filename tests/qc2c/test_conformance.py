@@ -1,7 +1,8 @@
 """Reproduce the upstream C2C reference outputs (../shared/conformance/c2c) through the public entry point.
 
 Run: .venv/bin/python -m pytest tests/qc2c/test_conformance.py -q   (skips when the conformance data is absent)
-Tolerance: max |diff| <= 1e-5 on logits and fused caches (conformance README).
+Tolerance: max |diff| <= 1e-5 on logits and fused caches (conformance README). The reference was produced with
+eager attention; every case runs with eager and with SDPA (the default everywhere), and both must stay within it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from qc2c import C2CModel, load_fuser
 from qc2c.models.align import TokenAligner
 
 TOL = 1e-5
+ATTENTION = ("sdpa", "eager")
 
 
 @pytest.fixture(scope="module")
@@ -20,20 +22,21 @@ def ref(conformance):
     return torch.load(conformance / "reference_float32.pt", weights_only=True)
 
 
-@pytest.fixture(scope="module")
-def pair_a(conformance):
+@pytest.fixture(scope="module", params=ATTENTION)
+def pair_a(conformance, request):
     f = conformance / "fixtures"
     return C2CModel.from_pretrained(
-        str(f / "models/recv_qwen3"), str(f / "models/sharer_qwen2"), f / "ckpt/tiny_qwen3+tiny_qwen2_Fuser"
-    )
+        str(f / "models/recv_qwen3"), str(f / "models/sharer_qwen2"), f / "ckpt/tiny_qwen3+tiny_qwen2_Fuser",
+        attn_implementation=request.param,
+    )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def pair_b(conformance):
+@pytest.fixture(scope="module", params=ATTENTION)
+def pair_b(conformance, request):
     f = conformance / "fixtures"
     return C2CModel.from_pretrained(
         str(f / "models/recv_qwen3"), str(f / "models/sharer_llama"), f / "ckpt/tiny_qwen3+tiny_llama_Fuser",
-        alignment="first",
+        alignment="first", attn_implementation=request.param,
     )  # fmt: skip
 
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 
-from qc2c.bench.eval import main
+import torch
+
+from qc2c.bench.eval import build_parser, build_scorers, forward_floor, main
+from qc2c.eval.datasets import load_mc
+from qc2c.models.pair import load_pair
 
 
 def test_bench_reports_both_rates_and_identical_predictions(capsys) -> None:
@@ -19,6 +23,31 @@ def test_bench_reports_both_rates_and_identical_predictions(capsys) -> None:
         assert r["identical_predictions"] is True
         assert r["batched_samples_per_s"] > 0 and r["one_at_a_time_samples_per_s"] > 0
         assert abs(r["ratio"] - r["batched_samples_per_s"] / r["one_at_a_time_samples_per_s"]) < 1e-9
+    assert "ratio_ceiling" not in report["settings"]["receiver"]  # no fusion to bound
+    c = report["settings"]["compressed"]
+    assert abs(c["ratio_ceiling"] - c["forward_floor_samples_per_s"] / c["one_at_a_time_samples_per_s"]) < 1e-9
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def __call__(self, **kwargs) -> None:
+        self.calls.append(kwargs)
+
+
+def test_floor_runs_each_model_once_on_each_of_the_scorers_own_batches() -> None:
+    args = build_parser().parse_args(["--settings", "c2c_fp16"])
+    scorer = build_scorers(args, load_pair("tiny:qwen3", "tiny:qwen2"))["c2c_fp16"]
+    items = load_mc("mini", limit=5).items
+    receiver, sharer = Recorder(), Recorder()
+    assert forward_floor(scorer, [receiver, sharer], items, 2, "cpu") > 0
+    assert len(receiver.calls) == len(sharer.calls) == 3
+    for call, start in zip(receiver.calls, (0, 2, 4)):
+        expected = scorer.make_batch([scorer.prepare(it)[0] for it in items[start : start + 2]])
+        assert torch.equal(call["input_ids"], expected.input_ids)
+        assert torch.equal(call["attention_mask"], expected.attention_mask)
+        assert call["logits_to_keep"] == 1 and call["use_cache"] is True
 
 
 def test_bench_text_output_prints_the_ratio(capsys) -> None:

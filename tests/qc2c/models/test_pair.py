@@ -13,12 +13,15 @@ from qc2c.models.pair import ModelNotAvailable, resolve_model_dir
 from qc2c.models.tiny import resolve_tiny
 
 
-def test_tiny_pair_loads_in_eval_mode_with_eager_attention_on_cpu():
+def test_tiny_pair_loads_in_eval_mode_with_sdpa_attention_unless_told():
     pair = load_pair("tiny:qwen3", "tiny:qwen2", dtype=torch.float32, device="cpu")
     assert type(pair.receiver).__name__ == "Qwen3ForCausalLM" and type(pair.sharer).__name__ == "Qwen2ForCausalLM"
-    assert not pair.receiver.training and pair.receiver.config._attn_implementation == "eager"
+    assert not pair.receiver.training and pair.receiver.config._attn_implementation == "sdpa"
+    assert pair.sharer.config._attn_implementation == "sdpa"
     assert pair.same_tokenizer
     assert pair.receiver_path == resolve_tiny("tiny:qwen3")
+    eager = load_pair("tiny:qwen3", "tiny:qwen2", attn_implementation="eager")
+    assert eager.receiver.config._attn_implementation == eager.sharer.config._attn_implementation == "eager"
 
 
 def test_local_folder_and_dtype():
