@@ -102,7 +102,6 @@ def forward_floor(scorer: SettingScorer, models: list[Any], items: list[Any], ba
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from qc2c.eval.datasets import load_mc
-
     from qc2c.models.pair import load_pair
 
     items = load_mc(args.dataset, limit=args.n).items
