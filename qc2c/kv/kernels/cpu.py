@@ -8,8 +8,11 @@ checks codes, scales, zero points and decoded tensors against the eager path).
 Path choice, `QC2C_KV_KERNELS` (or `set_mode`): ``auto`` (default) uses the kernels when they build and falls
 back to eager code otherwise, ``cpu`` requires them (a build failure raises `KernelUnavailable`), ``eager``
 never uses them. The choice is logged once per process. The build (g++ via torch.utils.cpp_extension, ninja)
-is cached in the torch extensions dir under a name keyed by the source hash and compiler flags, so only the
-first call on a machine compiles (about a minute on 2 cores). In ``auto`` that first build waits for a cache
+is cached in the torch extensions dir under a name keyed by the source hash, compiler flags and the torch
+installation that builds it (`build_key`), so only the first call of an environment compiles (about a minute
+on 2 cores). The installation is part of the key because the build files name its include folders: a second
+clone with its own venv would otherwise find the first one's build "cached", pass `is_built`, and then
+recompile it on load (a 40 s stall on a tiny run that auto mode promises never to build for). In ``auto`` that first build waits for a cache
 worth it (`AUTO_BUILD_MIN_ELEMENTS`): a tiny-model run would spend longer compiling than the eager code takes
 on all its caches, and both paths give the same bytes.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sysconfig
 from pathlib import Path
 from types import ModuleType
 
@@ -74,13 +78,24 @@ def cpu_flags() -> list[str]:
     return ["-mavx2", "-mfma", "-mf16c"] if {"avx2", "fma", "f16c"} <= flags else []
 
 
+def build_key(source: str, cflags: list[str], torch_version: str, include_dirs: list[str]) -> str:
+    """12 hex digits naming one build: what is compiled, how, and against which torch and Python headers."""
+    text = "\n".join([source, " ".join(cflags), torch_version, *include_dirs])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _build_spec() -> tuple[str, list[str]]:
-    """(extension name keyed by source, flags and torch version; compiler flags), worked out once per process:
-    `active` asks on every small encode while the extension is not built."""
+    """(extension name, compiler flags), worked out once per process: `active` asks on every small encode
+    while the extension is not built."""
     if "spec" not in _state:
+        from torch.utils import cpp_extension
+
         cflags = ["-O3", "-fopenmp", "-ffp-contract=off", *cpu_flags()]
-        key = hashlib.sha256((SOURCE.read_text() + " ".join(cflags) + torch.__version__).encode()).hexdigest()[:12]
-        _state["spec"] = (f"qc2c_uniform_cpu_{key}", cflags)
+        includes = [*cpp_extension.include_paths(), sysconfig.get_paths()["include"]]
+        _state["spec"] = (
+            f"qc2c_uniform_cpu_{build_key(SOURCE.read_text(), cflags, torch.__version__, includes)}",
+            cflags,
+        )
     return _state["spec"]  # type: ignore[return-value]
 
 

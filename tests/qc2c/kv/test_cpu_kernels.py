@@ -216,3 +216,19 @@ def test_auto_mode_builds_only_for_a_cache_worth_the_build(monkeypatch) -> None:
 def test_is_built_finds_the_cached_extension() -> None:
     kernels.load()
     assert kernels.is_built()
+
+
+def test_build_name_belongs_to_one_torch_installation() -> None:
+    """Two venvs (two clones) compile against different include folders: each gets its own build name, so
+    `is_built` never reports a build that loading would recompile."""
+    source, flags = "int f();", ["-O3"]
+    here = kernels.build_key(source, flags, "2.9.0", ["/a/.venv/torch/include", "/usr/include/python3.11"])
+    assert here == kernels.build_key(source, flags, "2.9.0", ["/a/.venv/torch/include", "/usr/include/python3.11"])
+    assert here != kernels.build_key(source, flags, "2.9.0", ["/b/.venv/torch/include", "/usr/include/python3.11"])
+    assert here != kernels.build_key(source, flags, "2.9.1", ["/a/.venv/torch/include", "/usr/include/python3.11"])
+    assert here != kernels.build_key(
+        source + " ", flags, "2.9.0", ["/a/.venv/torch/include", "/usr/include/python3.11"]
+    )
+    assert here != kernels.build_key(
+        source, [*flags, "-mavx2"], "2.9.0", ["/a/.venv/torch/include", "/usr/include/python3.11"]
+    )
