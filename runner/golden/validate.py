@@ -254,10 +254,38 @@ def no_conflict_with_existing(row: GoldenRow, ctx: RuleContext) -> list[str]:
     old = ctx.existing.get(row.key)
     if old is None or old.numbers() == row.numbers():
         return []
+    changed = differences(old.numbers(), row.numbers())
+    shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
     return [
         f"{row.setting}: conflicts with the golden row {row.key}: "
-        f"old {_brief(old)} vs new {_brief(row)}; the old row is kept (--replace to take the new one)"
+        f"old {_brief(old)} vs new {_brief(row)}, differing in {shown}; "
+        "the old row is kept (--replace to take the new one)"
     ]
+
+
+def differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """'path: old -> new' for every leaf that differs: two rows that look alike in the brief (accuracy, n,
+    bytes) may differ in a KL mean at the 7th digit, and the user has to see which number moved."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            old_value, new_value = old.get(key, ABSENT), new.get(key, ABSENT)
+            out += differences(old_value, new_value, sub)
+        return out
+    return [] if old == new else [f"{path}: {_short(old)} -> {_short(new)}"]
+
+
+ABSENT = object()
+
+
+def _short(value: Any) -> str:
+    if value is ABSENT:
+        return "(absent)"
+    if isinstance(value, float):
+        return f"{value:.9g}"
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _brief(row: GoldenRow) -> str:

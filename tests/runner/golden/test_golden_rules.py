@@ -9,7 +9,7 @@ import pytest
 from golden_factory import golden_cli as main
 
 from runner.golden.merge import GOLDEN_JSON, dump_golden, rows_from_result
-from runner.golden.validate import ALLOWABLE, RULES, GoldenFile, resolve_allow
+from runner.golden.validate import ALLOWABLE, RULES, GoldenFile, differences, resolve_allow
 from runner.results import load_result
 
 CASES = Path(__file__).parent / "cases"
@@ -89,3 +89,14 @@ def test_rules_that_must_never_be_waived_are_refused_as_allow_values():
     assert rules == ["tree_is_clean"]
     assert len(problems) == 2 and "--allow fuser_was_loaded: cannot be waived" in problems[0]
     assert "fuser_was_loaded" not in ALLOWABLE and "row_has_provenance" not in ALLOWABLE
+
+
+def test_differences_name_every_changed_leaf_and_nothing_else() -> None:
+    old = {"metrics": {"accuracy": 0.5, "fidelity": {"mean_kl": 0.0164318574}}, "n": 70, "gone": 1}
+    new = {"metrics": {"accuracy": 0.5, "fidelity": {"mean_kl": 0.0164318571}}, "n": 70, "added": [1, 2]}
+    assert differences(old, new) == [
+        "added: (absent) -> [1, 2]",
+        "gone: 1 -> (absent)",
+        "metrics.fidelity.mean_kl: 0.0164318574 -> 0.0164318571",
+    ]
+    assert differences(old, old) == []
