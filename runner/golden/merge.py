@@ -19,7 +19,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from runner import fsio
-from runner.golden.validate import GoldenFile, GoldenRow, RuleContext, check_row, resolve_allow, setting_family
+from runner.golden.validate import (
+    KEPT_HINT,
+    GoldenFile,
+    GoldenRow,
+    RuleContext,
+    check_row,
+    resolve_allow,
+    setting_family,
+)
 from runner.results import DatasetResult, ResultsError, format_validation_error, load_result
 
 GOLDEN_JSON = "golden_runs.json"
@@ -218,7 +226,10 @@ def merge_runs(
         if replace:
             kept = []
             for line in problems:
-                (report.notes if ": no_conflict_with_existing: " in line else kept).append(line)
+                if ": no_conflict_with_existing: " in line:
+                    report.notes.append(line.replace(KEPT_HINT, "; the new row replaces it"))
+                else:
+                    kept.append(line)
             problems = kept
         if problems:
             report.problems = problems

@@ -250,6 +250,9 @@ def bytes_consistent(row: GoldenRow, ctx: RuleContext) -> list[str]:
     return problems
 
 
+KEPT_HINT = "; the old row is kept (--replace to take the new one)"
+
+
 def no_conflict_with_existing(row: GoldenRow, ctx: RuleContext) -> list[str]:
     old = ctx.existing.get(row.key)
     if old is None or old.numbers() == row.numbers():
@@ -258,8 +261,7 @@ def no_conflict_with_existing(row: GoldenRow, ctx: RuleContext) -> list[str]:
     shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
     return [
         f"{row.setting}: conflicts with the golden row {row.key}: "
-        f"old {_brief(old)} vs new {_brief(row)}, differing in {shown}; "
-        "the old row is kept (--replace to take the new one)"
+        f"old {_brief(old)} vs new {_brief(row)}, differing in {shown}{KEPT_HINT}"
     ]
 
 

@@ -77,6 +77,7 @@ def test_replace_takes_the_new_row_and_says_so(run_factory):
     rerun = run_factory.make("smoke_again", patch={"settings.compressed.compression_ratio": 1.25})
     report = merge_runs([rerun], run_factory.golden_dir, [], True)
     assert report.ok and len(report.replaced) == 1 and len(report.notes) == 1
+    assert report.notes[0].endswith(" -> 1.25; the new row replaces it"), report.notes
     (row,) = [r for r in _rows(run_factory).values() if r["setting"] == COMPRESSED]
     assert row["metrics"]["compression_ratio"] == 1.25 and row["manifest"] == "smoke_again"
 
