@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,14 @@ def wait_state(far: dict, entry: ledger.LedgerEntry, predicate, timeout_s: float
     return seen["status"]
 
 
+def start_requeued_task_now(cluster, job_id: str) -> None:
+    """Start a requeued task without Slurm's ~120 s requeue delay, but never in the wall-clock second of the
+    kill that requeued it: slurmd compares credential times in whole seconds and refuses a relaunch from that
+    second ("Job N already killed, do not launch batch job"), which is why Slurm defers requeued jobs at all."""
+    time.sleep(1.0 + (1.0 - time.time() % 1.0))
+    subprocess.run(["scontrol", "update", f"JobId={job_id}_0", "StartTime=now"], check=True, env=cluster.env)
+
+
 def squeue(cluster, job_id: str) -> str:
     return subprocess.run(
         ["squeue", "-h", "-r", "-t", "all", "-j", job_id, "-o", "%i|%T"],
@@ -135,8 +144,7 @@ def test_usr1_requeues_and_resumes_the_same_run_without_duplicates(far, cluster,
     subprocess.run(["scancel", "--batch", "--signal=USR1", entry.handle], check=True, env=cluster.env)
     status = wait_state(far, entry, lambda s: s.state == "pending", 30)
     assert status.tasks[0].run_state == "preempted" and 3 <= status.tasks[0].n_done < 40
-    # a requeued job waits ~120 s (BeginTime); start it now to keep the test fast
-    subprocess.run(["scontrol", "update", f"JobId={entry.handle}_0", "StartTime=now"], check=True, env=cluster.env)
+    start_requeued_task_now(cluster, entry.handle)
     status = wait_state(far, entry, lambda s: s.state in ("done", "failed"), 60)
     assert status.state == "done", status
     ids = [
@@ -168,7 +176,7 @@ def test_real_smoke_manifest_requeued_on_usr1_resumes_then_pull_merge(far, clust
     status = wait_state(here, entry, lambda s: s.state != "running", 120)
     assert status.state == "pending" and status.tasks[0].run_state == "preempted", status
     n_before = status.tasks[0].n_done
-    subprocess.run(["scontrol", "update", f"JobId={entry.handle}_0", "StartTime=now"], check=True, env=cluster.env)
+    start_requeued_task_now(cluster, entry.handle)
     status = wait_state(here, entry, lambda s: s.state in ("done", "failed"), 400)
     log = next(Path(entry.job_dir).glob("slurm-*_0.out")).read_text()
     assert status.state == "done", (status, log[-3000:])
