@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from qc2c.eval.score import AlignedScorer, SettingScorer, c2c_prefill, plain_prefill
+from qc2c.eval.score import SettingScorer, build_scorers
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -77,32 +77,16 @@ def load_session(manifest: Any, fuser_ref: Any, settings: list[str]) -> Session:
             n_sharer_layers=pair.sharer.config.num_hidden_layers,
             n_receiver_layers=pair.receiver.config.num_hidden_layers,
         )
-    ev = manifest.eval
-    scorers: dict[str, SettingScorer] = {}
-    aligned = manifest.pair.alignment != "none"
     aligner = None
-    if aligned:
+    if manifest.pair.alignment != "none":
         from qc2c.models.align import TokenAligner
 
         aligner = TokenAligner(pair.receiver_tokenizer, pair.sharer_tokenizer, manifest.pair.alignment)
-    for name in settings:
-        args = (ev.protocol, ev.max_new_tokens, device)
-        if name == "receiver":
-            scorers[name] = SettingScorer(
-                name, pair.receiver_tokenizer, plain_prefill(pair.receiver), pair.receiver, *args
-            )
-        elif name == "sharer":
-            scorers[name] = SettingScorer(
-                name, pair.sharer_tokenizer, plain_prefill(pair.sharer, "sharer_prefill_s"), pair.sharer, *args
-            )
-        else:
-            prefill = c2c_prefill(pair.receiver, pair.sharer, fuser, codec if name == "compressed" else None)
-            if aligned:  # documented per-row path (see AlignedScorer)
-                scorers[name] = AlignedScorer(
-                    name, pair.receiver_tokenizer, prefill, pair.receiver, *args, aligner=aligner
-                )
-            else:
-                scorers[name] = SettingScorer(name, pair.receiver_tokenizer, prefill, pair.receiver, *args)
+    ev = manifest.eval
+    scorers = build_scorers(
+        settings, pair, fuser, codec,
+        protocol=ev.protocol, max_new_tokens=ev.max_new_tokens, device=device, aligner=aligner,
+    )  # fmt: skip
     return Session(scorers, device, info, fuser, codec)
 
 

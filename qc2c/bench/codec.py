@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 
+from qc2c.bench import positive_int
 from qc2c.fuser.seam import SectionKV
 from qc2c.kv.codec import build_codec
 from qc2c.kv.kernels import cpu as kernels
@@ -32,13 +33,15 @@ from qc2c.kv.schemes import uniform
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m qc2c.bench codec", description=__doc__.splitlines()[0],
                                 epilog=__doc__.split("examples:")[1], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--tokens", type=int, default=256)
-    p.add_argument("--layers", type=int, default=24)
-    p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--batch", type=positive_int, default=16)
+    p.add_argument("--tokens", type=positive_int, default=256)
+    p.add_argument("--layers", type=positive_int, default=24)
+    p.add_argument("--heads", type=positive_int, default=2)
+    p.add_argument("--head-dim", type=positive_int, default=64)
     p.add_argument("--schemes", nargs="+", default=None, help="default: every registered scheme")
-    p.add_argument("--repeat", type=int, default=5, help="timed repeats per measurement; the minimum is reported")
+    p.add_argument(
+        "--repeat", type=positive_int, default=5, help="timed repeats per measurement; the minimum is reported"
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

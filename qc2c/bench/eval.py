@@ -25,12 +25,14 @@ from typing import Any
 
 import torch
 
-from qc2c.eval.batching import by_length
-from qc2c.eval.score import SettingScorer, c2c_prefill, plain_prefill
+from qc2c.bench import positive_int
+from qc2c.eval.batching import PromptBatch, by_length, chunks
+from qc2c.eval.score import SettingScorer, build_scorers
 
 SMOKE_KV = {"quant": {"scheme": "int4", "group_size": 32}, "selection": {"method": "knorm", "keep": 0.5}}
 SETTINGS = ("receiver", "c2c_fp16", "compressed")
 TARGET_RATIO = 8.0
+EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,33 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sharer", default="tiny:qwen2")
     parser.add_argument("--fuser", default="tiny:qwen3+qwen2")
     parser.add_argument("--dataset", default="mini")
-    parser.add_argument("--n", type=int, default=64, help="items scored by each path")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--n", type=positive_int, default=64, help="items scored by each path")
+    parser.add_argument("--batch", type=positive_int, default=32)
     parser.add_argument("--protocol", choices=("logits", "generate"), default="logits")
-    parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=8)
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=["compressed"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return parser
 
 
-def build_scorers(args: argparse.Namespace, pair: Any) -> dict[str, SettingScorer]:
-    from qc2c.fuser.checkpoint import load_fuser
+def build_codec_for(fuser: Any, pair: Any) -> Any:
     from qc2c.kv.codec import build_codec
 
-    fuser = load_fuser(args.fuser).to(device=args.device, dtype=torch.float32)
-    codec = build_codec(SMOKE_KV, layer_map=dict(fuser.layer_map),
-                        n_sharer_layers=pair.sharer.config.num_hidden_layers,
-                        n_receiver_layers=pair.receiver.config.num_hidden_layers)  # fmt: skip
-    scorers = {}
-    for name in args.settings:
-        if name == "receiver":
-            prefill = plain_prefill(pair.receiver)
-        else:
-            prefill = c2c_prefill(pair.receiver, pair.sharer, fuser, codec if name == "compressed" else None)
-        scorers[name] = SettingScorer(name, pair.receiver_tokenizer, prefill, pair.receiver, args.protocol,
-                                      args.max_new_tokens, args.device)  # fmt: skip
-    return scorers
+    return build_codec(SMOKE_KV, layer_map=dict(fuser.layer_map),
+                       n_sharer_layers=pair.sharer.config.num_hidden_layers,
+                       n_receiver_layers=pair.receiver.config.num_hidden_layers)  # fmt: skip
 
 
 def _sync(device: str) -> None:
@@ -78,17 +69,21 @@ def timed(scorer: SettingScorer, items: list[Any], batch: int, device: str) -> t
     _sync(device)
     t0 = time.perf_counter()
     rows = []
-    for start in range(0, len(items), batch):
-        rows += scorer.score_rows(items[start : start + batch])
+    for r in chunks(len(items), batch):
+        rows += scorer.score_rows(items[r.start : r.stop])
     _sync(device)
     return time.perf_counter() - t0, rows
 
 
+def scorer_batches(scorer: SettingScorer, items: list[Any], batch: int, device: str) -> list[PromptBatch]:
+    """The batches `scorer` itself would build for `items` (rendered, padded, on `device`)."""
+    return [scorer.make_batch([scorer.prepare(it)[0] for it in items[r.start : r.stop]]).to(device)
+            for r in chunks(len(items), batch)]  # fmt: skip
+
+
 @torch.no_grad()
-def forward_floor(scorer: SettingScorer, models: list[Any], items: list[Any], batch: int, device: str) -> float:
-    """Seconds for `models` (plain HF forwards, cache kept, last logits only) over the scorer's own batches."""
-    batches = [scorer.make_batch([scorer.prepare(it)[0] for it in items[s : s + batch]]).to(device)
-               for s in range(0, len(items), batch)]  # fmt: skip
+def forward_floor(models: list[Any], batches: list[PromptBatch], device: str) -> float:
+    """Seconds for `models` (plain HF forwards, cache kept, last logits only) over `batches`."""
     _sync(device)
     t0 = time.perf_counter()
     for b in batches:
@@ -101,18 +96,26 @@ def forward_floor(scorer: SettingScorer, models: list[Any], items: list[Any], ba
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from qc2c.eval.datasets import load_mc
-    from qc2c.models.pair import load_pair
+    from qc2c.eval.datasets import DatasetUnavailable, load_mc
+    from qc2c.fuser.checkpoint import load_fuser
+    from qc2c.models.pair import ModelNotAvailable, load_pair
 
-    items = load_mc(args.dataset, limit=args.n).items
-    pair = load_pair(args.receiver, args.sharer, dtype=torch.float32, device=args.device)
-    scorers = build_scorers(args, pair)
+    try:  # unknown or unavailable dataset, fuser or models: one line, exit 2 (the plug-in errors are ValueErrors)
+        fuser = load_fuser(args.fuser)  # before any weights: a bad reference costs no model load
+        items = load_mc(args.dataset, limit=args.n).items
+        pair = load_pair(args.receiver, args.sharer, dtype=torch.float32, device=args.device)
+    except (ValueError, ModelNotAvailable, DatasetUnavailable) as exc:
+        print(f"python -m qc2c.bench eval: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    fuser = fuser.to(device=args.device, dtype=torch.float32)
+    scorers = build_scorers(args.settings, pair, fuser, build_codec_for(fuser, pair), protocol=args.protocol,
+                            max_new_tokens=args.max_new_tokens, device=args.device)  # fmt: skip
     report: dict[str, Any] = {"device": args.device, "n": len(items), "batch": args.batch, "protocol": args.protocol,
                               "torch_threads": torch.get_num_threads(), "settings": {}}  # fmt: skip
     identical = True
+    ordered = by_length(items)  # as the runner batches: similar lengths together
     for name, scorer in scorers.items():
         timed(scorer, items[: min(4, len(items))], args.batch, args.device)  # warm-up (allocator, kernels)
-        ordered = by_length(items)  # as the runner batches: similar lengths together
         batched_s, batched = timed(scorer, ordered, args.batch, args.device)
         single_s, single = timed(scorer, ordered, 1, args.device)
         same = [a.pred for a in batched] == [b.pred for b in single] and not any(r.error for r in batched + single)
@@ -125,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if name != "receiver":
             models = [pair.receiver, pair.sharer]
-            forward_floor(scorer, models, ordered[: min(4, len(items))], args.batch, args.device)  # warm-up
-            floor_s = forward_floor(scorer, models, ordered, args.batch, args.device)
+            forward_floor(models, scorer_batches(scorer, ordered[:4], args.batch, args.device), args.device)  # warm-up
+            floor_s = forward_floor(models, scorer_batches(scorer, ordered, args.batch, args.device), args.device)
             report["settings"][name]["forward_floor_samples_per_s"] = len(items) / floor_s
             report["settings"][name]["ratio_ceiling"] = single_s / floor_s
     if args.json:

@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from qc2c.bench import positive_int
+
 EXIT_BAD_INPUT = 2
 
 
@@ -198,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("manifest", type=Path, metavar="MANIFEST", help="a kind: train manifest")
     p.add_argument("--memory-limit-gb", type=float, default=None, help="required on CPU; on CUDA caps free memory")
-    p.add_argument("--cap", type=int, default=256, help="largest batch tried (default 256)")
+    p.add_argument("--cap", type=positive_int, default=256, help="largest batch tried (default 256)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
@@ -221,9 +223,6 @@ def load_manifest_dict(path: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.cap < 1:
-        print("--cap: must be >= 1", file=sys.stderr)
-        return EXIT_BAD_INPUT
     try:
         manifest = load_manifest_dict(args.manifest)
     except ValueError as exc:

@@ -385,3 +385,39 @@ class AlignedScorer(SettingScorer):
         for item, one in zip(items, prepared):
             rows += super()._score_prepared([item], [one])
         return rows
+
+
+def build_scorers(
+    settings: Sequence[str],
+    pair: Any,
+    fuser: Any,
+    codec: Any | None,
+    *,
+    protocol: str,
+    max_new_tokens: int,
+    device: str | torch.device,
+    aligner: Any | None = None,
+) -> dict[str, SettingScorer]:
+    """One scorer per setting (receiver, sharer, c2c_fp16, compressed) of a loaded pair: the runner and the eval
+    benchmark build them here, so the benchmark times exactly what a run scores. With `aligner`, the C2C
+    settings take the documented per-row path (`AlignedScorer`)."""
+    args = (protocol, max_new_tokens, device)
+    scorers: dict[str, SettingScorer] = {}
+    for name in settings:
+        if name == "receiver":
+            scorers[name] = SettingScorer(
+                name, pair.receiver_tokenizer, plain_prefill(pair.receiver), pair.receiver, *args
+            )
+        elif name == "sharer":
+            scorers[name] = SettingScorer(
+                name, pair.sharer_tokenizer, plain_prefill(pair.sharer, "sharer_prefill_s"), pair.sharer, *args
+            )
+        else:
+            prefill = c2c_prefill(pair.receiver, pair.sharer, fuser, codec if name == "compressed" else None)
+            if aligner is not None:
+                scorers[name] = AlignedScorer(
+                    name, pair.receiver_tokenizer, prefill, pair.receiver, *args, aligner=aligner
+                )
+            else:
+                scorers[name] = SettingScorer(name, pair.receiver_tokenizer, prefill, pair.receiver, *args)
+    return scorers

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
-from qc2c.bench.eval import build_parser, build_scorers, forward_floor, main
+from qc2c.bench.eval import forward_floor, main, scorer_batches
 from qc2c.eval.datasets import load_mc
+from qc2c.eval.score import build_scorers
+from qc2c.fuser.checkpoint import load_fuser
 from qc2c.models.pair import load_pair
 
 
@@ -37,12 +40,15 @@ class Recorder:
 
 
 def test_floor_runs_each_model_once_on_each_of_the_scorers_own_batches() -> None:
-    args = build_parser().parse_args(["--settings", "c2c_fp16"])
-    scorer = build_scorers(args, load_pair("tiny:qwen3", "tiny:qwen2"))["c2c_fp16"]
+    pair = load_pair("tiny:qwen3", "tiny:qwen2")
+    fuser = load_fuser("tiny:qwen3+qwen2")
+    (scorer,) = build_scorers(["c2c_fp16"], pair, fuser, None, protocol="logits", max_new_tokens=1,
+                              device="cpu").values()  # fmt: skip
     items = load_mc("mini", limit=5).items
+    batches = scorer_batches(scorer, items, 2, "cpu")
     receiver, sharer = Recorder(), Recorder()
-    assert forward_floor(scorer, [receiver, sharer], items, 2, "cpu") > 0
-    assert len(receiver.calls) == len(sharer.calls) == 3
+    assert forward_floor([receiver, sharer], batches, "cpu") > 0
+    assert len(batches) == len(receiver.calls) == len(sharer.calls) == 3
     for call, start in zip(receiver.calls, (0, 2, 4)):
         expected = scorer.make_batch([scorer.prepare(it)[0] for it in items[start : start + 2]])
         assert torch.equal(call["input_ids"], expected.input_ids)
@@ -50,7 +56,15 @@ def test_floor_runs_each_model_once_on_each_of_the_scorers_own_batches() -> None
         assert call["logits_to_keep"] == 1 and call["use_cache"] is True
 
 
-def test_bench_text_output_prints_the_ratio(capsys) -> None:
-    assert main(["--n", "4", "--batch", "4", "--protocol", "generate", "--max-new-tokens", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "ratio" in out and "identical predictions: True" in out
+def test_bad_input_gets_one_line_and_exit_2(capsys) -> None:
+    for argv, expected in [
+        (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+        (["--receiver", "tiny:nope"], "unknown tiny model 'tiny:nope'"),
+        (["--fuser", "tiny:nope"], "unknown tiny fuser 'tiny:nope'"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, err
+    with pytest.raises(SystemExit) as stop:
+        main(["--batch", "0"])
+    assert stop.value.code == 2 and "--batch: must be a positive integer, got 0" in capsys.readouterr().err
