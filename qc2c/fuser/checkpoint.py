@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,14 +249,22 @@ def save_fuser(
     final = root / "final"
     final.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(recipe, indent=4))
-    for i, (projector, args) in enumerate(zip(projectors, init_args, strict=True)):
-        torch.save(projector.state_dict(), final / f"projector_{i}.pt")
-        meta = {"class": PROJECTOR_CLASS, "init_args": {k: encode_arg(v) for k, v in args.items()}}
-        (final / f"projector_{i}.json").write_text(json.dumps(meta, indent=2))
-    config = {"0": {"1": {str(t): [[s, t]] for t, s in sorted(layer_map.items())}}}
-    (final / "projector_config.json").write_text(json.dumps(config))
-    (final / "aggregator_config.json").write_text("{}")
+    write_projectors(final, projectors, layer_map, init_args)
     return root
+
+
+def write_projectors(
+    folder: Path, projectors: Sequence[nn.Module], layer_map: dict[int, int], init_args: Sequence[dict[str, Any]]
+) -> None:
+    """projector_{i}.pt / .json, projector_config.json and aggregator_config.json into `folder`: the files of a
+    published final/ (and of a training checkpoint), in the one layout `load_fuser` reads."""
+    for i, (projector, args) in enumerate(zip(projectors, init_args, strict=True)):
+        torch.save(projector.state_dict(), folder / f"projector_{i}.pt")
+        meta = {"class": PROJECTOR_CLASS, "init_args": {k: encode_arg(v) for k, v in args.items()}}
+        (folder / f"projector_{i}.json").write_text(json.dumps(meta, indent=2))
+    config = {"0": {"1": {str(t): [[s, t]] for t, s in sorted(layer_map.items())}}}
+    (folder / "projector_config.json").write_text(json.dumps(config))
+    (folder / "aggregator_config.json").write_text("{}")
 
 
 def hub_fuser_dir(repo: str, subfolder: str = "", revision: str = "main") -> Path:

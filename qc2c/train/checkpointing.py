@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from qc2c.fuser.checkpoint import PROJECTOR_CLASS, encode_arg
+from qc2c.fuser.checkpoint import write_projectors
 
 STATE_FILE = "training_state.pt"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -38,20 +38,6 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def write_projectors(
-    folder: Path, projectors: Sequence[nn.Module], layer_map: dict[int, int], init_args: Sequence[dict[str, Any]]
-) -> None:
-    """projector_{i}.pt / .json, projector_config.json and aggregator_config.json into `folder`."""
-    for i, (projector, args) in enumerate(zip(projectors, init_args, strict=True)):
-        state = {k: v.detach().clone() for k, v in projector.state_dict().items()}
-        torch.save(state, folder / f"projector_{i}.pt")
-        meta = {"class": PROJECTOR_CLASS, "init_args": {k: encode_arg(v) for k, v in args.items()}}
-        (folder / f"projector_{i}.json").write_text(json.dumps(meta, indent=2))
-    config = {"0": {"1": {str(t): [[s, t]] for t, s in sorted(layer_map.items())}}}
-    (folder / "projector_config.json").write_text(json.dumps(config))
-    (folder / "aggregator_config.json").write_text("{}")
 
 
 def _publish(tmp: Path, target: Path) -> None:
