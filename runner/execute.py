@@ -30,7 +30,6 @@ from runner.registry import Registry, now_iso
 from runner.status import StatusFile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEARTBEAT_S = 30.0
 
 
 class Preempted(Exception):

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 from runner import fsio
 
 STATUSES = ("running", "complete", "failed", "invalid")
+HEARTBEAT_S = 30.0  # how often a running process refreshes its entry
 STALE_HEARTBEAT_S = 600.0  # a running entry whose heartbeat is older than this is treated as dead
 
 
@@ -155,23 +157,33 @@ class Registry:
 
     def heartbeat(self, key: str) -> None:
         """Refresh a running entry's heartbeat (no-op for any other status)."""
-        with fsio.locked(self.path):
-            data = self.read()
-            entry = data.get(key)
-            if entry is None or entry.get("status") != "running":
-                return
-            entry["heartbeat"] = now_iso()
-            fsio.atomic_write_json(self.path, data)
+        self._update_running(key, heartbeat=now_iso())
+
+    def heartbeat_every(self, key: str, seconds: float = HEARTBEAT_S) -> Callable[[], None]:
+        """A callable for a run's inner loop that refreshes the heartbeat at most every `seconds` (each refresh
+        takes the registry lock and rewrites the file: per batch or per step would be too often)."""
+        last = [time.monotonic()]
+
+        def beat() -> None:
+            if time.monotonic() - last[0] > seconds:
+                self.heartbeat(key)
+                last[0] = time.monotonic()
+
+        return beat
 
     def release(self, key: str, reason: str) -> None:
         """A running entry whose process is stopping (preempted): drop pid/heartbeat so that a requeued job,
         on this host or another, resumes at once instead of waiting for the heartbeat to go stale."""
+        self._update_running(key, pid=None, heartbeat=None, reason=reason, updated=now_iso())
+
+    def _update_running(self, key: str, **fields: Any) -> None:
+        """Set `fields` on a running entry, under the lock; any other status (or no entry) is left alone."""
         with fsio.locked(self.path):
             data = self.read()
             entry = data.get(key)
             if entry is None or entry.get("status") != "running":
                 return
-            entry.update(pid=None, heartbeat=None, reason=reason, updated=now_iso())
+            entry.update(fields)
             fsio.atomic_write_json(self.path, data)
 
     def invalidate(self, key: str, why: str) -> Entry:

@@ -9,7 +9,6 @@ One progress line per sample: {"id", "gold", "subject", "settings": {setting: Ro
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from qc2c.eval.batching import by_length, chunks
@@ -113,7 +112,7 @@ def score_datasets(
     if ui is not None:
         ui.start({name: status.datasets[name] for name in datasets})
     secrets = secret_values()
-    last_beat = time.monotonic()
+    beat = registry.heartbeat_every(plan.run_key)
     max_errors = m.runtime.max_sample_errors
     for name, items in todo.items():
         for batch in chunks(len(items), m.eval.batch_size):
@@ -133,9 +132,7 @@ def score_datasets(
                     log.error("%s: sample %s failed: %s", name, r["id"], r["error"])
             if ui is not None:
                 ui.advance(name, len(records))
-            if time.monotonic() - last_beat > 30.0:
-                registry.heartbeat(plan.run_key)
-                last_beat = time.monotonic()
+            beat()
             total_errors = sum(d["n_errors"] for d in status.datasets.values())
             if total_errors > max_errors:
                 raise RunFailed(

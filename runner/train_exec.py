@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from runner import fsio
-from runner.execute import HEARTBEAT_S, REPO_ROOT, Preempted, RunHandles, execute_lifecycle
+from runner.execute import REPO_ROOT, Preempted, RunHandles, execute_lifecycle
 from runner.plan import Plan
 from runner.provenance import collect
 
@@ -41,7 +41,7 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: A
             spec.device, time.monotonic() - t0, len(trainer.examples), trainer.n_dropped, trainer.total_steps,
         )  # fmt: skip
         status.set_dataset("train", n_done=0, n_total=trainer.total_steps, n_errors=0)
-        beat = [time.monotonic()]
+        beat = registry.heartbeat_every(plan.run_key)
 
         def on_step(step: int, record: dict[str, Any]) -> None:
             entry = status.datasets["train"]
@@ -49,9 +49,7 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: A
                 entry["n_done"] = step - 1
             status.scored("train", 1, 0)
             status.write()
-            if time.monotonic() - beat[0] > HEARTBEAT_S:
-                registry.heartbeat(plan.run_key)
-                beat[0] = time.monotonic()
+            beat()
             log.debug(
                 "step %d loss %.5f lr %.3g T %.4g", step, record["loss"], record["lr"], record["gate_temperature"]
             )

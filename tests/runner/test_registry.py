@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from runner import fsio
 from runner.registry import Registry, RegistryError
 
 WRITER = """
@@ -102,3 +103,18 @@ def test_release_makes_a_preempted_run_resumable_from_another_host(tmp_path: Pat
     reg.release("k", "preempted (SIGTERM)")
     entry = reg.get("k")
     assert entry.status == "running" and not entry.is_live() and entry.reason == "preempted (SIGTERM)"
+
+
+def test_heartbeat_every_refreshes_only_after_its_interval(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    reg.set_status("k", "running")
+    stale = {**reg.read()}
+    stale["k"]["heartbeat"] = "2000-01-01T00:00:00+00:00"
+    fsio.atomic_write_json(reg.path, stale)
+    reg.heartbeat_every("k", 3600.0)()
+    assert reg.get("k").heartbeat == "2000-01-01T00:00:00+00:00", "refreshed before its interval"
+    reg.heartbeat_every("k", 0.0)()
+    assert reg.get("k").heartbeat != "2000-01-01T00:00:00+00:00"
+    reg.set_status("k", "complete")
+    reg.heartbeat_every("k", 0.0)()  # any other status is left alone
+    assert reg.get("k").status == "complete"
