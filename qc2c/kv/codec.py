@@ -131,7 +131,7 @@ class Codec:
                         key = (layers, h)
                         if key not in stacks:
                             stacks[key] = _stack(per_layer, f"stack{len(stacks)}")
-                        enc = _encode(scheme, _gather(stacks[key], members, tokens))
+                        enc = _encode(scheme, stacks[key] if whole else _gather(stacks[key], members, tokens))
                     pair.append(enc)
                 encoded.append(tuple(pair))
             for i, r in enumerate(members):
@@ -270,10 +270,9 @@ def _decode(scheme: Scheme, enc: Encoded, dtype: torch.dtype) -> Tensor:
 
 
 def _gather(stack: Tensor, rows: list[int], tokens: Tensor) -> Tensor:
-    """(B, L, H, N, D) stack -> (R, L, H, n, D) at the rows' token positions (no copy when it is all of it)."""
-    b, n_layers, n_heads, n, head_dim = stack.shape
-    if len(rows) == b and tokens.shape[1] == n and _is_arange(tokens):
-        return stack
+    """(B, L, H, N, D) stack -> (R, L, H, n, D) at the rows' token positions (the caller skips it when the
+    rows and positions are all of the stack)."""
+    n_layers, n_heads = stack.shape[1], stack.shape[2]
     r_idx = torch.tensor(rows, device=stack.device)[:, None, None, None]
     l_idx = torch.arange(n_layers, device=stack.device)[None, :, None, None]
     h_idx = torch.arange(n_heads, device=stack.device)[None, None, :, None]
