@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -84,18 +85,26 @@ def build_key(source: str, cflags: list[str], torch_version: str, include_dirs: 
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _build_spec() -> tuple[str, list[str]]:
-    """(extension name, compiler flags), worked out once per process: `active` asks on every small encode
-    while the extension is not built."""
+@dataclass(frozen=True)
+class BuildSpec:
+    name: str  # extension name, keyed by `build_key`
+    source: str
+    cflags: list[str]
+    simd: list[str]  # the part of cflags chosen for this CPU (logged with the path)
+
+
+def _build_spec() -> BuildSpec:
+    """Worked out once per process (the source and /proc/cpuinfo are read here only): `active` asks on every
+    small encode while the extension is not built."""
     if "spec" not in _state:
         from torch.utils import cpp_extension
 
-        cflags = ["-O3", "-fopenmp", "-ffp-contract=off", *cpu_flags()]
+        simd = cpu_flags()
+        cflags = ["-O3", "-fopenmp", "-ffp-contract=off", *simd]
+        source = SOURCE.read_text()
         includes = [*cpp_extension.include_paths(), sysconfig.get_paths()["include"]]
-        _state["spec"] = (
-            f"qc2c_uniform_cpu_{build_key(SOURCE.read_text(), cflags, torch.__version__, includes)}",
-            cflags,
-        )
+        key = build_key(source, cflags, torch.__version__, includes)
+        _state["spec"] = BuildSpec(f"qc2c_uniform_cpu_{key}", source, cflags, simd)
     return _state["spec"]  # type: ignore[return-value]
 
 
@@ -105,7 +114,7 @@ def is_built() -> bool:
         return True
     from torch.utils import cpp_extension
 
-    name, _ = _build_spec()
+    name = _build_spec().name
     try:
         folder = Path(cpp_extension._get_build_directory(name, verbose=False))
     except Exception:  # a private helper: if it moves, behave as "not built"
@@ -121,18 +130,17 @@ def load() -> ModuleType:
         raise KernelUnavailable(str(_state["error"]))
     from torch.utils import cpp_extension
 
-    name, cflags = _build_spec()
-    source = SOURCE.read_text()
+    spec = _build_spec()
     try:
         module = cpp_extension.load_inline(
-            name=name, cpp_sources=[source], functions=["encode", "decode"],
-            extra_cflags=cflags, extra_ldflags=["-fopenmp"], verbose=False,
+            name=spec.name, cpp_sources=[spec.source], functions=["encode", "decode"],
+            extra_cflags=spec.cflags, extra_ldflags=["-fopenmp"], verbose=False,
         )  # fmt: skip
     except Exception as exc:  # compiler, ninja or loader missing/failing: one reason, kept for later calls
         _state["error"] = f"fused CPU kernels cannot be built ({type(exc).__name__}: {str(exc).strip()[-400:]})"
         raise KernelUnavailable(str(_state["error"])) from exc
     _state["module"] = module
-    _state["flags"] = " ".join(cpu_flags()) or "no SIMD flags"
+    _state["flags"] = " ".join(spec.simd) or "no SIMD flags"
     return module
 
 
