@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -74,8 +75,14 @@ def build_section(args: argparse.Namespace) -> SectionKV:
     return SectionKV(sharer=sharer, receiver=[], fuse_mask=mask, layer_map=layer_map, project=None)  # type: ignore[arg-type]
 
 
-def measure(args: argparse.Namespace) -> dict:
-    section = build_section(args)
+def scheme_codec(section: SectionKV, scheme: str) -> Any:
+    """A codec that sends every layer of the bench cache with `scheme`."""
+    n_layers = len(section.sharer)
+    return build_codec({"quant": {"scheme": scheme}}, layer_map=section.layer_map, n_sharer_layers=n_layers,
+                       n_receiver_layers=n_layers)  # fmt: skip
+
+
+def measure(args: argparse.Namespace, section: SectionKV) -> dict:
     device = section.fuse_mask.device
     n_layers = len(section.sharer)
     k0 = section.sharer[0][0]
@@ -85,8 +92,7 @@ def measure(args: argparse.Namespace) -> dict:
     rows = []
     for name in args.schemes or SCHEMES.names():
         memcpy_s = _best(lambda: [d.copy_(s) for d, s in zip(dst, src)], args.repeat, device)
-        codec = build_codec({"quant": {"scheme": name}}, layer_map=section.layer_map, n_sharer_layers=n_layers,
-                            n_receiver_layers=n_layers)  # fmt: skip
+        codec = scheme_codec(section, name)
         encode_s = _best(lambda c=codec: c.encode(section), args.repeat, device)
         messages, _, _ = codec.encode(section)
         decode_s = _best(lambda c=codec, m=messages: c.decode(m, dtype=k0.dtype, device=device), args.repeat, device)
@@ -109,26 +115,23 @@ def int_kernel_path(args: argparse.Namespace) -> str:
     return kernels.describe() or "eager PyTorch"
 
 
-def check_compiled_equals_eager(args: argparse.Namespace) -> None:
+def check_compiled_equals_eager(args: argparse.Namespace, section: SectionKV) -> None:
     """Encode the bench cache eagerly, then compiled; refuse to time kernels that change a single byte."""
-    section = build_section(args)
-    n = len(section.sharer)
     names = [s for s in (args.schemes or SCHEMES.names()) if s in ("int8", "int4", "int2")]
     uniform.use_compiled_kernels(False)
-    eager = {s: _encode_bytes(section, s, n) for s in names}
+    eager = {s: _encode_bytes(section, s) for s in names}
     uniform.use_compiled_kernels(True)
     for s in names:
-        if _encode_bytes(section, s, n) != eager[s]:
+        if _encode_bytes(section, s) != eager[s]:
             uniform.use_compiled_kernels(False)
             raise SystemExit(f"--compile: compiled {s} kernels differ from eager ones; refusing to benchmark them")
 
 
-def _encode_bytes(section: SectionKV, scheme: str, n_layers: int) -> list[bytes]:
-    codec = build_codec({"quant": {"scheme": scheme}}, layer_map=section.layer_map, n_sharer_layers=n_layers,
-                        n_receiver_layers=n_layers)  # fmt: skip
+def _encode_bytes(section: SectionKV, scheme: str) -> list[bytes]:
+    codec = scheme_codec(section, scheme)
     messages, _, _ = codec.encode(section)
     sharer, _ = codec.decode(messages, dtype=section.sharer[0][0].dtype, device=section.fuse_mask.device)
-    return [m.to_bytes() for m in messages] + [k.contiguous().numpy().tobytes() for k, _ in sharer[:2]]
+    return [m.to_bytes() for m in messages] + [k.cpu().contiguous().numpy().tobytes() for k, _ in sharer[:2]]
 
 
 def print_table(result: dict) -> None:
@@ -158,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as exc:
                 print(f"--schemes: {exc}", file=sys.stderr)
         return 2
+    section = build_section(args)
     if args.compile:
-        check_compiled_equals_eager(args)
-    result = measure(args)
+        check_compiled_equals_eager(args, section)
+    result = measure(args, section)
     result["compiled_kernels"] = bool(args.compile)
     result["int_kernels"] = int_kernel_path(args)
     if args.json:
