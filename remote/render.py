@@ -73,7 +73,8 @@ def qpath(path: str) -> str:
 
 
 def _prologue(job: Job) -> list[str]:
-    """Shared by both launchers: cd, env file, forwarded secrets, venv."""
+    """Shared by both launchers: cd, env file, forwarded secrets, venv, and `write_task_file NAME TEXT`, which
+    replaces a task's status file atomically (the status readers never see half a line)."""
     t = job.target
     lines = [f"cd {qpath(t.workdir)} || exit 2"]
     if t.env_file:
@@ -83,6 +84,9 @@ def _prologue(job: Job) -> list[str]:
         lines.append(f'export VIRTUAL_ENV={qpath(t.venv)}; export PATH="$VIRTUAL_ENV/bin:$PATH"')
     else:
         lines.append('export VIRTUAL_ENV="$PWD/.venv"; export PATH="$VIRTUAL_ENV/bin:$PATH"')
+    lines.append(
+        'write_task_file() { printf "%s\\n" "$2" > "$JOB_DIR/task-$task/.$1.tmp" && mv -f "$JOB_DIR/task-$task/.$1.tmp" "$JOB_DIR/task-$task/$1"; }'
+    )
     return lines
 
 
@@ -103,7 +107,6 @@ def launcher_script(job: Job) -> str:
         f"JOB_DIR={qpath(job.job_dir)}",
         'exec >>"$JOB_DIR"/job.log 2>&1',
         *_prologue(job),
-        'write_task_file() { printf "%s\\n" "$2" > "$JOB_DIR/task-$task/.$1.tmp" && mv -f "$JOB_DIR/task-$task/.$1.tmp" "$JOB_DIR/task-$task/$1"; }',
         "child=",
         'stop() { [ -n "$child" ] && kill -TERM "$child" 2>/dev/null; wait "$child"; rc=$?;',
         '  write_task_file exit_code "$rc"; write_task_file state cancelled; exit "$rc"; }',
@@ -171,7 +174,6 @@ def sbatch_script(job: Job) -> str:
         "task=${SLURM_ARRAY_TASK_ID:-0}",
         'mkdir -p "$JOB_DIR/task-$task"',
         *_prologue(job),
-        'write_task_file() { printf "%s\\n" "$2" > "$JOB_DIR/task-$task/.$1.tmp" && mv -f "$JOB_DIR/task-$task/.$1.tmp" "$JOB_DIR/task-$task/$1"; }',
         'rm -f "$JOB_DIR/task-$task/exit_code"  # a requeued attempt starts without the last verdict',
         "write_task_file state running",
         'echo "qc2c: task $task job ${SLURM_JOB_ID} restart ${SLURM_RESTART_COUNT:-0} on $(hostname)"',

@@ -228,6 +228,8 @@ def snapshot_registry(conn: Connection, target: Target, repo: Path) -> Path | No
 def pull(target: Target, *, job: str | None, ledger_path: Path, repo: Path, partial: bool = False) -> int:
     """rsync run folders back; complete ones only unless `partial`. Local files that differ are kept and
     reported (exit 1), never overwritten."""
+    from remote.merge import registry_snapshot_dir
+
     entries = _entries_or_report(target, job, ledger_path)
     if not entries:
         return EXIT_BAD_INPUT
@@ -236,7 +238,7 @@ def pull(target: Target, *, job: str | None, ledger_path: Path, repo: Path, part
     snapshot_registry(conn, target, repo)
     for entry in entries:
         result = job_status(conn, target, entry)
-        logs_dir = repo / "runs" / "remote" / target.name / entry.name
+        logs_dir = registry_snapshot_dir(repo, target) / entry.name
         logs_dir.mkdir(parents=True, exist_ok=True)
         if subprocess.run(render.rsync_job_logs_argv(target, entry.job_dir, str(logs_dir)), check=False).returncode:
             print(f"{entry.name}: could not copy the job logs", file=sys.stderr)
