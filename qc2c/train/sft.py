@@ -339,7 +339,8 @@ class Trainer:
                           "eta_s": per_step * (self.total_steps - step)}  # fmt: skip
                 if not math.isfinite(stats["loss"]):
                     raise FloatingPointError(f"step {step}: loss is {stats['loss']} (not finite); lower train.optim.lr")
-                if step % save_steps == 0 or step == self.total_steps:
+                at_checkpoint = step % save_steps == 0 or step == self.total_steps
+                if at_checkpoint:
                     record["eval_loss"] = self.evaluate()
                 self.diagnostics.append(record)
                 result.losses.append(stats["loss"])
@@ -347,10 +348,10 @@ class Trainer:
                 bar.update(record)
                 if on_step is not None:
                     on_step(step, record)
-                if step % save_steps == 0 or step == self.total_steps:
+                if at_checkpoint:
                     self.save(step, stats["loss"])
                 if should_stop is not None and should_stop() and step < self.total_steps:
-                    if step % save_steps:
+                    if not at_checkpoint:  # stopping between checkpoints: save this step so nothing is lost
                         self.save(step, stats["loss"])
                     raise TrainingStopped(step)
         finally:
