@@ -67,13 +67,11 @@ class SearchResult:
 
 def search(probe: Callable[[int], Probe], *, cap: int, limit_bytes: int | None = None) -> SearchResult:
     """Estimate from batches 1 and 2, then grow by doubling and bisect (see module docstring)."""
-    probes: list[Probe] = []
-    cache: dict[int, Probe] = {}
+    cache: dict[int, Probe] = {}  # in probing order: the report lists the probes as they ran
 
     def run(b: int) -> Probe:
         if b not in cache:
             cache[b] = probe(b)
-            probes.append(cache[b])
         return cache[b]
 
     lo, hi, estimate = 0, None, None
@@ -99,7 +97,7 @@ def search(probe: Callable[[int], Probe], *, cap: int, limit_bytes: int | None =
             lo = mid
         else:
             hi = mid
-    return SearchResult(lo, cap, lo >= cap, estimate, limit_bytes, probes)
+    return SearchResult(lo, cap, lo >= cap, estimate, limit_bytes, list(cache.values()))
 
 
 # ---- memory meters ----
@@ -109,7 +107,9 @@ class CudaMeter:
     def __init__(self, device: torch.device, limit_bytes: int | None) -> None:
         free, _ = torch.cuda.mem_get_info(device)
         self.device = device
-        self.limit = min(limit_bytes, free + torch.cuda.memory_allocated(device)) if limit_bytes else free
+        # the peak counts what is already allocated (the models), so the free memory is on top of it
+        usable = free + torch.cuda.memory_allocated(device)
+        self.limit = min(limit_bytes, usable) if limit_bytes else usable
 
     def reset(self) -> None:
         gc.collect()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from qc2c.bench.max_batch import OutOfMemory, main, measured_probe, search
+from qc2c.bench.max_batch import CudaMeter, OutOfMemory, main, measured_probe, search
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "tests" / "data" / "train" / "synthetic_echo.jsonl"
@@ -125,3 +125,14 @@ def test_cli_refuses_bad_input(tmp_path, capsys) -> None:
     path.write_text(MANIFEST.replace("kind: train", "kind: eval"))
     assert main([str(path), "--memory-limit-gb", "1"]) == 2
     assert capsys.readouterr().err.startswith(f"{path}:1: kind: ")
+
+
+def test_cuda_limit_counts_what_is_already_allocated(monkeypatch) -> None:
+    """The meter's peak includes the loaded models, so the usable limit is free + allocated, with or
+    without --memory-limit-gb (without it, the limit was the free memory alone: probes failed too early)."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (6_000, 10_000))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 3_000)
+    device = torch.device("cuda", 0)
+    assert CudaMeter(device, None).limit == 9_000
+    assert CudaMeter(device, 8_000).limit == 8_000
+    assert CudaMeter(device, 20_000).limit == 9_000
