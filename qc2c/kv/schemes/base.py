@@ -158,10 +158,18 @@ def store_scales(scale: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         scale = scale * (1.0 + info.eps)
     stored = scale.to(dtype)
     if not bool(torch.isfinite(stored).all()):
-        raise NonFiniteInput(
-            f"a scale overflows {dtype} (|x| too large for this scale dtype; use scale_dtype: float32)"
-        )
+        raise scale_overflow(dtype)
     return stored, stored.float()
+
+
+def scale_overflow(dtype: torch.dtype) -> NonFiniteInput:
+    """The refusal for a scale that `dtype` cannot hold (eager code and fused kernels raise the same words)."""
+    return NonFiniteInput(f"a scale overflows {dtype} (|x| too large for this scale dtype; use scale_dtype: float32)")
+
+
+def non_finite(what: str) -> NonFiniteInput:
+    """The refusal for NaN/Inf input (eager code and fused kernels raise the same words)."""
+    return NonFiniteInput(f"{what}: input holds NaN or Inf; refusing to encode it")
 
 
 def scale_bytes(stored: Tensor, r: int) -> Tensor:
@@ -176,4 +184,12 @@ def load_scales(enc: Encoded, dtype: torch.dtype) -> Tensor:
 def check_finite(stat: Tensor, what: str) -> None:
     """Refuse NaN/Inf. Called on per-group statistics (small; NaN/Inf propagates into max/min)."""
     if not bool(torch.isfinite(stat).all()):
-        raise NonFiniteInput(f"{what}: input holds NaN or Inf; refusing to encode it")
+        raise non_finite(what)
+
+
+def group_absmax(xg: Tensor, dim: int, what: str) -> Tensor:
+    """max |x| per group as float32 (min and max are exact in any float dtype), refusing NaN/Inf input."""
+    lo, hi = (t.float() for t in torch.aminmax(xg, dim=dim, keepdim=True))
+    absmax = torch.maximum(-lo, hi)
+    check_finite(absmax, what)
+    return absmax

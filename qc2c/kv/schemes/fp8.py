@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from qc2c.kv.schemes.base import SCHEMES, Encoded, Scheme, check_finite, load_scales, scale_bytes, store_scales
+from qc2c.kv.schemes.base import SCHEMES, Encoded, Scheme, group_absmax, load_scales, scale_bytes, store_scales
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,7 @@ class ScaledFloat8(Scheme):
         r = x.shape[0]
         xg, dim, unview = self.grouping.view(x)
         fmax = torch.finfo(self.fp8_dtype).max
-        lo, hi = (t.float() for t in torch.aminmax(xg, dim=dim, keepdim=True))
-        amax = torch.maximum(-lo, hi)
-        check_finite(amax, self.name)
+        amax = group_absmax(xg, dim, self.name)
         stored, scale = store_scales(amax / fmax, self.scale_dtype)
         y = torch.mul(xg, scale.reciprocal()).clamp_(-fmax, fmax).to(self.fp8_dtype)
         codes = unview(y.view(torch.uint8)).reshape(r, -1)

@@ -18,7 +18,7 @@ from qc2c.kv.schemes.base import (
     SCHEMES,
     Encoded,
     Scheme,
-    check_finite,
+    group_absmax,
     load_scales,
     pack,
     scale_bytes,
@@ -47,9 +47,7 @@ class NF4(Scheme):
     def encode(self, x: Tensor) -> Encoded:
         r = x.shape[0]
         xg, dim, unview = self.grouping.view(x)
-        lo, hi = (t.float() for t in torch.aminmax(xg, dim=dim, keepdim=True))
-        absmax = torch.maximum(-lo, hi)
-        check_finite(absmax, self.name)
+        absmax = group_absmax(xg, dim, self.name)
         stored, scale = store_scales(absmax, self.scale_dtype)
         mids = torch.tensor(NF4_MIDPOINTS, dtype=torch.float32, device=x.device)
         codes = torch.bucketize(torch.mul(xg, scale.reciprocal()), mids).to(torch.uint8)

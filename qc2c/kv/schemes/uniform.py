@@ -24,12 +24,13 @@ from qc2c.kv.kernels import cpu as kernels
 from qc2c.kv.schemes.base import (
     SCHEMES,
     Encoded,
-    NonFiniteInput,
     Scheme,
     check_finite,
     load_scales,
+    non_finite,
     pack,
     scale_bytes,
+    scale_overflow,
     scratch,
     store_scales,
     unpack,
@@ -107,10 +108,9 @@ class UniformInt(Scheme):
         payload, scales, zeros, flags = kernels.encode(x, self.bits, self.symmetric, g.axis, g.group_size,
                                                        self.scale_dtype == torch.float16)  # fmt: skip
         if flags & kernels.BAD_INPUT:
-            raise NonFiniteInput(f"{self.name}: input holds NaN or Inf; refusing to encode it")
+            raise non_finite(self.name)
         if flags & kernels.SCALE_OVERFLOW:
-            raise NonFiniteInput(f"a scale overflows {self.scale_dtype} (|x| too large for this scale dtype; use "
-                                 "scale_dtype: float32)")  # fmt: skip
+            raise scale_overflow(self.scale_dtype)
         shape = tuple(x.shape[1:]) if isinstance(x, Tensor) else (len(x), *x[0].shape[1:])
         return Encoded(payload, scales.view(torch.uint8), zeros, shape)
 
