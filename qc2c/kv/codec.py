@@ -221,16 +221,6 @@ class Codec:
         projected = sel.projected if self._lossless(k0.dtype) else None
         return Transmitted(sharer=sharer, kept=kept, records=records, projected=projected)
 
-    def describe(self) -> dict[str, Any]:
-        """Settings for results: both views of the precision plan (receiver layers asked, sharer layers sent)."""
-        return {
-            "receiver_layer_schemes": {str(t): n for t, n in self.plan.receiver.items()},
-            "sharer_layer_schemes": {str(s): n for s, n in self.plan.sharer.items()},
-            "selector": self.selector.name, "keep": self.keep, "min_tokens": self.min_tokens,
-            "budget": None if self.allocator is None else {"bytes_per_sample": self.bytes_per_sample,
-                                                           "allocator": self.allocator.name, "levels": list(self.levels)},
-        }  # fmt: skip
-
     def _sharer_view(self, layout: Layout) -> dict[str, str]:
         view: dict[str, list[str]] = {}
         for name, layers, _ in layout.segments:

@@ -30,13 +30,14 @@ def test_records_report_measured_bytes_tokens_and_the_fp16_sharer_size() -> None
     assert out.sharer[0][0].dtype == section.sharer[0][0].dtype and out.sharer[0][0].shape == (3, 2, 30, 8)
 
 
-def test_describe_reports_both_views_of_the_precision_plan() -> None:
+def test_the_plan_has_both_views_of_the_precision_map() -> None:
+    """What results report as `precision` (runner.summarize.precision_view reads these two views)."""
     codec = build_codec({"precision": {"default": "int4", "last_fp16": 2}}, layer_map=last_aligned(28, 24),
                         n_sharer_layers=24, n_receiver_layers=28)  # fmt: skip
-    info = codec.describe()
-    assert len(info["receiver_layer_schemes"]) == 28 and len(info["sharer_layer_schemes"]) == 24
-    assert info["receiver_layer_schemes"]["27"] == info["sharer_layer_schemes"]["23"] == "fp16"
-    assert info["receiver_layer_schemes"]["0"] == info["sharer_layer_schemes"]["0"] == "int4"
+    plan = codec.plan
+    assert len(plan.receiver) == 28 and len(plan.sharer) == 24
+    assert plan.receiver[27] == plan.sharer[23] == "fp16"
+    assert plan.receiver[0] == plan.sharer[0] == "int4"
 
 
 def test_decode_restores_the_receivers_dtype() -> None:
