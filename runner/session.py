@@ -107,9 +107,9 @@ def preflight(manifest: Any, fuser_ref: Any) -> Any:
             dirs[role] = resolve_model_dir(ref, rev)
         except ModelNotAvailable as exc:
             problems.append(f"pair.{role}: {exc}")
-    if problems or fuser_ref is None:
-        if problems:
-            raise PreflightError(problems)
+    if problems:
+        raise PreflightError(problems)
+    if fuser_ref is None:
         return None
     try:
         fuser = load_fuser(fuser_ref, sha256=manifest.fuser.sha256)
