@@ -11,7 +11,6 @@ unusable); 2 bad manifest or arguments;
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,14 +76,12 @@ def container_decision(requested: str, device: str) -> tuple[str, str]:
 
 
 def container_info(runtime: str, reason: str) -> dict[str, Any]:
-    """What provenance records about the container: the image and digest the container hook passes in."""
-    return {
-        "runtime": "docker" if os.environ.get("QC2C_IN_CONTAINER") == "1" else runtime,
-        "reason": reason,
-        "image": os.environ.get("QC2C_IMAGE"),
-        "image_id": os.environ.get("QC2C_IMAGE_ID"),
-        "image_digest": os.environ.get("QC2C_IMAGE_DIGEST"),
-    }
+    """What provenance records about the container: inside the image, what the container hook passed in
+    (runner.container.container_provenance); outside it, no image."""
+    from runner.container import container_provenance
+
+    native = {"runtime": runtime, "image": None, "image_id": None, "image_digest": None}
+    return {**(container_provenance() or native), "reason": reason}
 
 
 def run(args: argparse.Namespace) -> int:

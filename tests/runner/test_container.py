@@ -225,3 +225,19 @@ def test_a_stale_image_is_named_in_the_decision(tmp_path):
     note = revision_note("f" * 40, REPO)
     assert f"image built from {'f' * 12}, checkout is at {head[:12]}" in note and "make image" in note
     assert revision_note("f" * 40, tmp_path) == ""  # not a checkout: nothing to compare with
+
+
+def test_run_provenance_names_an_image_only_inside_one(monkeypatch) -> None:
+    from runner.cli.run import container_info
+
+    monkeypatch.delenv("QC2C_IN_CONTAINER", raising=False)
+    monkeypatch.setenv("QC2C_IMAGE", "qc2c:abc")  # set in the host shell, but this run is native
+    assert container_info("native", "asked") == {
+        "runtime": "native", "image": None, "image_id": None, "image_digest": None, "reason": "asked",
+    }  # fmt: skip
+    monkeypatch.setenv("QC2C_IN_CONTAINER", "1")
+    monkeypatch.setenv("QC2C_IMAGE_ID", "sha256:1")
+    monkeypatch.setenv("QC2C_GIT_COMMIT", "c0ffee")
+    info = container_info("native", "inside the image")
+    assert info["runtime"] == "docker" and info["image"] == "qc2c:abc" and info["image_id"] == "sha256:1"
+    assert info["revision"] == "c0ffee" and info["reason"] == "inside the image"
