@@ -269,6 +269,23 @@ int64_t group_params8(const Spec& sp, const float* lo, const float* hi, int64_t 
 }
 #endif
 
+// Scales, zero points and quantizer constants of m groups: 8 at a time where the CPU has AVX2, then one by one
+// (the same operations either way). zeros is null for symmetric schemes.
+template <typename S>
+void group_params_run(const Spec& sp, const float* lo, const float* hi, int64_t m, S* scales, uint8_t* zeros,
+                      float* inv, float* zero, int& flags) {
+  int64_t k = 0;
+#ifdef QC2C_AVX2
+  k = group_params8(sp, lo, hi, m, scales, zeros, inv, zero, flags);
+#endif
+  for (; k < m; ++k) {
+    float stored;
+    group_params(sp, lo[k], hi[k], stored, inv[k], zero[k], flags);
+    store_scale(scales + k, stored);
+    if (zeros) zeros[k] = static_cast<uint8_t>(zero[k]);
+  }
+}
+
 #ifdef QC2C_AVX2
 // ---- fast encode paths (whole-byte rows, groups and head_dim multiples of 8) ----
 // Same operations per element as quantize_run/group_params8; min/max are reduced in another order, which
@@ -612,6 +629,8 @@ struct Geometry {
   int64_t units_per_row() const { return L * H * (channel ? ng : n); }
   int64_t groups_per_row() const { return L * H * ng * (channel ? D : n); }
   int64_t elems_per_row() const { return L * H * n * D; }
+  // parallel_for grain: about 4096 elements of work per chunk
+  int64_t grain() const { return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, D * (channel ? g : 1))); }
 };
 
 Geometry geometry(at::IntArrayRef shape, bool channel, int64_t group) {
@@ -629,8 +648,7 @@ template <typename F>
 void for_units(const Geometry& g, bool aligned, const F& body) {
   const int64_t upr = g.units_per_row();
   if (aligned) {
-    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.D * (g.channel ? g.g : 1)));
-    at::parallel_for(0, g.R * upr, grain, body);
+    at::parallel_for(0, g.R * upr, g.grain(), body);
   } else {
     at::parallel_for(0, g.R, 1, [&](int64_t r0, int64_t r1) { body(r0 * upr, r1 * upr); });
   }
@@ -644,7 +662,6 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
   const int64_t D = g.D, upr = g.units_per_row();
   const float low = sp.low(), high = sp.high();
   for_units(g, aligned, [&](int64_t u0, int64_t u1) {
-    std::vector<float> buf(D), lo(D), hi(D), bad(D), inv(D), zero(D);
     std::vector<uint8_t> codes(D);
     int fl = 0;
     if (!g.channel) {  // unit = token row; groups of g channels; 8 rows at a time share the scale arithmetic
@@ -682,17 +699,8 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
           thi[k] = h;
         }
         if (nf != 0.0f) fl |= kBadInput;
-        int64_t k = 0;
-#ifdef QC2C_AVX2
-        k = group_params8(sp, tlo.data(), thi.data(), m, scales + ub * ng, zeros ? zeros + ub * ng : nullptr,
-                          tinv.data(), tzero.data(), fl);
-#endif
-        for (; k < m; ++k) {
-          float stored;
-          group_params(sp, tlo[k], thi[k], stored, tinv[k], tzero[k], fl);
-          store_scale(scales + ub * ng + k, stored);
-          if (zeros) zeros[ub * ng + k] = static_cast<uint8_t>(tzero[k]);
-        }
+        group_params_run(sp, tlo.data(), thi.data(), m, scales + ub * ng, zeros ? zeros + ub * ng : nullptr,
+                         tinv.data(), tzero.data(), fl);
         for (int64_t i = 0; i < nb; ++i) {
           const int64_t u = ub + i;
           for (int64_t j = 0; j < ng; ++j) {
@@ -703,10 +711,10 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
           pack_run(payload + (u / upr) * P, (u % upr) * D, codes.data(), D, sp.bits);
         }
       }
-    }
-    for (int64_t u = u0; u < u1 && g.channel; ++u) {
-      uint8_t* prow = payload + (u / upr) * P;
-      {  // unit = token group tg of head block b; one group per channel
+    } else {  // unit = token group tg of head block b; one group per channel
+      std::vector<float> buf(D), lo(D), hi(D), bad(D), inv(D), zero(D);
+      for (int64_t u = u0; u < u1; ++u) {
+        uint8_t* prow = payload + (u / upr) * P;
         const int64_t b = u / g.ng, tg = u % g.ng, t0 = tg * g.g, t1 = std::min(g.n, t0 + g.g);
         const T* blk = block(b);
         int64_t c0 = 0;
@@ -726,16 +734,8 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
             if (bad[d] != 0.0f) fl |= kBadInput;
         }
         const int64_t s0 = u * D;
-        int64_t d = 0;
-#ifdef QC2C_AVX2
-        d = group_params8(sp, lo.data(), hi.data(), D, scales + s0, zeros ? zeros + s0 : nullptr, inv.data(), zero.data(), fl);
-#endif
-        for (; d < D; ++d) {
-          float stored;
-          group_params(sp, lo[d], hi[d], stored, inv[d], zero[d], fl);
-          store_scale(scales + s0 + d, stored);
-          if (zeros) zeros[s0 + d] = static_cast<uint8_t>(zero[d]);
-        }
+        group_params_run(sp, lo.data(), hi.data(), D, scales + s0, zeros ? zeros + s0 : nullptr, inv.data(),
+                         zero.data(), fl);
         const int64_t row_block = b % (g.L * g.H);
         int64_t q0 = 0;
 #ifdef QC2C_AVX2
@@ -761,8 +761,7 @@ void decode_impl(at::Tensor& out, const Spec& sp, const Geometry& g, const uint8
   T* dst = out.data_ptr<T>();
   const int64_t D = g.D, upr = g.units_per_row();
   const float sym_zero = static_cast<float>(1 << (sp.bits - 1));
-  at::parallel_for(0, g.R * upr, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, D * (g.channel ? g.g : 1))),
-                   [&](int64_t u0, int64_t u1) {
+  at::parallel_for(0, g.R * upr, g.grain(), [&](int64_t u0, int64_t u1) {
     std::vector<float> scale(std::max<int64_t>(D, 8 * g.ng)), zero(std::max<int64_t>(D, 8 * g.ng));
     std::vector<uint8_t> codes(D);
     for (int64_t u = u0; u < u1; ++u) {
