@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from runner import fsio
-from runner.exitcodes import EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
-from runner.plan import Plan
+from runner.exitcodes import EXIT_ALREADY_RUNNING, EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
+from runner.plan import Plan, decide
 from runner.provenance import collect, redact, secret_values
 from runner.records import ProgressLog
-from runner.registry import Registry, now_iso
+from runner.registry import AlreadyRunning, Registry, now_iso
 from runner.status import StatusFile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -141,13 +141,23 @@ def execute_lifecycle(plan: Plan, body: Callable[[RunHandles], str], *, echo: bo
 
     `body` raises Preempted on a stop signal, RunFailed (or any exception) when the run cannot complete, and
     returns a note for the completion line. One place decides statuses, so eval and train runs cannot drift.
+    The run is claimed first (one locked compare-and-set): a copy that loses touches nothing in the run folder.
     """
+    m = plan.manifest
+    registry = Registry(plan.runs_dir)
+    try:
+        before = registry.claim(plan.run_key, run_dir=str(plan.run_dir), manifest=m.name)
+    except AlreadyRunning as exc:
+        print(f"{plan.run_dir}: {exc}; not started twice (exit {EXIT_ALREADY_RUNNING})", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    plan.decision, plan.reason = decide(before, plan.run_dir)  # what the plan read may be stale by now
+    if plan.decision == "skip":
+        print(f"{plan.run_dir}: skip ({plan.reason})", file=sys.stderr)
+        return EXIT_OK
     prepare_run_dir(plan)
     log = open_log(plan.run_dir, echo=echo)
-    run = RunHandles(log, Registry(plan.runs_dir), StatusFile(plan.run_dir, plan.run_key), StopFlag())
+    run = RunHandles(log, registry, StatusFile(plan.run_dir, plan.run_key), StopFlag())
     run.stop.install()
-    m = plan.manifest
-    run.registry.set_status(plan.run_key, "running", run_dir=str(plan.run_dir), manifest=m.name, reason=None)
     log.info("%s %s (%s): decision %s: %s", label, plan.run_tag, plan.run_key, plan.decision, plan.reason)
     try:
         write_manifest_yaml(plan)

@@ -6,6 +6,9 @@ Decisions (registry entry / run folder → what `runner run` does):
   invalid or failed             → rerun     (the old folder is moved to runs/<milestone>/.superseded/)
   progress files present        → resume    (a killed or preempted run; samples done are not scored again)
   nothing                       → new
+The plan reads the registry without its lock, so its decision is a forecast: runner.execute claims the run
+(Registry.claim, one locked compare-and-set) and decides again from what the claim saw.
+A skip names the folder that holds the complete run (a renamed copy of a manifest has the same run key).
 The run tag `<name>-<run_key[:10]>` depends only on the manifest, so a requeued job finds its folder again.
 """
 
@@ -77,7 +80,7 @@ def decide(entry: Entry | None, run_dir: Path) -> tuple[str, str]:
     if entry is not None and entry.status == "complete":
         return "skip", f"complete since {entry.updated} ({entry.run_dir})"
     if entry is not None and entry.is_live():
-        return "busy", f"running as pid {entry.pid} on {entry.host} (heartbeat {entry.heartbeat})"
+        return "busy", f"pid {entry.pid} on {entry.host}, since {entry.raw.get('started') or entry.heartbeat}"
     if entry is not None and entry.status in ("invalid", "failed"):
         why = f": {entry.reason}" if entry.reason else ""
         return "rerun", f"registry says {entry.status}{why}"
@@ -120,6 +123,8 @@ def make_plan(manifest: Any, *, source: Path | None, runs_dir: Path | None = Non
     run_dir = runs_dir / manifest.milestone / run_tag
     entry = registry.get(run_key)
     decision, reason = decide(entry, run_dir)
+    if decision == "skip" and entry is not None and entry.run_dir:
+        run_dir = Path(entry.run_dir)  # names are not in the run key: a renamed copy's run lives elsewhere
     plan = Plan(manifest, source, runs_dir, run_key, run_tag, run_dir, decision, reason, entry)
     if decision != "skip":
         try:

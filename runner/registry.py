@@ -1,8 +1,11 @@
 """The run registry, runs/registry.json: run key → status, shared by every process that runs manifests.
 
-Statuses: running (pid, host, heartbeat) · complete · failed · invalid (with a reason). Every update is a
-read-modify-write under `fsio.locked` with an atomic replace, so 16 concurrent writers lose nothing and a
-reader never sees half a file. A complete entry is never downgraded by a run (the old scripts' "skip
+Statuses: running (pid, host, process start time, heartbeat) · complete · failed · invalid (with a reason).
+Every update is a read-modify-write under `fsio.locked` with an atomic replace, so 16 concurrent writers lose
+nothing and a reader never sees half a file. A run becomes "running" only through `claim`, one locked
+compare-and-set: of N copies of one manifest started at once exactly one owns the run, the others get
+`AlreadyRunning` and write nothing. An owner is live when its pid still exists on this host with the same
+start time (a reused pid is not the owner) or, seen from another host, when its heartbeat is recent. A complete entry is never downgraded by a run (the old scripts' "skip
 overwrote complete" bug, specs/prior-art.md defect 6); only `invalidate` (a human decision with a reason)
 moves it, and a re-run then starts from scratch.
 """
@@ -28,6 +31,34 @@ STALE_HEARTBEAT_S = 600.0  # a running entry whose heartbeat is older than this 
 
 class RegistryError(ValueError):
     """The registry file is unreadable, or an update is not allowed (names the file and the key)."""
+
+
+class AlreadyRunning(RegistryError):
+    """`claim` lost: another live process owns the run (`.entry` is its registry row)."""
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        since = entry.raw.get("started") or entry.heartbeat or "?"
+        super().__init__(f"already running (pid {entry.pid} on {entry.host}, since {since})")
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process `pid` in clock ticks since boot (/proc/PID/stat field 22), None when it is
+    gone or /proc is absent: with the pid it identifies one process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def owner_fields(pid: int | None = None) -> dict[str, Any]:
+    """pid, host and process start time of the owner of a running entry (this process by default)."""
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "host": socket.gethostname(), "pid_start": process_start(pid)}
 
 
 def now_iso() -> str:
@@ -65,18 +96,24 @@ class Entry:
         )
 
     def is_live(self) -> bool:
-        """True when a running entry's process still exists on this host and its heartbeat is recent."""
+        """True when another process owns this running entry: on this host its pid exists with the recorded
+        start time (entries without one: and a recent heartbeat); on another host its heartbeat is recent."""
         if self.status != "running" or self.pid is None:
             return False
         if self.host != socket.gethostname():
             return _age_s(self.heartbeat) < STALE_HEARTBEAT_S
+        if self.pid == os.getpid():
+            return False
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             pass
-        return self.pid != os.getpid() and _age_s(self.heartbeat) < STALE_HEARTBEAT_S
+        started = self.raw.get("pid_start")
+        if started is not None:
+            return process_start(self.pid) == started
+        return _age_s(self.heartbeat) < STALE_HEARTBEAT_S
 
 
 def _age_s(iso: str | None) -> float:
@@ -141,6 +178,8 @@ class Registry:
             old = data.get(key, {})
             if old.get("status") == "complete" and status in ("running", "failed"):
                 return Entry.from_json(key, old)
+            if status != "running" and Entry.from_json(key, old).is_live():
+                return Entry.from_json(key, old)  # another live process owns the run: its outcome decides
             entry = dict(old)
             stamp = now_iso()
             entry.update(status=status, updated=stamp, reason=reason)
@@ -149,11 +188,31 @@ class Registry:
             if manifest is not None:
                 entry["manifest"] = manifest
             if status == "running":
-                entry.update(pid=os.getpid(), host=socket.gethostname(), heartbeat=stamp)
+                entry.update(owner_fields(extra.get("pid")), heartbeat=stamp, started=stamp)
             entry.update(extra)
             data[key] = entry
             fsio.atomic_write_json(self.path, data)
             return Entry.from_json(key, entry)
+
+    def claim(self, key: str, *, run_dir: str, manifest: str) -> Entry | None:
+        """Make this process the owner of `key` (status running) in one locked compare-and-set, and return the
+        entry as it was before (None: there was none). A complete entry is left alone and returned (the
+        caller skips); a live owner raises AlreadyRunning and nothing is written."""
+        with fsio.locked(self.path):
+            data = self.read()
+            old = data.get(key)
+            before = Entry.from_json(key, old) if old is not None else None
+            if before is not None and before.status == "complete":
+                return before
+            if before is not None and before.is_live():
+                raise AlreadyRunning(before)
+            stamp = now_iso()
+            entry = dict(old or {})
+            entry.update(status="running", run_dir=run_dir, manifest=manifest, reason=None, updated=stamp)
+            entry.update(owner_fields(), heartbeat=stamp, started=stamp)
+            data[key] = entry
+            fsio.atomic_write_json(self.path, data)
+            return before
 
     def heartbeat(self, key: str) -> None:
         """Refresh a running entry's heartbeat (no-op for any other status)."""

@@ -4,7 +4,8 @@ A sweep file runs every expanded manifest in turn (complete ones are skipped) an
 Exit codes (runner/exitcodes.py): 0 complete (or already complete); 1 the run failed (sample errors above
 runtime.max_sample_errors, preflight refusal such as a model missing from an offline HF cache or a fuser
 that does not fit the pair, a from_run without a complete run, runtime.container: docker asked for but
-unusable); 2 bad manifest or arguments;
+unusable); 2 bad manifest or arguments; 3 already running: another live process owns the run (the claim is
+one locked compare-and-set in runs/registry.json, so two copies never run together; nothing was written);
 75 preempted by SIGTERM / SIGINT / SIGUSR1 (progress flushed; run the same command again to resume).
 """
 
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runner.exitcodes import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
+from runner.exitcodes import EXIT_ALREADY_RUNNING, EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
 
 EPILOG = """examples:
   python -m runner run manifests/smoke.yaml                  # make run
@@ -122,7 +123,7 @@ def run_native(source: Path, manifests: list[Any], *, runs_dir: Path | None, con
             row["exit"] = EXIT_RUN_FAILED
         elif plan.decision == "busy":
             print(f"{plan.run_dir}: already running ({plan.reason}); not started twice", file=sys.stderr)
-            row["exit"] = EXIT_RUN_FAILED
+            row["exit"] = EXIT_ALREADY_RUNNING
         elif plan.decision != "skip":
             row["exit"] = run_plan(plan, container=container, ui=ProgressUI())
             if row["exit"] == EXIT_RUN_FAILED:
