@@ -57,7 +57,7 @@ OWN_ENV = {"HOME", "PATH", "HF_HOME", "QC2C_TINY_CACHE", "QC2C_IN_CONTAINER", "Q
 GPU_DRIVER_ERROR = "could not select device driver"
 VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
 Runtime = Literal["docker", "native"]
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # SIGUSR1: Slurm preemption notice
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)  # USR1: Slurm preemption notice
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ def run_in_container(
 ) -> int:
     """Run `python -m runner <argv>` in the image for this manifest; stream its output; return its exit code.
 
-    Signals (SIGINT, SIGTERM, SIGUSR1) are forwarded to the container, so preemption inside still flushes
+    Signals (SIGINT, SIGTERM, SIGUSR1, SIGHUP) are forwarded to the container, so preemption inside still flushes
     progress and exits 75. The container is removed afterwards, whatever happened.
     """
     import docker
@@ -305,7 +305,7 @@ def describe(request: Mapping[str, Any], identity: Mapping[str, Any]) -> str:
 
 @contextmanager
 def _forward_signals(container: Any) -> Iterator[None]:
-    """Forward SIGINT/SIGTERM/SIGUSR1 to the container while it runs (signal handlers: main thread only)."""
+    """Forward SIGINT/SIGTERM/SIGUSR1/SIGHUP to the container while it runs (signal handlers: main thread only)."""
 
     def forward(signum: int, _frame: object) -> None:
         try:

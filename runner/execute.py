@@ -2,7 +2,7 @@
 
 Durability: each batch's records are appended and fsync'd before the next batch starts, so a SIGKILL loses
 at most the batch in flight and a re-run resumes from the progress files (no sample scored twice, none
-lost). SIGTERM / SIGINT / SIGUSR1 only set a flag; the loop stops after the current batch is on disk,
+lost). SIGTERM / SIGINT / SIGUSR1 / SIGHUP only set a flag; the loop stops after the current batch is on disk,
 marks status.json "preempted" and returns EXIT_PREEMPTED (75), which Slurm's requeue path checks.
 Per-sample exceptions are recorded in the progress line; more than runtime.max_sample_errors fails the run.
 A run that scored nothing is never complete.
@@ -41,9 +41,11 @@ class RunFailed(Exception):
 
 
 class StopFlag:
-    """Set by SIGTERM / SIGINT / SIGUSR1; checked between batches."""
+    """Set by SIGTERM / SIGINT / SIGUSR1 / SIGHUP; checked between batches. SIGHUP is what a closing shell
+    sends its background jobs: it flushes and releases like a preemption instead of dying at once (exit 129)
+    with the registry left at "running"."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.signal: int | None = None

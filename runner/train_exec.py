@@ -7,7 +7,7 @@ A kind: eval manifest loads it with `fuser: {from_run: <this manifest's name>}` 
 it to final/ of the latest complete run).
 
 A re-run of the same manifest resumes from the latest checkpoint (after SIGKILL, at most save_steps of
-work is lost). SIGTERM / SIGINT / SIGUSR1 stop after the current optimizer step, write a checkpoint, mark
+work is lost). SIGTERM / SIGINT / SIGUSR1 / SIGHUP stop after the current optimizer step, write a checkpoint, mark
 the run preempted and exit 75. A `fuser:` in a train manifest is the starting point (fine-tuning).
 """
 

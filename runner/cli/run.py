@@ -6,7 +6,7 @@ runtime.max_sample_errors, preflight refusal such as a model missing from an off
 that does not fit the pair, a from_run without a complete run, runtime.container: docker asked for but
 unusable); 2 bad manifest or arguments; 3 already running: another live process owns the run (the claim is
 one locked compare-and-set in runs/registry.json, so two copies never run together; nothing was written);
-75 preempted by SIGTERM / SIGINT / SIGUSR1 (progress flushed; run the same command again to resume).
+75 preempted by SIGTERM / SIGINT / SIGUSR1 / SIGHUP (progress flushed; run the same command again to resume).
 """
 
 from __future__ import annotations

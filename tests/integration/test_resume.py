@@ -120,13 +120,15 @@ def test_sigkill_at_several_points_then_resume_loses_and_duplicates_nothing(tmp_
     assert result == ref_result
 
 
-def test_sigterm_flushes_marks_preempted_exits_75_and_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_stop_signal_flushes_marks_preempted_exits_75_and_resumes(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGHUP too: a closing shell sends it to background jobs, which must release the run, not die at 129."""
     manifest = tmp_path / "resume.yaml"
     manifest.write_text(MANIFEST)
     runs = tmp_path / "runs"
     proc = _start(manifest, runs)
     _wait_for(proc, runs, 4)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_PREEMPTED, stderr
     assert "Traceback" not in stderr
