@@ -20,12 +20,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from qc2c.eval.settings import ALONE, BASELINES, COMPRESSED, NO_FUSER, TEXT  # noqa: F401  (re-exported)
 from runner import fsio
 
 RESULTS_SCHEMA = 1
-COMPRESSED = "compressed"
-BASELINES = ("receiver", "sharer", "c2c_fp16")
-TEXT_ONLY = ("receiver", "sharer")  # settings that send no KV message and load no fuser
+TEXT_ONLY = ALONE  # settings that send nothing (no message bytes) and load no fuser
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Count = Annotated[int, Field(ge=0)]
@@ -109,7 +108,7 @@ class SettingResult(Part):
     )
     n_tokens_prompt_mean: NonNegative | None = Field(description="mean sharer prompt length in tokens")
     compression_ratio: NonNegative | None = Field(
-        description="fp16 sharer cache bytes of the whole prompt / message bytes (mean over samples)"
+        description="c2c_fp16 message bytes of the same tokens / message bytes (mean over samples); 1 for c2c_fp16"
     )
     fidelity: Fidelity | None = Field(description="agreement with c2c_fp16; null for c2c_fp16 itself")
     paired: dict[str, Paired] = Field(default_factory=dict, description="baseline name -> paired statistics")

@@ -8,7 +8,7 @@ about; runner/manifest.py turns that into `file:line: field: message`.
 
 Fuser rule: exactly one of `path` / `hub` / `from_run`. `fuser:` may be left out for `kind: train`
 (training builds it; a given fuser is the starting point), for `kind: bench`, and for `kind: eval`
-when every baseline needs no fuser (`eval.baselines` non-empty, within {receiver, sharer}): such a run
+when no baseline needs a fuser (`eval.baselines` non-empty, within `NO_FUSER_BASELINES`): such a run
 evaluates only those baselines, so `kv:` must keep its defaults. Likewise a setting the chosen method
 does not use (`window`, `knorm_sign`, `max_new_tokens`) keeps its default: one run key per meaning.
 """
@@ -17,134 +17,41 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    Strict,
-    StringConstraints,
-    field_validator,
-    model_validator,
+from pydantic import Field, Strict, StringConstraints, field_validator, model_validator
+
+from qc2c.eval.settings import BASELINES, NO_FUSER, setting_problems
+from runner.schema_types import (  # noqa: F401  (PATTERN_HELP, NAME_PATTERN: re-exported for the loader, tests)
+    DEVICE_PATTERN,
+    NAME_PATTERN,
+    PATTERN_HELP,
+    AllocatorName,
+    Axis,
+    Candidate,
+    DatasetName,
+    Fraction,
+    HubRepo,
+    LayerRange,
+    Limit,
+    NonEmptyStr,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Problems,
+    RunName,
+    SchemeName,
+    Section,
+    SelectorName,
+    Sha256,
+    StrictBool,
+    Unique,
+    UnitInterval,
 )
 
-from qc2c.eval.datasets import DATASETS
-from qc2c.kv.budget import ALLOCATORS
-from qc2c.kv.quant import SCHEMES
-from qc2c.kv.selection import SELECTORS
-from qc2c.plugins import Plugins
-
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
-DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
-SHA256_PATTERN = r"^[0-9a-f]{64}$"
-REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
-PATTERN_HELP = {  # what each pattern allows, in words, for error messages
-    NAME_PATTERN: "must be lower-case letters, digits, '_', '.' or '-', starting with a letter or digit",
-    DEVICE_PATTERN: "allowed: auto, cpu, cuda, cuda:N",
-    SHA256_PATTERN: "must be 64 lower-case hex digits (sha256sum of the checkpoint content)",
-    REPO_PATTERN: "must be a Hugging Face repo id 'owner/name'",
-}
 FORMAT_VERSION = 1
-NO_FUSER_BASELINES = frozenset({"receiver", "sharer"})
-
-
-class Problems(ValueError):
-    """Cross-field problems as (dotted field, anchor, message); `anchor` is the dotted path whose line to
-    report (a missing `train:` points at the `kind:` line), None meaning the field itself."""
-
-    def __init__(self, items: list[tuple[str, str | None, str]]) -> None:
-        self.items = items
-        super().__init__("; ".join(f"{field}: {message}" for field, _, message in items))
-
-
-# ---- constrained types, defined once ----
-
-
-def _parse_layers(value: object) -> tuple[int, ...]:
-    """ "24-27" (inclusive) or a strictly increasing list of receiver layer indices → sorted tuple."""
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
-        if not match:
-            raise ValueError(f"layer range {value!r} is malformed (allowed: 'A-B', inclusive, or a list)")
-        first, last = int(match[1]), int(match[2])
-        if first > last:
-            raise ValueError(f"layer range {value!r} is reversed (write '{last}-{first}')")
-        return tuple(range(first, last + 1))
-    if isinstance(value, list | tuple) and value:
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-            raise ValueError(f"layer list {list(value)} must hold non-negative integers")
-        if any(b <= a for a, b in zip(value, value[1:])):
-            raise ValueError(f"layer list {list(value)} must be strictly increasing, without repeats")
-        return tuple(value)
-    raise ValueError(f"layers must be 'A-B' (inclusive) or a non-empty list of layer indices, not {value!r}")
-
-
-def _parse_limit(value: object) -> int | tuple[int, int] | None:
-    """null (all), N (the first N items) or [start, end) → None | int | (start, end)."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, list | tuple) and len(value) == 2:
-        start, end = value
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in value) and 0 <= start < end:
-            return (start, end)
-    raise ValueError(f"limit {value!r} is not allowed (allowed: null, N > 0, or [start, end) with start < end)")
-
-
-Fraction = Annotated[float, Strict(), Field(gt=0, le=1)]
-UnitInterval = Annotated[float, Strict(), Field(ge=0, lt=1)]
-PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
-NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
-PositiveInt = Annotated[int, Strict(), Field(gt=0)]
-NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
-StrictBool = Annotated[bool, Strict()]
-NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
-RunName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
-HubRepo = Annotated[str, StringConstraints(pattern=REPO_PATTERN)]
-LayerRange = Annotated[tuple[int, ...], BeforeValidator(_parse_layers)]
-Limit = Annotated[int | tuple[int, int] | None, BeforeValidator(_parse_limit)]
-Axis = Literal["token", "channel", "head", "layer", "tensor"]
-
-
-def _member_of(family: Plugins) -> AfterValidator:
-    """A str checked by `family.get` (UnknownPlugin is a ValueError: a field error with a did-you-mean)."""
-
-    def check(value: str) -> str:
-        family.get(value)
-        return value
-
-    return AfterValidator(check)
-
-
-SchemeName = Annotated[str, _member_of(SCHEMES)]
-SelectorName = Annotated[str, _member_of(SELECTORS)]
-AllocatorName = Annotated[str, _member_of(ALLOCATORS)]
-DatasetName = Annotated[str, _member_of(DATASETS)]
-
-
-def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
-    repeated = sorted({v for v in values if values.count(v) > 1})
-    if repeated:
-        raise ValueError(f"listed more than once: {', '.join(repeated)} (each name may appear once)")
-    return values
-
-
-def _candidate(value: str) -> str:
-    return value if value == "drop" else SCHEMES.get(value) and value
-
-
-Candidate = Annotated[str, AfterValidator(_candidate)]
-Unique = AfterValidator(_unique)
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+NO_FUSER_BASELINES = frozenset(NO_FUSER)
 
 
 # ---- pair and fuser ----
@@ -264,7 +171,7 @@ class Eval(Section):
     protocol: Literal["logits", "generate"] = "logits"
     max_new_tokens: PositiveInt = 64
     batch_size: PositiveInt = 16
-    baselines: Annotated[tuple[Literal["receiver", "sharer", "c2c_fp16"], ...], Unique] = ("receiver", "c2c_fp16")
+    baselines: Annotated[tuple[Literal[BASELINES], ...], Unique] = ("receiver", "c2c_fp16")
 
     @model_validator(mode="after")
     def _generate_only(self) -> Eval:
@@ -363,6 +270,8 @@ class Manifest(Section):
     @model_validator(mode="after")
     def _sections_match_kind(self) -> Manifest:
         problems = _kind_problems(self) + _fuser_problems(self)
+        if self.eval is not None:
+            problems += [("eval.baselines", None, why) for why in setting_problems(self.eval.baselines, self.pair)]
         if problems:
             raise Problems(problems)
         return self
@@ -393,7 +302,8 @@ def _fuser_problems(m: Manifest) -> list[tuple[str, str | None, str]]:
     if m.fuser is not None or m.kind != "eval" or m.eval is None:
         return []
     if not m.eval.baselines or not set(m.eval.baselines) <= NO_FUSER_BASELINES:
-        why = "required for kind: eval (only a run whose eval.baselines are all in [receiver, sharer] needs none)"
+        allowed = ", ".join(sorted(NO_FUSER_BASELINES))
+        why = f"required for kind: eval (only a run whose eval.baselines are all in [{allowed}] needs none)"
         return [("fuser", "kind", why)]
     if m.kv != KV():  # unused without a fuser: must keep its defaults
         return [("kv", None, "set without a fuser: only the receiver/sharer baselines run, so kv would be unused")]

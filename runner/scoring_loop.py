@@ -115,6 +115,11 @@ def score_datasets(
     beat = registry.heartbeat_every(plan.run_key)
     max_errors = m.runtime.max_sample_errors
     for name, items in todo.items():
+        try:
+            for scorer in session.scorers.values():
+                scorer.use_dataset(datasets[name].items)  # all evaluated items: pairings never depend on resume
+        except ValueError as exc:
+            raise RunFailed(f"dataset {name}: {exc}") from None
         for batch in chunks(len(items), m.eval.batch_size):
             stop.check()
             batch_items = [items[i] for i in batch]

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from qc2c.eval.score import SettingScorer, build_scorers
+from qc2c.eval.score import SettingScorer
+from qc2c.eval.settings import build_scorers
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -86,6 +87,7 @@ def load_session(manifest: Any, fuser_ref: Any, settings: list[str]) -> Session:
     scorers = build_scorers(
         settings, pair, fuser, codec,
         protocol=ev.protocol, max_new_tokens=ev.max_new_tokens, device=device, aligner=aligner,
+        seed=manifest.runtime.seed,
     )  # fmt: skip
     return Session(scorers, device, info, fuser, codec)
 

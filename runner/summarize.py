@@ -84,6 +84,11 @@ def _timing(rows: list[dict[str, Any]]) -> Timing:
     )
 
 
+def _fp16_reference(row: dict[str, Any]) -> float | None:
+    """The c2c_fp16 message size of the row's tokens (records before it existed: the whole fp16 sharer cache)."""
+    return row.get("nbytes_fp16_message") or row.get("nbytes_fp16_sharer")
+
+
 def setting_result(records: list[dict[str, Any]], setting: str, settings: list[str], seed: int) -> SettingResult:
     from qc2c.eval import fidelity, metrics
 
@@ -91,7 +96,7 @@ def setting_result(records: list[dict[str, Any]], setting: str, settings: list[s
     correct = [bool(r["correct"]) for r in rows]
     n, n_correct = len(rows), sum(correct)
     message = [r for r in rows if r.get("nbytes") is not None]
-    ratios = [r["nbytes_fp16_sharer"] / r["nbytes"] for r in message if r.get("nbytes") and r.get("nbytes_fp16_sharer")]
+    ratios = [_fp16_reference(r) / r["nbytes"] for r in message if r.get("nbytes") and _fp16_reference(r)]
     paired = {}
     for base in settings:
         if base == setting or base == COMPRESSED:

@@ -27,7 +27,8 @@ import torch
 
 from qc2c.bench import positive_int
 from qc2c.eval.batching import PromptBatch, by_length, chunks
-from qc2c.eval.score import SettingScorer, build_scorers
+from qc2c.eval.score import SettingScorer
+from qc2c.eval.settings import build_scorers
 
 SMOKE_KV = {"quant": {"scheme": "int4", "group_size": 32}, "selection": {"method": "knorm", "keep": 0.5}}
 SETTINGS = ("receiver", "c2c_fp16", "compressed")

@@ -35,6 +35,7 @@ class PromptBatch:
     lengths: Tensor
     sharer_input_ids: Tensor | None = None  # aligned pairs only: the sharer's own ids, same length L
     sharer_attention_mask: Tensor | None = None
+    sharer_position_ids: Tensor | None = None  # when the sharer reads another prompt (c2c_placebo)
 
     @property
     def size(self) -> int:
@@ -50,6 +51,7 @@ class PromptBatch:
             self.lengths,
             None if self.sharer_input_ids is None else self.sharer_input_ids.to(device),
             None if self.sharer_attention_mask is None else self.sharer_attention_mask.to(device),
+            None if self.sharer_position_ids is None else self.sharer_position_ids.to(device),
         )
 
 
@@ -58,8 +60,9 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def left_pad(prompts: Sequence[RenderedPrompt], pad_id: int, *, protocol: str) -> PromptBatch:
-    """Stack `prompts` into one left-padded batch (see the module docstring for the masks)."""
+def left_pad(prompts: Sequence[RenderedPrompt], pad_id: int, *, protocol: str, width: int = 0) -> PromptBatch:
+    """Stack `prompts` into one left-padded batch (see the module docstring for the masks), at least `width`
+    columns wide (extra left padding changes no row's result; two batches padded to one width line up)."""
     if not prompts:
         raise ValueError("cannot batch zero prompts")
     n_response = {len(p.response_ids) for p in prompts}
@@ -67,7 +70,7 @@ def left_pad(prompts: Sequence[RenderedPrompt], pad_id: int, *, protocol: str) -
         raise ValueError(f"response lengths differ across rows: {sorted(n_response)}")
     n_resp = n_response.pop()
     lengths = torch.tensor([len(p.ids) for p in prompts])
-    width = int(lengths.max())
+    width = max(width, int(lengths.max()))
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, prompt in enumerate(prompts):

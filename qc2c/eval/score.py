@@ -1,8 +1,10 @@
 """Batched scoring of multiple-choice items under C2C's two protocols, for one setting at a time.
 
-Settings (names as in the manifest and results): `receiver` / `sharer` (one model alone, its own chat
-template) and the C2C settings `c2c_fp16` (uncompressed fusion) and `compressed` (the manifest's kv codec
-as the message path). Protocols (specs/c2c-reference.md §5):
+Settings (names as in the manifest and results; `qc2c.eval.settings` builds a scorer per setting):
+`receiver` / `sharer` (one model alone, its own chat template) and the C2C settings `c2c_fp16`
+(uncompressed fusion) and `compressed` (the manifest's kv codec as the message path).
+
+Protocols (specs/c2c-reference.md §5):
 
 * `logits`: one forward over chat(prompt) + "The correct answer is"; softmax over the option letters' first
   tokens (`encode(" X")[0]`) at the last position; pred = argmax. C2C fuses the instruction tokens only.
@@ -167,6 +169,9 @@ class SettingScorer:
         eos = eos if eos is not None else self.tokenizer.eos_token_id
         self.eos_ids = set(eos) if isinstance(eos, list | tuple) else {eos}
 
+    def use_dataset(self, items: Sequence[Any]) -> None:
+        """Told the evaluated items of a dataset before its batches (settings that pair items use it)."""
+
     def render(self, item: Any) -> RenderedPrompt:
         return render(self.tokenizer, item, protocol=self.protocol)
 
@@ -299,6 +304,7 @@ def c2c_prefill(receiver: Any, sharer: Any, fuser: Any, message_path: Any | None
                 position_ids=batch.position_ids,
                 sharer_input_ids=batch.sharer_input_ids,
                 sharer_attention_mask=batch.sharer_attention_mask,
+                sharer_position_ids=batch.sharer_position_ids,
                 message_path=message_path,
             )
         total = time.perf_counter() - t0
@@ -385,39 +391,3 @@ class AlignedScorer(SettingScorer):
         for item, one in zip(items, prepared):
             rows += super()._score_prepared([item], [one])
         return rows
-
-
-def build_scorers(
-    settings: Sequence[str],
-    pair: Any,
-    fuser: Any,
-    codec: Any | None,
-    *,
-    protocol: str,
-    max_new_tokens: int,
-    device: str | torch.device,
-    aligner: Any | None = None,
-) -> dict[str, SettingScorer]:
-    """One scorer per setting (receiver, sharer, c2c_fp16, compressed) of a loaded pair: the runner and the eval
-    benchmark build them here, so the benchmark times exactly what a run scores. With `aligner`, the C2C
-    settings take the documented per-row path (`AlignedScorer`)."""
-    args = (protocol, max_new_tokens, device)
-    scorers: dict[str, SettingScorer] = {}
-    for name in settings:
-        if name == "receiver":
-            scorers[name] = SettingScorer(
-                name, pair.receiver_tokenizer, plain_prefill(pair.receiver), pair.receiver, *args
-            )
-        elif name == "sharer":
-            scorers[name] = SettingScorer(
-                name, pair.sharer_tokenizer, plain_prefill(pair.sharer, "sharer_prefill_s"), pair.sharer, *args
-            )
-        else:
-            prefill = c2c_prefill(pair.receiver, pair.sharer, fuser, codec if name == "compressed" else None)
-            if aligner is not None:
-                scorers[name] = AlignedScorer(
-                    name, pair.receiver_tokenizer, prefill, pair.receiver, *args, aligner=aligner
-                )
-            else:
-                scorers[name] = SettingScorer(name, pair.receiver_tokenizer, prefill, pair.receiver, *args)
-    return scorers

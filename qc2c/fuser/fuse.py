@@ -170,11 +170,17 @@ def fused_forward(
     position_ids: Tensor | None = None,
     sharer_input_ids: Tensor | None = None,
     sharer_attention_mask: Tensor | None = None,
+    sharer_position_ids: Tensor | None = None,
     message_path: MessagePath | None = None,
 ) -> FusedOutput:
-    """Run the sections of `plan` (see module docstring). input_ids (B, L); masks (B, L) 0/1; positions (B, L)."""
+    """Run the sections of `plan` (see module docstring). input_ids (B, L); masks (B, L) 0/1; positions (B, L).
+
+    The sharer reads `sharer_*` where given (aligned ids; or another prompt of its own length, right-aligned
+    with the receiver's, whose positions then differ from the receiver's), else the receiver's inputs.
+    """
     sharer_ids = input_ids if sharer_input_ids is None else sharer_input_ids
     sharer_mask = attention_mask if sharer_attention_mask is None else sharer_attention_mask
+    sharer_pos = position_ids if sharer_position_ids is None else sharer_position_ids
     cache = DynamicCache(config=receiver.config)
     needs_sharer = bool(plan.fuse_mask[:, : plan.starts[-1]].any())
     sharer_cache = DynamicCache(config=sharer.config) if needs_sharer else None
@@ -198,7 +204,7 @@ def fused_forward(
             s_out = sharer(
                 input_ids=sharer_ids[:, a:b],
                 attention_mask=None if sharer_mask is None else sharer_mask[:, :b],
-                position_ids=None if position_ids is None else position_ids[:, a:b],
+                position_ids=None if sharer_pos is None else sharer_pos[:, a:b],
                 past_key_values=sharer_cache,
                 use_cache=True,
                 output_attentions=want_attn,

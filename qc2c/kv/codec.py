@@ -23,6 +23,7 @@ from qc2c.kv.precision import PrecisionPlan, resolve_precision
 from qc2c.kv.quant import SCHEMES, Encoded, Scheme, build_kv_schemes
 from qc2c.kv.schemes.base import scratch
 from qc2c.kv.selection import Selection, SelectionContext, Selector, build_selector
+from qc2c.kv.uncompressed import fp16_message_nbytes
 from qc2c.kv.wire import Message, Segment, closed_form_nbytes, decode_index_rows, encode_index_rows
 
 QUANT_DEFAULTS = {"scheme": "int8", "symmetric": False, "key_axis": "channel", "value_axis": "token",
@@ -208,12 +209,14 @@ class Codec:
         shape = (len(section.sharer), n_heads, head_dim)
         n_valid = section.fuse_mask.bool().sum(1).tolist()
         records = []
+        reference = fp16_message_nbytes(section)  # the c2c_fp16 message of the same tokens: the ratio's numerator
         for r, (m, layout) in enumerate(zip(messages, layouts)):
             fp16 = 2 * 2 * n_valid[r] * shape[0] * n_heads * head_dim
             per_scheme = {name: layout.set_counts[s] for name, _, s in layout.segments}
             records.append({
                 "nbytes": m.nbytes, "nbytes_breakdown": m.breakdown, "n_tokens_sent": int(sum(layout.set_counts)),
                 "n_tokens": int(n_valid[r]), "nbytes_fp16_sharer": fp16,
+                "nbytes_fp16_message": sum(reference[r].values()),
                 "nbytes_closed_form": sum(self.closed_form(layout, m.n_tokens, shape).values()),
                 "encode_s": (t1 - t0) / b, "decode_s": (t2 - t1) / b,
                 "sharer_layer_schemes": self._sharer_view(layout), "n_tokens_per_scheme": per_scheme,

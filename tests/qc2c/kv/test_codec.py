@@ -9,8 +9,8 @@ from kv_cases import build_section
 from qc2c.fuser.layer_map import last_aligned
 from qc2c.kv.codec import build_codec
 
-RECORD_KEYS = {"nbytes", "nbytes_breakdown", "n_tokens_sent", "n_tokens", "nbytes_fp16_sharer", "nbytes_closed_form",
-               "encode_s", "decode_s", "sharer_layer_schemes"}  # fmt: skip
+RECORD_KEYS = {"nbytes", "nbytes_breakdown", "n_tokens_sent", "n_tokens", "nbytes_fp16_sharer", "nbytes_fp16_message",
+               "nbytes_closed_form", "encode_s", "decode_s", "sharer_layer_schemes"}  # fmt: skip
 
 
 def test_records_report_measured_bytes_tokens_and_the_fp16_sharer_size() -> None:

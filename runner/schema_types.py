@@ -1,0 +1,122 @@
+"""Building blocks of the manifest schema (runner/schema.py): name patterns and their help texts, the
+cross-field `Problems` error, the constrained types (defined once, reused by every section) and `Section`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
+
+from qc2c.eval.datasets import DATASETS
+from qc2c.kv.budget import ALLOCATORS
+from qc2c.kv.quant import SCHEMES
+from qc2c.kv.selection import SELECTORS
+from qc2c.plugins import Plugins
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
+PATTERN_HELP = {  # what each pattern allows, in words, for error messages
+    NAME_PATTERN: "must be lower-case letters, digits, '_', '.' or '-', starting with a letter or digit",
+    DEVICE_PATTERN: "allowed: auto, cpu, cuda, cuda:N",
+    SHA256_PATTERN: "must be 64 lower-case hex digits (sha256sum of the checkpoint content)",
+    REPO_PATTERN: "must be a Hugging Face repo id 'owner/name'",
+}
+
+
+class Problems(ValueError):
+    """Cross-field problems as (dotted field, anchor, message); `anchor` is the dotted path whose line to
+    report (a missing `train:` points at the `kind:` line), None meaning the field itself."""
+
+    def __init__(self, items: list[tuple[str, str | None, str]]) -> None:
+        self.items = items
+        super().__init__("; ".join(f"{field}: {message}" for field, _, message in items))
+
+
+# ---- constrained types, defined once ----
+
+
+def _parse_layers(value: object) -> tuple[int, ...]:
+    """ "24-27" (inclusive) or a strictly increasing list of receiver layer indices → sorted tuple."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
+        if not match:
+            raise ValueError(f"layer range {value!r} is malformed (allowed: 'A-B', inclusive, or a list)")
+        first, last = int(match[1]), int(match[2])
+        if first > last:
+            raise ValueError(f"layer range {value!r} is reversed (write '{last}-{first}')")
+        return tuple(range(first, last + 1))
+    if isinstance(value, list | tuple) and value:
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+            raise ValueError(f"layer list {list(value)} must hold non-negative integers")
+        if any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"layer list {list(value)} must be strictly increasing, without repeats")
+        return tuple(value)
+    raise ValueError(f"layers must be 'A-B' (inclusive) or a non-empty list of layer indices, not {value!r}")
+
+
+def _parse_limit(value: object) -> int | tuple[int, int] | None:
+    """null (all), N (the first N items) or [start, end) → None | int | (start, end)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, list | tuple) and len(value) == 2:
+        start, end = value
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value) and 0 <= start < end:
+            return (start, end)
+    raise ValueError(f"limit {value!r} is not allowed (allowed: null, N > 0, or [start, end) with start < end)")
+
+
+Fraction = Annotated[float, Strict(), Field(gt=0, le=1)]
+UnitInterval = Annotated[float, Strict(), Field(ge=0, lt=1)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+StrictBool = Annotated[bool, Strict()]
+NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+RunName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
+HubRepo = Annotated[str, StringConstraints(pattern=REPO_PATTERN)]
+LayerRange = Annotated[tuple[int, ...], BeforeValidator(_parse_layers)]
+Limit = Annotated[int | tuple[int, int] | None, BeforeValidator(_parse_limit)]
+Axis = Literal["token", "channel", "head", "layer", "tensor"]
+
+
+def _member_of(family: Plugins) -> AfterValidator:
+    """A str checked by `family.get` (UnknownPlugin is a ValueError: a field error with a did-you-mean)."""
+
+    def check(value: str) -> str:
+        family.get(value)
+        return value
+
+    return AfterValidator(check)
+
+
+SchemeName = Annotated[str, _member_of(SCHEMES)]
+SelectorName = Annotated[str, _member_of(SELECTORS)]
+AllocatorName = Annotated[str, _member_of(ALLOCATORS)]
+DatasetName = Annotated[str, _member_of(DATASETS)]
+
+
+def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"listed more than once: {', '.join(repeated)} (each name may appear once)")
+    return values
+
+
+def _candidate(value: str) -> str:
+    return value if value == "drop" else SCHEMES.get(value) and value
+
+
+Candidate = Annotated[str, AfterValidator(_candidate)]
+Unique = AfterValidator(_unique)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
