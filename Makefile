@@ -7,7 +7,7 @@ MANIFEST ?= manifests/smoke.yaml
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.stamp-setup
 
-.PHONY: help setup run test test-all lint validate plan golden plots bench lock image \
+.PHONY: help setup run test test-all lint validate plan golden plots bench demo-zoo lock image \
         remote-sync remote-setup remote-launch remote-status remote-logs remote-cancel remote-pull remote-merge clean
 
 help:  ## list the targets
@@ -40,6 +40,9 @@ golden: $(STAMP)  ## merge every complete run into golden/ and regenerate the su
 
 plots: $(STAMP)  ## regenerate golden/plots/*.png
 	$(PY) -m runner golden plots
+
+demo-zoo: $(STAMP)  ## rebuild the demo world, models and fusers into qc2c/demo/zoo (about an hour on 2 cores)
+	$(PY) -m runner demo-zoo
 
 bench: $(STAMP)  ## codec and eval throughput benchmarks (print measured ratios)
 	$(PY) -m qc2c.bench codec && $(PY) -m qc2c.bench eval

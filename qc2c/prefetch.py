@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fetch_model(ref: str, revision: str) -> str:
+    if ref.startswith("demo:"):
+        from qc2c.demo.zoo import resolve_demo_model
+
+        return f"{ref} ships with qc2c at {resolve_demo_model(ref)}"
     if ref.startswith("tiny:"):
         from qc2c.models.tiny import resolve_tiny  # deferred: it imports torch and transformers (seconds)
 

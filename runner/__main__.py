@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
-from runner.exitcodes import EXIT_BAD_INPUT
+from runner.exitcodes import EXIT_BAD_INPUT, EXIT_RUN_FAILED
 
-SUBCOMMANDS = ("validate", "ls", "run", "plan", "registry", "golden", "image")
+SUBCOMMANDS = ("validate", "ls", "run", "plan", "registry", "golden", "image", "demo-zoo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,9 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
-            module = importlib.import_module(f"runner.cli.{name}")
+            module = importlib.import_module(f"runner.cli.{name.replace('-', '_')}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"runner.cli.{name}":
+            if exc.name != f"runner.cli.{name.replace('-', '_')}":
                 raise
             sub = subparsers.add_parser(name, help=f"{name} (not implemented yet)")
             sub.set_defaults(func=_not_implemented(name))
@@ -40,9 +42,27 @@ def _not_implemented(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse and dispatch. The boundary of every subcommand: whatever escapes one becomes one line on stderr,
+    never a traceback (QC2C_TRACEBACK=1 shows it): a full disk names the file and the free space (exit 1),
+    anything else names the command and the error (exit 2 for bad input met late, 1 otherwise)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary
+        if os.environ.get("QC2C_TRACEBACK") == "1":
+            raise
+        print(one_line_error(f"runner {args.command}", exc), file=sys.stderr)
+        return EXIT_BAD_INPUT if isinstance(exc, ValueError | RecursionError) else EXIT_RUN_FAILED
+
+
+def one_line_error(who: str, exc: BaseException) -> str:
+    from runner.fsio import disk_full, no_space_line
+
+    if disk_full(exc):
+        return no_space_line(exc, Path.cwd())
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{who}: {type(exc).__name__}: {first}"
 
 
 if __name__ == "__main__":

@@ -371,8 +371,8 @@ def manifest_needs_network(text: str, env: Mapping[str, str]) -> bool:
         return True
     datasets = (data.get("eval") or {}).get("datasets") or []
     train_data = ((data.get("train") or {}).get("data") or {}).get("dataset")
-    return any(d != "mini" for d in datasets) or (isinstance(train_data, str) and _is_hub_ref(train_data))
+    return any(d not in ("mini", "demo") for d in datasets) or (isinstance(train_data, str) and _is_hub_ref(train_data))
 
 
 def _is_hub_ref(ref: str) -> bool:
-    return not (ref.startswith(("tiny:", "/", ".", "~")) or Path(ref).exists())
+    return not (ref.startswith(("tiny:", "demo:", "/", ".", "~")) or Path(ref).exists())

@@ -183,6 +183,29 @@ class Mini(MCSource):
         return [_labelled_item(row, "question") for row in rows], []
 
 
+@DATASETS.register("demo")
+class Demo(MCSource):
+    """The demo world's questions (qc2c/demo): subject `shared` (facts both models know) or `sharer_only`
+    (facts only the sharer knows, never shown to the fuser). One split: test. Read from the demo zoo in use."""
+
+    hub_id = "qc2c/demo (bundled)"
+
+    def rows(self, split):
+        from qc2c.demo.zoo import dataset_file
+
+        path = dataset_file(split)
+        if not path.is_file():
+            raise DatasetUnavailable(f"dataset 'demo': {path} does not exist (split {split!r}; the demo has 'test')")
+        return _file_rows(path, None), f"source: demo zoo {path}"
+
+    def convert(self, rows):
+        items = []
+        for row in rows:
+            item = _labelled_item(row, "question")
+            items.append(MCItem(item.id, item.question, item.choices, item.labels, item.answer, _field(row, "subject")))
+        return items, []
+
+
 # ---- loading ----
 
 

@@ -291,7 +291,7 @@ def hub_fuser_dir(repo: str, subfolder: str = "", revision: str = "main") -> Pat
 
 
 def parse_fuser_ref(ref: str | Path | dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """("local"|"hub"|"tiny", args) from a path, "tiny:a+b", "hub:owner/repo[/sub...][@rev]" or a hub dict."""
+    """("local"|"hub"|"tiny"|"demo", args) from a path, "tiny:a+b", "demo:a+b", "hub:owner/repo[/sub...][@rev]" or a hub dict."""
     if isinstance(ref, dict):
         return "hub", {
             "repo": ref["repo"],
@@ -301,6 +301,8 @@ def parse_fuser_ref(ref: str | Path | dict[str, Any]) -> tuple[str, dict[str, An
     text = str(ref)
     if text.startswith("tiny:"):
         return "tiny", {"ref": text}
+    if text.startswith("demo:"):
+        return "demo", {"ref": text}
     if text.startswith("hub:"):
         body, _, revision = text[4:].partition("@")
         parts = body.strip("/").split("/")
@@ -320,6 +322,13 @@ def load_fuser(ref: str | Path | dict[str, Any], *, sha256: str | None = None) -
         from qc2c.fuser.tiny import resolve_tiny_fuser
 
         path = resolve_tiny_fuser(args["ref"])
+    elif kind == "demo":
+        from qc2c.demo.zoo import DemoZooError, resolve_demo_fuser
+
+        try:
+            path = resolve_demo_fuser(args["ref"])
+        except DemoZooError as err:
+            raise FuserError(str(err)) from None
     elif kind == "hub":
         path = hub_fuser_dir(**args)
     else:

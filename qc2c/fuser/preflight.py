@@ -35,7 +35,7 @@ def model_key(ref: str | None) -> str:
     if not ref:
         return ""
     ref = str(ref)
-    if ref.startswith("tiny:"):
+    if ref.startswith(("tiny:", "demo:")):
         return ref.lower()
     return PurePosixPath(ref.replace("\\", "/").rstrip("/")).name.lower()
 

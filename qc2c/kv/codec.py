@@ -27,7 +27,7 @@ from qc2c.kv.uncompressed import fp16_message_nbytes
 from qc2c.kv.wire import Message, Segment, closed_form_nbytes, decode_index_rows, encode_index_rows
 
 QUANT_DEFAULTS = {"scheme": "int8", "symmetric": False, "key_axis": "channel", "value_axis": "token",
-                  "group_size": 64, "scale_dtype": "float16"}  # fmt: skip
+                  "group_size": 64, "scale_dtype": "float16", "convention": "kivi"}  # fmt: skip
 SELECTION_DEFAULTS = {"method": "all", "keep": 1.0, "min_tokens": 1, "knorm_sign": "low", "window": 8, "seed": 0}
 
 

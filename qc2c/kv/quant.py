@@ -1,7 +1,8 @@
 """Quantization schemes: the `SCHEMES` family and how a manifest's `kv.quant` becomes Scheme objects.
 
 Members (names are the public names): fp16 bf16 (reference precisions), fp32 (lossless reference for
-float32 runtimes), int8 int4 int2 (uniform; symmetric absmax or min/max + zero point), nf4 (bitsandbytes'
+float32 runtimes), int8 int4 int2 (uniform; symmetric absmax, or asymmetric min/max in the `kivi` or
+`observer` convention, see qc2c.kv.schemes.uniform), nf4 (bitsandbytes'
 codebook × absmax), fp8_e4m3 fp8_e5m2 (scaled torch float8). Implementations live in `qc2c.kv.schemes`.
 Keys and values are configured separately (`key_axis`, `value_axis`): KIVI (arXiv:2402.02750) puts key
 scales per channel, value scales per token.
@@ -14,7 +15,7 @@ from typing import Any
 
 from qc2c.kv.grouping import Grouping
 from qc2c.kv.schemes import floats, fp8, nf4, uniform  # noqa: F401  (registers the members)
-from qc2c.kv.schemes.base import SCALE_DTYPES, SCHEMES, Encoded, NonFiniteInput, Scheme, pack, unpack
+from qc2c.kv.schemes.base import CONVENTIONS, SCALE_DTYPES, SCHEMES, Encoded, NonFiniteInput, Scheme, pack, unpack
 
 __all__ = ["SCHEMES", "Encoded", "NonFiniteInput", "Scheme", "build_scheme", "build_kv_schemes", "pack", "unpack"]
 
@@ -26,12 +27,16 @@ def build_scheme(
     group_size: int | None = None,
     symmetric: bool = False,
     scale_dtype: str = "float16",
+    convention: str = "kivi",
 ) -> Scheme:
     """A configured scheme by public name; unknown names raise `UnknownPlugin` with a suggestion."""
     cls = SCHEMES.get(name)
     if scale_dtype not in SCALE_DTYPES:
         raise ValueError(f"scale_dtype: {scale_dtype!r} is not allowed (allowed: {', '.join(SCALE_DTYPES)})")
-    return cls(grouping=Grouping(axis, group_size), symmetric=bool(symmetric), scale_dtype=SCALE_DTYPES[scale_dtype])
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention: {convention!r} is not allowed (allowed: {', '.join(CONVENTIONS)})")
+    return cls(grouping=Grouping(axis, group_size), symmetric=bool(symmetric), scale_dtype=SCALE_DTYPES[scale_dtype],
+               convention=convention)  # fmt: skip
 
 
 def build_kv_schemes(name: str, quant: Mapping[str, Any]) -> tuple[Scheme, Scheme]:
@@ -40,6 +45,7 @@ def build_kv_schemes(name: str, quant: Mapping[str, Any]) -> tuple[Scheme, Schem
         "group_size": quant.get("group_size", 64),
         "symmetric": quant.get("symmetric", False),
         "scale_dtype": quant.get("scale_dtype", "float16"),
+        "convention": quant.get("convention", "kivi"),
     }
     key = build_scheme(name, axis=quant.get("key_axis", "channel"), **common)
     value = build_scheme(name, axis=quant.get("value_axis", "token"), **common)

@@ -4,8 +4,11 @@ Layout of `to_bytes()` (little-endian):
   header   "QC2K" u8 version | u32 T | u16 L | u16 H | u16 D | u8 n_sets | u8 n_segments        (17 B)
            per token set:  u8 index kind (0 uint16, 1 uint32, 2 bitmap) | u32 count            (5 B)
            per segment:    u8 len + scheme name | u8 set | layer bitmap ceil(L/8) B |
-                           per half (K, V): u8 axis | u32 group_size (0 = whole) | u8 symmetric | u8 scale dtype
-  body     per token set: its indices; per segment: K payload, K scales, K zero points, V payload, …
+                           per half (K, V): u8 axis | u32 group_size (0 = whole) | u8 mode | u8 scale dtype
+  body     per token set: its indices; per segment: K payload, K scales, K offsets, V payload, …
+The mode byte is 0 asymmetric `observer`, 1 symmetric, 2 asymmetric `kivi` (0/1 are the former "symmetric"
+flag, so messages written before the kivi convention read back as what they were). K offsets are one
+uint8 zero point per group (observer), one scale-dtype min per group (kivi) or nothing.
 T is the section length (the index space), L the sharer's layer count, H×D its KV heads × head_dim.
 A token set is a sorted list of positions, written as uint16 (T < 65,536) or uint32, or as a T-bit
 bitmap when that is smaller; a segment is one scheme applied to some sharer layers at one token set.
@@ -32,6 +35,8 @@ _SET = struct.Struct("<BI")
 _HALF = struct.Struct("<BIBB")
 INDEX_KINDS = ("uint16", "uint32", "bitmap")
 _SCALE_IDS = tuple(SCALE_DTYPES)
+# mode byte -> (convention, symmetric); a symmetric scheme has no convention and reads back with the default
+_MODES = (("observer", False), ("kivi", True), ("kivi", False))
 
 
 class WireError(ValueError):
@@ -220,19 +225,23 @@ class Message:
 def _half(scheme: Scheme) -> bytes:
     g = scheme.grouping
     scale_id = _SCALE_IDS.index(next(k for k, v in SCALE_DTYPES.items() if v == scheme.scale_dtype))
-    return _HALF.pack(AXES.index(g.axis), g.group_size or 0, int(scheme.symmetric), scale_id)
+    mode = 1 if scheme.symmetric else _MODES.index((scheme.convention, False))
+    return _HALF.pack(AXES.index(g.axis), g.group_size or 0, mode, scale_id)
 
 
 def _read_half(name: str, view: memoryview, pos: int) -> tuple[Scheme, int]:
-    axis, group_size, symmetric, scale_id = _HALF.unpack_from(view, pos)
-    scheme = build_scheme(name, axis=AXES[axis], group_size=group_size or None, symmetric=bool(symmetric),
-                          scale_dtype=_SCALE_IDS[scale_id])  # fmt: skip
+    axis, group_size, mode, scale_id = _HALF.unpack_from(view, pos)
+    if mode >= len(_MODES):
+        raise WireError(f"unknown quantizer mode {mode} (allowed: 0 observer, 1 symmetric, 2 kivi)")
+    convention, symmetric = _MODES[mode]
+    scheme = build_scheme(name, axis=AXES[axis], group_size=group_size or None, symmetric=symmetric,
+                          scale_dtype=_SCALE_IDS[scale_id], convention=convention)  # fmt: skip
     return scheme, pos + _HALF.size
 
 
 def _read_encoded(scheme: Scheme, shape: Shape, take) -> Encoded:
     sizes = scheme.nbytes(shape)
-    n_zeros = scheme.grouping.n_groups(shape) if scheme.has_zeros() else 0
+    n_zeros = scheme.grouping.n_groups(shape) * scheme.zero_bytes()
     payload = take(sizes["payload"]).view(1, -1)
     scales = take(sizes["scales"] - n_zeros).view(1, -1)
     zeros = take(n_zeros).view(1, -1)

@@ -48,18 +48,25 @@ def same_vocabulary(a: Any, b: Any) -> bool:
 
 
 def resolve_model_dir(ref: str, revision: str = "main") -> Path:
-    """tiny:<name> -> the tiny zoo folder; an existing folder -> itself; an HF id -> its cache snapshot."""
+    """tiny:<name> / demo:<name> -> the tiny / demo zoo folder; an existing folder -> itself; an HF id -> its cache snapshot."""
     if ref.startswith("tiny:"):
         from qc2c.models.tiny import resolve_tiny
 
         return Path(resolve_tiny(ref))
+    if ref.startswith("demo:"):
+        from qc2c.demo.zoo import DemoZooError, resolve_demo_model
+
+        try:
+            return resolve_demo_model(ref)
+        except DemoZooError as err:
+            raise ModelNotAvailable(str(err)) from None
     path = Path(ref).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotAvailable(f"{path}: not a Hugging Face model folder (no config.json)")
         return path
     if ref.startswith((".", "/", "~")) or ref.count("/") != 1:
-        raise ModelNotAvailable(f"{ref}: no such model folder, and not an HF repo id (owner/name) or tiny:<name>")
+        raise ModelNotAvailable(f"{ref}: no such model folder, and not an HF repo id (owner/name) tiny:<name> or demo:<name>")
     return _hub_snapshot(ref, revision)
 
 

@@ -128,7 +128,7 @@ def _spec(name: str) -> TinySpec:
 def _write(name: str, folder: Path) -> None:
     spec = _spec(name)
     tokenizer = build_tokenizer(TOKENIZERS[spec.tokenizer])
-    config = _config(spec, tokenizer)
+    config = hf_config(spec, tokenizer)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     _init_weights(model, spec)
     was_enabled = hf_logging.is_progress_bar_enabled()
@@ -141,7 +141,8 @@ def _write(name: str, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def _config(spec: TinySpec, tokenizer) -> PretrainedConfig:
+def hf_config(spec: TinySpec, tokenizer) -> PretrainedConfig:
+    """The transformers config of `spec` for `tokenizer` (vocabulary size and special ids from it)."""
     kwargs = dict(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,

@@ -133,8 +133,8 @@ def corpus_sha256() -> str:
     return hashlib.sha256("\n".join(training_corpus()).encode("utf-8")).hexdigest()
 
 
-def build_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerFast:
-    """Train the spec's BPE on the built-in corpus and wrap it as a fast HF tokenizer (not yet saved)."""
+def build_tokenizer(spec: TokenizerSpec, corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """Train the spec's BPE on `corpus` (default: the built-in one) and wrap it as a fast HF tokenizer (not saved)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -151,7 +151,7 @@ def build_tokenizer(spec: TokenizerSpec) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(training_corpus(), trainer=trainer)
+    tok.train_from_iterator(training_corpus() if corpus is None else corpus, trainer=trainer)
     if tok.get_vocab_size() != n_trained:
         raise RuntimeError(f"tiny tokenizer {spec.family}: corpus gave {tok.get_vocab_size()} tokens, need {n_trained}")
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in spec.added_tokens])

@@ -99,10 +99,19 @@ def read_hf(dataset: str, split: str, limit: int | None = None) -> list[list[dic
     return [to_messages(row, f"{dataset}[{split}]:{i}") for i, row in enumerate(ds)]
 
 
+def resolve_jsonl(ref: str) -> Path:
+    """A path, or `demo:<name>` for `data/<name>.jsonl` of the demo zoo in use (qc2c.demo.zoo)."""
+    if str(ref).startswith("demo:"):
+        from qc2c.demo.zoo import zoo_root
+
+        return zoo_root() / "data" / f"{str(ref).removeprefix('demo:')}.jsonl"
+    return Path(ref)
+
+
 def load_conversations(data: dict[str, Any]) -> list[list[dict[str, str]]]:
     """`train.data` of a manifest (plain dict): exactly one of jsonl / dataset."""
     if data.get("jsonl"):
-        return read_jsonl(data["jsonl"], data.get("limit"))
+        return read_jsonl(resolve_jsonl(data["jsonl"]), data.get("limit"))
     return read_hf(data["dataset"], data.get("split", "train"), data.get("limit"))
 
 

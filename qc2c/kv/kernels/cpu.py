@@ -176,21 +176,22 @@ def describe() -> str | None:
     return _state.get("logged")  # type: ignore[return-value]
 
 
-def encode(x: Tensor | list[Tensor], bits: int, symmetric: bool, axis: str, group: int | None, fp16_scale: bool):
+def encode(x: Tensor | list[Tensor], bits: int, symmetric: bool, kivi: bool, axis: str, group: int | None,
+           fp16_scale: bool):  # fmt: skip
     """x (R, L, H, n, D), or its L layers (R, H, n, D) each, read in place -> (payload (R, P) u8, scales (R, G)
-    fp16/fp32, zeros (R, G or 0) u8, flags int)."""
+    fp16/fp32, offsets (R, G or 0): u8 zero points, or with `kivi` mins typed like the scales, flags int)."""
     xs = [x.contiguous()] if isinstance(x, Tensor) else [t.contiguous() for t in x]
-    payload, scales, zeros, flags = load().encode(xs, bits, symmetric, axis == "channel", group or 0,
+    payload, scales, zeros, flags = load().encode(xs, bits, symmetric, kivi, axis == "channel", group or 0,
                                                   fp16_scale)  # fmt: skip
     return payload, scales, zeros, int(flags.item())
 
 
 def decode(payload: Tensor, scales: Tensor, zeros: Tensor, shape: tuple[int, ...], dtype: torch.dtype, bits: int,
-           symmetric: bool, axis: str, group: int | None) -> Tensor:  # fmt: skip
-    """(R, L, H, n, D) = shape in `dtype` from the encoded parts (scales typed fp16/fp32)."""
+           symmetric: bool, kivi: bool, axis: str, group: int | None) -> Tensor:  # fmt: skip
+    """(R, L, H, n, D) = shape in `dtype` from the encoded parts (scales, and kivi's mins, typed fp16/fp32)."""
     like = torch.empty(0, dtype=dtype)
     return load().decode(payload.contiguous(), scales.contiguous(), zeros.contiguous(), list(shape), like, bits,
-                          symmetric, axis == "channel", group or 0)  # fmt: skip
+                          symmetric, kivi, axis == "channel", group or 0)  # fmt: skip
 
 
 BAD_INPUT, SCALE_OVERFLOW = 1, 2

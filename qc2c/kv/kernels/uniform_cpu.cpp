@@ -1,16 +1,19 @@
 // Fused CPU kernels for the uniform int8/int4/int2 schemes (qc2c/kv/schemes/uniform.py), one pass each way.
 //
-// encode: x (R, L, H, n, D) fp16/bf16/fp32 -> packed codes (R, P) uint8, scales (R, G) fp16/fp32, zero points
-// (R, G) uint8; decode: the inverse into (R, L, H, n, D) of the requested dtype. Groups are `group` channels
+// encode: x (R, L, H, n, D) fp16/bf16/fp32 -> packed codes (R, P) uint8, scales (R, G) fp16/fp32, offsets
+// (R, G): uint8 zero points (observer) or mins in the scale dtype (kivi), none when symmetric; decode: the inverse into (R, L, H, n, D) of the requested dtype. Groups are `group` channels
 // of one token (axis "token") or `group` tokens of one channel (axis "channel"); a ragged last group simply
 // has fewer members (the eager path pads it with copies of its last element, which changes no statistic).
 //
 // Every float operation is the eager code's, in its order and in float32, so the bytes are identical:
-//   asymmetric: lo = min(min x, 0), hi = max(max x, 0), s = (hi - lo) / qmax
-//   symmetric:  s = max(-min x, max x) / (2^(b-1) - 1)
-//   stored = dtype(max(s, tiny) * (1 + eps)) (fp16; fp32 stores max(s, tiny)), inv = 1 / stored
-//   zero = clamp(rint(-lo * inv), 0, qmax) (asymmetric) or 2^(b-1) (symmetric)
-//   code = clamp(rint(x * inv) + zero, low, high); decoded = dtype((code - zero) * stored)
+//   observer:  lo = min(min x, 0), hi = max(max x, 0), s = (hi - lo) / qmax
+//   symmetric: s = max(-min x, max x) / (2^(b-1) - 1)
+//   (both)     stored = dtype(max(s, tiny) * (1 + eps)) (fp16; fp32 stores max(s, tiny)), inv = 1 / stored
+//              zero = clamp(rint(-lo * inv), 0, qmax) (observer) or 2^(b-1) (symmetric)
+//              code = clamp(rint(x * inv) + zero, low, high); decoded = dtype((code - zero) * stored)
+//   kivi:      lo = min x, hi = max x, s = (hi - lo) / qmax, stored = dtype(max(s, tiny)) (nearest),
+//              inv = 1 / stored, zero = dtype(lo) (nearest: the stored min, kept in the `zero` arrays),
+//              code = clamp(rint((x - zero) * inv), 0, qmax); decoded = dtype(code * stored + zero)
 // rint is round-half-to-even (the default rounding mode), as torch.round. Packing: lowest bits first, per row.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -156,6 +159,7 @@ inline void minmax_vec(const float* x, int64_t n, float* lo, float* hi, float* n
 struct Spec {
   int bits;
   bool symmetric;
+  bool kivi;  // asymmetric in the kivi convention (false: observer, or symmetric)
   bool fp16_scale;
   float qmax() const { return static_cast<float>((1 << bits) - 1); }
   float half() const { return static_cast<float>((1 << (bits - 1)) - 1); }
@@ -169,20 +173,28 @@ inline void group_params(const Spec& sp, float lo, float hi, float& stored, floa
   if (sp.symmetric) {
     s = std::max(-lo, hi) / sp.half();
   } else {
-    lo = std::min(lo, 0.0f);
-    hi = std::max(hi, 0.0f);
+    if (!sp.kivi) {
+      lo = std::min(lo, 0.0f);
+      hi = std::max(hi, 0.0f);
+    }
     if (!std::isfinite(hi - lo)) flags |= kBadInput;  // the eager path checks hi - lo, which can overflow
     s = (hi - lo) / sp.qmax();
   }
   if (sp.fp16_scale) {
-    s = std::max(s, 6.103515625e-05f) * 1.0009765625f;  // finfo(float16).tiny, 1 + finfo(float16).eps
+    s = std::max(s, 6.103515625e-05f);  // finfo(float16).tiny
+    if (!sp.kivi) s *= 1.0009765625f;   // 1 + finfo(float16).eps: rounded up (kivi: nearest)
     stored = round_half(s);
   } else {
     stored = std::max(s, std::numeric_limits<float>::min());
   }
   if (!std::isfinite(stored)) flags |= kScaleOverflow;
   inv = 1.0f / stored;
-  zero = sp.symmetric ? sp.half() + 1.0f : std::min(std::max(std::nearbyint(-lo * inv), 0.0f), sp.qmax());
+  if (sp.kivi) {
+    zero = sp.fp16_scale ? round_half(lo) : lo;
+    if (!std::isfinite(zero)) flags |= kScaleOverflow;
+  } else {
+    zero = sp.symmetric ? sp.half() + 1.0f : std::min(std::max(std::nearbyint(-lo * inv), 0.0f), sp.qmax());
+  }
 }
 
 #ifdef QC2C_AVX2
@@ -223,7 +235,7 @@ inline void store8codes(uint8_t* p, __m256i k) {
 // group_params for 8 channels at a time (same operations, lane by lane); returns channels done.
 template <typename S>
 int64_t group_params8(const Spec& sp, const float* lo, const float* hi, int64_t D, S* scales, uint8_t* zeros,
-                      float* inv, float* zero, int& flags) {
+                      S* mins, float* inv, float* zero, int& flags) {
   const __m256 vzero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
   int64_t d = 0;
   __m256 bad = vzero, over = vzero;
@@ -234,15 +246,18 @@ int64_t group_params8(const Spec& sp, const float* lo, const float* hi, int64_t 
       __m256 neg = _mm256_xor_ps(l, _mm256_set1_ps(-0.0f));
       s = _mm256_div_ps(_mm256_max_ps(neg, h), _mm256_set1_ps(sp.half()));
     } else {
-      l = _mm256_min_ps(l, vzero);
-      h = _mm256_max_ps(h, vzero);
+      if (!sp.kivi) {
+        l = _mm256_min_ps(l, vzero);
+        h = _mm256_max_ps(h, vzero);
+      }
       __m256 range = _mm256_sub_ps(h, l);
       bad = _mm256_or_ps(bad, nonfinite_mask(range));
       s = _mm256_div_ps(range, _mm256_set1_ps(sp.qmax()));
     }
     __m256 stored;
     if (sp.fp16_scale) {
-      s = _mm256_mul_ps(_mm256_max_ps(s, _mm256_set1_ps(6.103515625e-05f)), _mm256_set1_ps(1.0009765625f));
+      s = _mm256_max_ps(s, _mm256_set1_ps(6.103515625e-05f));
+      if (!sp.kivi) s = _mm256_mul_ps(s, _mm256_set1_ps(1.0009765625f));
       __m128i bits = _mm256_cvtps_ph(s, _MM_FROUND_TO_NEAREST_INT);
       stored = _mm256_cvtph_ps(bits);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(scales + d), bits);
@@ -254,6 +269,16 @@ int64_t group_params8(const Spec& sp, const float* lo, const float* hi, int64_t 
     __m256 iv = _mm256_div_ps(one, stored), z;
     if (sp.symmetric) {
       z = _mm256_set1_ps(sp.half() + 1.0f);
+    } else if (sp.kivi) {
+      if (sp.fp16_scale) {
+        __m128i mbits = _mm256_cvtps_ph(l, _MM_FROUND_TO_NEAREST_INT);
+        z = _mm256_cvtph_ps(mbits);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(mins + d), mbits);
+      } else {
+        z = l;
+        _mm256_storeu_ps(reinterpret_cast<float*>(mins + d), z);
+      }
+      over = _mm256_or_ps(over, nonfinite_mask(z));
     } else {
       z = _mm256_mul_ps(_mm256_xor_ps(l, _mm256_set1_ps(-0.0f)), iv);
       z = _mm256_round_ps(z, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -270,19 +295,20 @@ int64_t group_params8(const Spec& sp, const float* lo, const float* hi, int64_t 
 #endif
 
 // Scales, zero points and quantizer constants of m groups: 8 at a time where the CPU has AVX2, then one by one
-// (the same operations either way). zeros is null for symmetric schemes.
+// (the same operations either way). zeros is null unless observer, mins null unless kivi.
 template <typename S>
 void group_params_run(const Spec& sp, const float* lo, const float* hi, int64_t m, S* scales, uint8_t* zeros,
-                      float* inv, float* zero, int& flags) {
+                      S* mins, float* inv, float* zero, int& flags) {
   int64_t k = 0;
 #ifdef QC2C_AVX2
-  k = group_params8(sp, lo, hi, m, scales, zeros, inv, zero, flags);
+  k = group_params8(sp, lo, hi, m, scales, zeros, mins, inv, zero, flags);
 #endif
   for (; k < m; ++k) {
     float stored;
     group_params(sp, lo[k], hi[k], stored, inv[k], zero[k], flags);
     store_scale(scales + k, stored);
     if (zeros) zeros[k] = static_cast<uint8_t>(zero[k]);
+    if (mins) store_scale(mins + k, zero[k]);
   }
 }
 
@@ -303,9 +329,12 @@ inline __m256 reduce8(const __m256* a) {
   return op(_mm256_shuffle_ps(r, s, 0x88), _mm256_shuffle_ps(r, s, 0xDD));
 }
 
-inline __m256i quant8(__m256 x, __m256 vi, __m256 vz, __m256 vl, __m256 vh) {
-  __m256 q = _mm256_round_ps(_mm256_mul_ps(x, vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, vz), vl), vh);
+// kivi: rint((x - vz) * vi), vz the stored min; otherwise rint(x * vi) + vz, vz the zero point; then clamped
+inline __m256i quant8(__m256 x, __m256 vi, __m256 vz, __m256 vl, __m256 vh, bool kivi) {
+  constexpr int kRint = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  __m256 q = kivi ? _mm256_round_ps(_mm256_mul_ps(_mm256_sub_ps(x, vz), vi), kRint)
+                  : _mm256_add_ps(_mm256_round_ps(_mm256_mul_ps(x, vi), kRint), vz);
+  q = _mm256_min_ps(_mm256_max_ps(q, vl), vh);
   return _mm256_cvtps_epi32(q);
 }
 
@@ -333,17 +362,18 @@ inline void store_packed32(__m256i b, int bits, uint8_t* o) {
 
 // codes of n elements (n % 8 == 0) of x with one (inv, zero), stored packed at o (whole bytes)
 template <typename T>
-inline void quantize_group(const T* x, int64_t n, __m256 vi, __m256 vz, __m256 vl, __m256 vh, int bits, uint8_t* o) {
+inline void quantize_group(const T* x, int64_t n, __m256 vi, __m256 vz, __m256 vl, __m256 vh, int bits, bool kivi,
+                           uint8_t* o) {
   const int per = 8 / bits;
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    __m256i k0 = quant8(load8(x + i), vi, vz, vl, vh), k1 = quant8(load8(x + i + 8), vi, vz, vl, vh);
-    __m256i k2 = quant8(load8(x + i + 16), vi, vz, vl, vh), k3 = quant8(load8(x + i + 24), vi, vz, vl, vh);
+    __m256i k0 = quant8(load8(x + i), vi, vz, vl, vh, kivi), k1 = quant8(load8(x + i + 8), vi, vz, vl, vh, kivi);
+    __m256i k2 = quant8(load8(x + i + 16), vi, vz, vl, vh, kivi), k3 = quant8(load8(x + i + 24), vi, vz, vl, vh, kivi);
     store_packed32(bytes32(k0, k1, k2, k3), bits, o + i / per);
   }
   for (; i < n; i += 8) {
     uint8_t c[8];
-    store8codes(c, quant8(load8(x + i), vi, vz, vl, vh));
+    store8codes(c, quant8(load8(x + i), vi, vz, vl, vh, kivi));
     pack_run(o, i, c, 8, bits);  // whole bytes: nothing shared
   }
 }
@@ -351,18 +381,19 @@ inline void quantize_group(const T* x, int64_t n, __m256 vi, __m256 vz, __m256 v
 // group_params8 over m groups, the last m % 8 padded with zero statistics (no flags) through scratch
 template <typename S>
 inline void group_params_all(const Spec& sp, const float* lo, const float* hi, int64_t m, S* scales, uint8_t* zeros,
-                             float* inv, float* zero, int& flags) {
-  const int64_t m8 = group_params8(sp, lo, hi, m & ~int64_t(7), scales, zeros, inv, zero, flags);
+                             S* mins, float* inv, float* zero, int& flags) {
+  const int64_t m8 = group_params8(sp, lo, hi, m & ~int64_t(7), scales, zeros, mins, inv, zero, flags);
   if (m8 < m) {
     const int64_t r = m - m8;
     float l[8] = {0}, h[8] = {0}, iv[8], z[8];
-    S s[8];
+    S s[8], mn[8];
     uint8_t zz[8];
     std::copy(lo + m8, lo + m, l);
     std::copy(hi + m8, hi + m, h);
-    group_params8(sp, l, h, 8, s, zeros ? zz : nullptr, iv, z, flags);
+    group_params8(sp, l, h, 8, s, zeros ? zz : nullptr, mins ? mn : nullptr, iv, z, flags);
     std::copy(s, s + r, scales + m8);
     if (zeros) std::copy(zz, zz + r, zeros + m8);
+    if (mins) std::copy(mn, mn + r, mins + m8);
     std::copy(iv, iv + r, inv + m8);
     std::copy(z, z + r, zero + m8);
   }
@@ -372,7 +403,7 @@ inline void group_params_all(const Spec& sp, const float* lo, const float* hi, i
 // zero points of the nb * ng groups, then the codes of row i packed into crow[i]. False (nothing final written) on a NaN.
 template <typename T, typename S>
 bool token_rows_fast(const T* const* x, int64_t nb, int64_t D, int64_t g, int64_t ng, const Spec& sp, S* scales,
-                     uint8_t* zeros, float* tlo, float* thi, float* tinv, float* tzero, uint8_t* const* crow, int& fl) {
+                     uint8_t* zeros, S* mins, float* tlo, float* thi, float* tinv, float* tzero, uint8_t* const* crow, int& fl) {
   const int64_t m = nb * ng;
   __m256 alo[8], ahi[8], nan = _mm256_setzero_ps();
   for (int64_t k0 = 0; k0 < m; k0 += 8) {
@@ -412,12 +443,12 @@ bool token_rows_fast(const T* const* x, int64_t nb, int64_t D, int64_t g, int64_
     }
   }
   if (_mm256_movemask_ps(nan)) return false;
-  group_params_all(sp, tlo, thi, m, scales, zeros, tinv, tzero, fl);
+  group_params_all(sp, tlo, thi, m, scales, zeros, mins, tinv, tzero, fl);
   const __m256 vl = _mm256_set1_ps(sp.low()), vh = _mm256_set1_ps(sp.high());
   for (int64_t k = 0; k < m; ++k) {
     const int64_t i = k / ng, a = (k % ng) * g;
     quantize_group(x[i] + a, std::min(g, D - a), _mm256_set1_ps(tinv[k]), _mm256_set1_ps(tzero[k]), vl, vh, sp.bits,
-                   crow[i] + a / (8 / sp.bits));
+                   sp.kivi, crow[i] + a / (8 / sp.bits));
   }
   return true;
 }
@@ -438,8 +469,10 @@ int64_t channel_quant32(const T* blk, int64_t D, int64_t t0, int64_t t1, const f
     }
     for (int64_t t = t0; t < t1; ++t) {
       const T* p = blk + t * D + c0;
-      __m256i b = bytes32(quant8(load8(p), vi[0], vz[0], vl, vh), quant8(load8(p + 8), vi[1], vz[1], vl, vh),
-                          quant8(load8(p + 16), vi[2], vz[2], vl, vh), quant8(load8(p + 24), vi[3], vz[3], vl, vh));
+      const bool kv = sp.kivi;
+      __m256i b = bytes32(quant8(load8(p), vi[0], vz[0], vl, vh, kv), quant8(load8(p + 8), vi[1], vz[1], vl, vh, kv),
+                          quant8(load8(p + 16), vi[2], vz[2], vl, vh, kv),
+                          quant8(load8(p + 24), vi[3], vz[3], vl, vh, kv));
       store_packed32(b, sp.bits, out + (t * D + c0) / per);
     }
   }
@@ -449,9 +482,10 @@ int64_t channel_quant32(const T* blk, int64_t D, int64_t t0, int64_t t1, const f
 
 // ---- quantize / dequantize runs ----
 
-// codes[i] = clamp(rint(x[i] * inv[i*step]) + zero[i*step], low, high); step 0 = one group, 1 = per channel
+// codes[i] = clamp(rint(x[i] * inv[i*step]) + zero[i*step], low, high), or with kivi
+// clamp(rint((x[i] - zero[i*step]) * inv[i*step]), low, high); step 0 = one group, 1 = per channel
 inline void quantize_run(const float* x, int64_t n, const float* inv, const float* zero, int step, float low,
-                         float high, uint8_t* codes) {
+                         float high, bool kivi, uint8_t* codes) {
   int64_t i = 0;
 #ifdef QC2C_AVX2
   const __m256 vl = _mm256_set1_ps(low), vh = _mm256_set1_ps(high);
@@ -461,16 +495,18 @@ inline void quantize_run(const float* x, int64_t n, const float* inv, const floa
       vi = _mm256_loadu_ps(inv + i);
       vz = _mm256_loadu_ps(zero + i);
     }
-    store8codes(codes + i, quant8(_mm256_loadu_ps(x + i), vi, vz, vl, vh));
+    store8codes(codes + i, quant8(_mm256_loadu_ps(x + i), vi, vz, vl, vh, kivi));
   }
 #endif
   for (; i < n; ++i) {
-    float q = std::nearbyint(x[i] * inv[i * step]) + zero[i * step];
+    const float z = zero[i * step];
+    float q = kivi ? std::nearbyint((x[i] - z) * inv[i * step]) : std::nearbyint(x[i] * inv[i * step]) + z;
     codes[i] = static_cast<uint8_t>(std::min(std::max(q, low), high));
   }
 }
 
-// dst[i] = dtype((codes[i] - zero[i*step]) * scale[i*step]): float32 arithmetic, one rounding into T
+// dst[i] = dtype((codes[i] - zero[i*step]) * scale[i*step]), or with kivi dtype(codes[i] * scale[i*step] +
+// zero[i*step]): float32 arithmetic, one rounding into T
 #ifdef QC2C_AVX2
 inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
 inline void store8(at::Half* p, __m256 v) {
@@ -484,7 +520,8 @@ inline void store8(at::BFloat16* p, __m256 v) {
 #endif
 
 template <typename T>
-inline void dequantize_to(const uint8_t* codes, int64_t n, const float* scale, const float* zero, int step, T* dst) {
+inline void dequantize_to(const uint8_t* codes, int64_t n, const float* scale, const float* zero, int step, bool kivi,
+                          T* dst) {
   int64_t i = 0;
 #ifdef QC2C_AVX2
   __m256 vs = _mm256_set1_ps(scale[0]), vz = _mm256_set1_ps(zero[0]);
@@ -494,14 +531,17 @@ inline void dequantize_to(const uint8_t* codes, int64_t n, const float* scale, c
       vz = _mm256_loadu_ps(zero + i);
     }
     __m256 c = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i))));
-    store8(dst + i, _mm256_mul_ps(_mm256_sub_ps(c, vz), vs));
+    store8(dst + i, kivi ? _mm256_add_ps(_mm256_mul_ps(c, vs), vz) : _mm256_mul_ps(_mm256_sub_ps(c, vz), vs));
   }
 #endif
   if (i < n) {
     float y[8];
     for (int64_t k = i; k < n; k += 8) {
       const int64_t m = std::min<int64_t>(8, n - k);
-      for (int64_t j = 0; j < m; ++j) y[j] = (static_cast<float>(codes[k + j]) - zero[(k + j) * step]) * scale[(k + j) * step];
+      for (int64_t j = 0; j < m; ++j) {
+        const float c = static_cast<float>(codes[k + j]), z = zero[(k + j) * step], sc = scale[(k + j) * step];
+        y[j] = kivi ? c * sc + z : (c - z) * sc;
+      }
       from_f32(y, dst + k, m);
     }
   }
@@ -656,7 +696,7 @@ void for_units(const Geometry& g, bool aligned, const F& body) {
 
 template <typename T, typename S>
 void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const Geometry& g, bool aligned,
-                 uint8_t* payload, int64_t P, S* scales, uint8_t* zeros, std::atomic<int>& flags) {
+                 uint8_t* payload, int64_t P, S* scales, uint8_t* zeros, S* mins, std::atomic<int>& flags) {
   // blocks[(r * L + l) * H + h]: the (n, D) block of row r, layer l, head h (layers need not be stacked)
   auto block = [&](int64_t b) { return static_cast<const T*>(blocks[b]); };
   const int64_t D = g.D, upr = g.units_per_row();
@@ -680,8 +720,9 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
             xr[i] = block(u / g.n) + (u % g.n) * D;
             crow[i] = payload + (u / upr) * P + (u % upr) * D / (8 / sp.bits);
           }
-          if (token_rows_fast(xr, nb, D, g.g, ng, sp, scales + ub * ng, zeros ? zeros + ub * ng : nullptr, tlo.data(),
-                              thi.data(), tinv.data(), tzero.data(), crow, fl))
+          if (token_rows_fast(xr, nb, D, g.g, ng, sp, scales + ub * ng, zeros ? zeros + ub * ng : nullptr,
+                              mins ? mins + ub * ng : nullptr, tlo.data(), thi.data(), tinv.data(), tzero.data(), crow,
+                              fl))
             continue;
         }
 #endif
@@ -700,13 +741,13 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
         }
         if (nf != 0.0f) fl |= kBadInput;
         group_params_run(sp, tlo.data(), thi.data(), m, scales + ub * ng, zeros ? zeros + ub * ng : nullptr,
-                         tinv.data(), tzero.data(), fl);
+                         mins ? mins + ub * ng : nullptr, tinv.data(), tzero.data(), fl);
         for (int64_t i = 0; i < nb; ++i) {
           const int64_t u = ub + i;
           for (int64_t j = 0; j < ng; ++j) {
             const int64_t a = j * g.g;
             quantize_run(rows.data() + i * D + a, std::min(g.g, D - a), &tinv[i * ng + j], &tzero[i * ng + j], 0, low,
-                         high, codes.data() + a);
+                         high, sp.kivi, codes.data() + a);
           }
           pack_run(payload + (u / upr) * P, (u % upr) * D, codes.data(), D, sp.bits);
         }
@@ -734,8 +775,8 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
             if (bad[d] != 0.0f) fl |= kBadInput;
         }
         const int64_t s0 = u * D;
-        group_params_run(sp, lo.data(), hi.data(), D, scales + s0, zeros ? zeros + s0 : nullptr, inv.data(),
-                         zero.data(), fl);
+        group_params_run(sp, lo.data(), hi.data(), D, scales + s0, zeros ? zeros + s0 : nullptr,
+                         mins ? mins + s0 : nullptr, inv.data(), zero.data(), fl);
         const int64_t row_block = b % (g.L * g.H);
         int64_t q0 = 0;
 #ifdef QC2C_AVX2
@@ -745,7 +786,7 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
           const int64_t rest = D - q0;
           for (int64_t t = t0; t < t1; ++t) {
             to_f32(blk + t * D + q0, buf.data(), rest);
-            quantize_run(buf.data(), rest, inv.data() + q0, zero.data() + q0, 1, low, high, codes.data());
+            quantize_run(buf.data(), rest, inv.data() + q0, zero.data() + q0, 1, low, high, sp.kivi, codes.data());
             pack_run(prow, (row_block * g.n + t) * D + q0, codes.data(), rest, sp.bits);
           }
         }
@@ -757,7 +798,7 @@ void encode_impl(const std::vector<const void*>& blocks, const Spec& sp, const G
 
 template <typename T, typename S>
 void decode_impl(at::Tensor& out, const Spec& sp, const Geometry& g, const uint8_t* payload, int64_t P,
-                 const S* scales, const uint8_t* zeros) {
+                 const S* scales, const uint8_t* zeros, const S* mins) {
   T* dst = out.data_ptr<T>();
   const int64_t D = g.D, upr = g.units_per_row();
   const float sym_zero = static_cast<float>(1 << (sp.bits - 1));
@@ -771,21 +812,28 @@ void decode_impl(at::Tensor& out, const Spec& sp, const Geometry& g, const uint8
         if (i == 0) {
           const int64_t m = std::min<int64_t>(8, u1 - u) * ng;
           to_f32(scales + u * ng, scale.data(), m);
-          for (int64_t k = 0; k < m; ++k) zero[k] = zeros ? static_cast<float>(zeros[u * ng + k]) : sym_zero;
+          if (mins)
+            to_f32(mins + u * ng, zero.data(), m);
+          else
+            for (int64_t k = 0; k < m; ++k) zero[k] = zeros ? static_cast<float>(zeros[u * ng + k]) : sym_zero;
         }
         unpack_run(prow, (u % upr) * D, codes.data(), D, sp.bits);
         for (int64_t j = 0; j < ng; ++j) {
           const int64_t a = j * g.g;
-          dequantize_to(codes.data() + a, std::min(g.g, D - a), &scale[i * ng + j], &zero[i * ng + j], 0, dst + u * D + a);
+          dequantize_to(codes.data() + a, std::min(g.g, D - a), &scale[i * ng + j], &zero[i * ng + j], 0, sp.kivi,
+                        dst + u * D + a);
         }
       } else {
         const int64_t b = u / g.ng, tg = u % g.ng, t0 = tg * g.g, t1 = std::min(g.n, t0 + g.g);
         to_f32(scales + u * D, scale.data(), D);
-        for (int64_t d = 0; d < D; ++d) zero[d] = zeros ? static_cast<float>(zeros[u * D + d]) : sym_zero;
+        if (mins)
+          to_f32(mins + u * D, zero.data(), D);
+        else
+          for (int64_t d = 0; d < D; ++d) zero[d] = zeros ? static_cast<float>(zeros[u * D + d]) : sym_zero;
         const int64_t row_block = b % (g.L * g.H);
         for (int64_t t = t0; t < t1; ++t) {
           unpack_run(prow, (row_block * g.n + t) * D, codes.data(), D, sp.bits);
-          dequantize_to(codes.data(), D, scale.data(), zero.data(), 1, dst + (b * g.n + t) * D);
+          dequantize_to(codes.data(), D, scale.data(), zero.data(), 1, sp.kivi, dst + (b * g.n + t) * D);
         }
       }
     }
@@ -860,9 +908,10 @@ inline void check_shape(const at::Tensor& t, const char* what) {
 }  // namespace
 
 // xs: one (R, L, H, n, D) tensor, or L per-layer (R, H, n, D) tensors read in place (no stacking copy).
-// Returns [payload (R, P) uint8, scales (R, G) scale dtype, zeros (R, G | 0) uint8, flags int32 (1,)].
-std::vector<at::Tensor> encode(const std::vector<at::Tensor>& xs, int64_t bits, bool symmetric, bool channel,
-                               int64_t group, bool fp16_scale) {
+// Returns [payload (R, P) uint8, scales (R, G) scale dtype, offsets (R, G | 0): uint8 zero points (observer),
+// mins in the scale dtype (kivi), none (symmetric), flags int32 (1,)].
+std::vector<at::Tensor> encode(const std::vector<at::Tensor>& xs, int64_t bits, bool symmetric, bool kivi,
+                               bool channel, int64_t group, bool fp16_scale) {
   TORCH_CHECK(!xs.empty(), "x: expected at least one tensor");
   const at::Tensor& x = xs[0];
   std::vector<int64_t> shape;
@@ -878,7 +927,8 @@ std::vector<at::Tensor> encode(const std::vector<at::Tensor>& xs, int64_t bits, 
   }
   TORCH_CHECK(bits == 8 || bits == 4 || bits == 2, "bits: 8, 4 or 2");
   const Geometry g = geometry(shape, channel, group);
-  const Spec sp{static_cast<int>(bits), symmetric, fp16_scale};
+  kivi = kivi && !symmetric;
+  const Spec sp{static_cast<int>(bits), symmetric, kivi, fp16_scale};
   const int64_t per = 8 / bits, P = (g.elems_per_row() + per - 1) / per, G = g.groups_per_row();
   const bool aligned = g.D % per == 0;
   std::vector<const void*> blocks(g.R * g.L * g.H);
@@ -893,27 +943,31 @@ std::vector<at::Tensor> encode(const std::vector<at::Tensor>& xs, int64_t bits, 
   auto u8 = x.options().dtype(at::kByte);
   at::Tensor payload = pooled_empty({g.R, P}, u8);
   if (!aligned) payload.zero_();
-  at::Tensor scales = at::empty({g.R, G}, x.options().dtype(fp16_scale ? at::kHalf : at::kFloat));
-  at::Tensor zeros = at::empty({g.R, symmetric ? 0 : G}, u8);
+  const auto scale_type = x.options().dtype(fp16_scale ? at::kHalf : at::kFloat);
+  at::Tensor scales = at::empty({g.R, G}, scale_type);
+  at::Tensor zeros = at::empty({g.R, symmetric ? 0 : G}, kivi ? scale_type : u8);
   std::atomic<int> flags{0};
   if (g.R * g.elems_per_row() > 0) {
     dispatch(x.scalar_type(), [&](auto tag) {
       using T = decltype(tag);
-      uint8_t* z = symmetric ? nullptr : zeros.data_ptr<uint8_t>();
+      uint8_t* z = symmetric || kivi ? nullptr : zeros.data_ptr<uint8_t>();
       if (fp16_scale)
-        encode_impl<T, at::Half>(blocks, sp, g, aligned, payload.data_ptr<uint8_t>(), P, scales.data_ptr<at::Half>(), z, flags);
+        encode_impl<T, at::Half>(blocks, sp, g, aligned, payload.data_ptr<uint8_t>(), P, scales.data_ptr<at::Half>(), z,
+                                 kivi ? zeros.data_ptr<at::Half>() : nullptr, flags);
       else
-        encode_impl<T, float>(blocks, sp, g, aligned, payload.data_ptr<uint8_t>(), P, scales.data_ptr<float>(), z, flags);
+        encode_impl<T, float>(blocks, sp, g, aligned, payload.data_ptr<uint8_t>(), P, scales.data_ptr<float>(), z,
+                              kivi ? zeros.data_ptr<float>() : nullptr, flags);
     });
   }
   at::Tensor fl = at::full({1}, flags.load(), x.options().dtype(at::kInt));
   return {payload, scales, zeros, fl};
 }
 
-// (R, L, H, n, D) = shape in like's dtype (fp16/bf16/fp32) from the encoded parts.
+// (R, L, H, n, D) = shape in like's dtype (fp16/bf16/fp32) from the encoded parts (kivi: zeros are the mins,
+// typed like scales).
 at::Tensor decode(const at::Tensor& payload, const at::Tensor& scales, const at::Tensor& zeros,
-                  std::vector<int64_t> shape, const at::Tensor& like, int64_t bits, bool symmetric, bool channel,
-                  int64_t group) {
+                  std::vector<int64_t> shape, const at::Tensor& like, int64_t bits, bool symmetric, bool kivi,
+                  bool channel, int64_t group) {
   TORCH_CHECK(shape.size() == 5, "shape: expected (R, L, H, n, D)");
   at::Tensor out = pooled_empty(shape, like.options());
   check_shape(payload, "payload");
@@ -921,19 +975,23 @@ at::Tensor decode(const at::Tensor& payload, const at::Tensor& scales, const at:
   check_shape(zeros, "zeros");
   TORCH_CHECK(bits == 8 || bits == 4 || bits == 2, "bits: 8, 4 or 2");
   const Geometry g = geometry(out.sizes(), channel, group);
-  const Spec sp{static_cast<int>(bits), symmetric, scales.scalar_type() == at::kHalf};
+  kivi = kivi && !symmetric;
+  const Spec sp{static_cast<int>(bits), symmetric, kivi, scales.scalar_type() == at::kHalf};
   TORCH_CHECK(scales.numel() == g.R * g.groups_per_row(), "scales: wrong number of groups");
   TORCH_CHECK(symmetric || zeros.numel() == scales.numel(), "zeros: wrong number of groups");
+  TORCH_CHECK(!kivi || zeros.scalar_type() == scales.scalar_type(), "zeros: kivi mins must have the scales' dtype");
   const int64_t P = payload.size(1);
   TORCH_CHECK(P * (8 / bits) >= g.elems_per_row(), "payload: too short");
   if (out.numel() == 0) return out;
-  const uint8_t* z = symmetric ? nullptr : zeros.data_ptr<uint8_t>();
+  const uint8_t* z = symmetric || kivi ? nullptr : zeros.data_ptr<uint8_t>();
   dispatch(out.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     if (sp.fp16_scale)
-      decode_impl<T, at::Half>(out, sp, g, payload.data_ptr<uint8_t>(), P, scales.data_ptr<at::Half>(), z);
+      decode_impl<T, at::Half>(out, sp, g, payload.data_ptr<uint8_t>(), P, scales.data_ptr<at::Half>(), z,
+                               kivi ? zeros.data_ptr<at::Half>() : nullptr);
     else
-      decode_impl<T, float>(out, sp, g, payload.data_ptr<uint8_t>(), P, scales.data_ptr<float>(), z);
+      decode_impl<T, float>(out, sp, g, payload.data_ptr<uint8_t>(), P, scales.data_ptr<float>(), z,
+                            kivi ? zeros.data_ptr<float>() : nullptr);
   });
   return out;
 }

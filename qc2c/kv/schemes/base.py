@@ -1,7 +1,8 @@
 """The quantization scheme family: base class, encoded form, bit packing and scale storage.
 
 A scheme turns the stacked, selected sharer KV of R rows, x: (R, L, H, n, D), into per-row uint8 buffers:
-packed codes (`payload`), scale bytes (`scales`) and zero points (`zeros`), and back. Everything stays on
+packed codes (`payload`), scale bytes (`scales`) and per-group offsets (`zeros`: integer zero points or float
+minimums, see `CONVENTIONS`), and back. Everything stays on
 x's device; the only host step is `Message.to_bytes`. `nbytes(shape)` is a closed form that must equal the
 packed size (property-tested), so results can report drift = measured − closed form.
 """
@@ -20,6 +21,10 @@ from qc2c.kv.grouping import Grouping, Shape
 from qc2c.plugins import Plugins
 
 SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+# How an asymmetric uniform scheme maps a group's range to codes (qc2c.kv.schemes.uniform): `kivi`, KIVI's
+# own math with a float min per group (the default), or `observer`, PyTorch's MinMaxObserver convention with
+# an integer zero point (what every earlier qc2c result used; kept so those stay reproducible).
+CONVENTIONS = ("kivi", "observer")
 
 
 class NonFiniteInput(ValueError):
@@ -30,8 +35,9 @@ class NonFiniteInput(ValueError):
 class Encoded:
     """One half (K or V) of R rows, encoded. Every tensor is uint8 with the row first.
 
-    payload: (R, P) packed codes; scales: (R, G·itemsize) raw scale bytes; zeros: (R, G) zero points
-    (width 0 when the scheme has none); shape: one row's (L, H, n, D).
+    payload: (R, P) packed codes; scales: (R, G·itemsize) raw scale bytes; zeros: (R, G·`zero_bytes()`) raw
+    offset bytes, one uint8 zero point per group (observer) or one scale-dtype min per group (kivi), width 0
+    when the scheme has none; shape: one row's (L, H, n, D).
     """
 
     payload: Tensor
@@ -57,6 +63,7 @@ class Scheme(ABC):
     grouping: Grouping = Grouping("token")
     symmetric: bool = False
     scale_dtype: torch.dtype = torch.float16
+    convention: str = "kivi"  # asymmetric uniform schemes only (see CONVENTIONS); other schemes ignore it
 
     name: ClassVar[str]
     bits: ClassVar[int]
@@ -77,16 +84,18 @@ class Scheme(ABC):
     def has_scales(self) -> bool:
         return True
 
-    def has_zeros(self) -> bool:
-        return False
+    def zero_bytes(self) -> int:
+        """Bytes per group of `Encoded.zeros` (0: the scheme stores no offset)."""
+        return 0
 
     def nbytes(self, shape: Shape) -> dict[str, int]:
-        """Closed-form bytes of one encoded row of shape (L, H, n, D): {"payload", "scales"}."""
+        """Closed-form bytes of one encoded row of shape (L, H, n, D): {"payload", "scales"} (scales counts the
+        per-group offsets too)."""
         n_elements = math.prod(shape)
         payload = (n_elements * self.bits + 7) // 8
         groups = self.grouping.n_groups(shape) if self.has_scales() else 0
-        scale_bytes = groups * (2 if self.scale_dtype == torch.float16 else 4) if self.has_scales() else 0
-        return {"payload": payload, "scales": scale_bytes + (groups if self.has_zeros() else 0)}
+        scale_bytes = groups * self.scale_dtype.itemsize if self.has_scales() else 0
+        return {"payload": payload, "scales": scale_bytes + groups * self.zero_bytes()}
 
 
 SCHEMES: Plugins[Scheme] = Plugins("quantization scheme")
@@ -148,6 +157,10 @@ def scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, sl
 def store_scales(scale: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Round float32 scales UP to `dtype` so that stored × levels still covers the group's range.
 
+    Used by the symmetric and `observer` int schemes, nf4 and fp8: their stored scales are those of every
+    earlier result (an exactly representable scale gains one unit in the last place); `kivi` uses
+    `store_nearest`.
+
     Returns (stored scales in `dtype`, the same values as float32). A zero or subnormal scale (zero or
     constant group) is lifted to the dtype's smallest normal so that no division gives NaN/Inf.
     """
@@ -157,6 +170,18 @@ def store_scales(scale: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         # nearest-`dtype` rounding of s·(1+eps) is >= s (relative spacing of normals <= eps)
         scale = scale * (1.0 + info.eps)
     stored = scale.to(dtype)
+    if not bool(torch.isfinite(stored).all()):
+        raise scale_overflow(dtype)
+    return stored, stored.float()
+
+
+def store_nearest(value: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """float32 per-group values (kivi's scales, floored at the dtype's smallest normal by the caller, and
+    mins) rounded to the NEAREST `dtype` value, so an exactly representable value is stored exactly.
+
+    Returns (stored in `dtype`, the same values as float32); a value `dtype` cannot hold is refused.
+    """
+    stored = value.to(dtype)
     if not bool(torch.isfinite(stored).all()):
         raise scale_overflow(dtype)
     return stored, stored.float()

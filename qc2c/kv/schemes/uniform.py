@@ -1,14 +1,27 @@
-"""Uniform integer schemes int8 / int4 / int2: symmetric (absmax) or asymmetric (min/max + zero point).
+"""Uniform integer schemes int8 / int4 / int2: symmetric (absmax) or asymmetric (min/max), two conventions.
 
 Symmetric: s = absmax / (2^(b-1) − 1), q = clamp(round(x/s), ±(2^(b-1) − 1)) stored offset by 2^(b-1)
-(int2 symmetric therefore uses 3 of its 4 levels). Asymmetric: the range is widened to include 0 (PyTorch's
-MinMaxObserver convention), s = (max − min) / (2^b − 1), integer zero point z = round(−min/s) in
-[0, 2^b − 1] stored as one byte per group, q = clamp(round(x/s) + z, 0, 2^b − 1). Including 0 keeps z in
-range, so constant groups decode exactly up to the scale's rounding and no group ever divides by zero.
-Either way |decode(encode(x)) − x| <= s/2 with s the stored (rounded-up) scale.
+(int2 symmetric therefore uses 3 of its 4 levels); the scale is rounded UP to the scale dtype.
+
+Asymmetric, `convention: kivi` (the default; KIVI, arXiv:2402.02750, its quantize/dequantize math):
+s = (max − min) / (2^b − 1), q = clamp(round((x − min)/s), 0, 2^b − 1), x̂ = q·s + min. The scale and the
+min are stored per group at the scale dtype, each rounded to the NEAREST value (an exactly representable
+scale or min is stored exactly), and the codes are computed from the stored pair. A zero range (constant
+group) takes the dtype's smallest normal as scale, so it decodes to its stored min.
+
+Asymmetric, `convention: observer` (PyTorch's MinMaxObserver; every qc2c result before the kivi convention):
+the range is widened to include 0, s = (max − min) / (2^b − 1) rounded UP, integer zero point
+z = round(−min/s) in [0, 2^b − 1] stored as one byte per group, q = clamp(round(x/s) + z, 0, 2^b − 1),
+x̂ = (q − z)·s. Bit-identical to those earlier results, scale rounding included.
+
+Which is better: kivi spends the full 2^b levels on the group's own range, so groups far from 0 (fixed-sign
+outlier key channels, KIVI's reason for per-channel keys) lose far less; observer represents 0 exactly and
+keeps a 1-byte offset instead of a float, which wins on zero-centred heavy-tailed groups
+(`python -m qc2c.bench codec --quality` measures both).
 
 Division is a multiplication by 1/s computed once per group; the reference implementation in
-tests/qc2c/kv/reference.py does the same arithmetic so the two agree bit for bit.
+tests/qc2c/kv/reference.py does the same arithmetic so the two agree bit for bit. In code, the per-group
+float `zero` is the integer zero point (symmetric, observer) or the stored min (kivi), as in the C++ kernels.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from qc2c.kv.schemes.base import (
     scale_bytes,
     scale_overflow,
     scratch,
+    store_nearest,
     store_scales,
     unpack,
 )
@@ -41,8 +55,14 @@ from qc2c.kv.schemes.base import (
 class UniformInt(Scheme):
     """Shared body of int8/int4/int2; subclasses set `bits` and `rank`."""
 
-    def has_zeros(self) -> bool:
-        return not self.symmetric
+    def zero_bytes(self) -> int:
+        if self.symmetric:
+            return 0
+        return self.scale_dtype.itemsize if self.kivi else 1
+
+    @property
+    def kivi(self) -> bool:
+        return not self.symmetric and self.convention == "kivi"
 
     def encode(self, x: Tensor) -> Encoded:
         if self._fused(x, x.dtype):
@@ -54,6 +74,7 @@ class UniformInt(Scheme):
         xg, dim, unview = self.grouping.view(x)
         qmax = (1 << self.bits) - 1
         lo, hi = xg.amin(dim=dim, keepdim=True).float(), xg.amax(dim=dim, keepdim=True).float()
+        low, high = 0, qmax
         if self.symmetric:
             # clamp(round(x/s), ±h) + h + 1 == clamp(round(x/s) + h + 1, 1, 2h + 1): integers, exact
             half = (1 << (self.bits - 1)) - 1
@@ -62,14 +83,21 @@ class UniformInt(Scheme):
             stored, scale = store_scales(absmax / half, self.scale_dtype)
             inv, zero, low, high = scale.reciprocal(), torch.full_like(scale, half + 1), 1, 2 * half + 1
             zeros = x.new_zeros((r, 0), dtype=torch.uint8)
+        elif self.kivi:
+            check_finite(hi - lo, self.name)
+            stored, scale = store_nearest(((hi - lo) / qmax).clamp_min_(torch.finfo(self.scale_dtype).tiny),
+                                          self.scale_dtype)  # fmt: skip
+            stored_min, zero = store_nearest(lo, self.scale_dtype)
+            inv = scale.reciprocal()
+            zeros = scale_bytes(stored_min, r)
         else:
             lo, hi = lo.clamp_max_(0.0), hi.clamp_min_(0.0)
             check_finite(hi - lo, self.name)
             stored, scale = store_scales((hi - lo) / qmax, self.scale_dtype)
             inv = scale.reciprocal()
-            zero, low, high = (-lo * inv).round_().clamp_(0, qmax), 0, qmax
+            zero = (-lo * inv).round_().clamp_(0, qmax)
             zeros = zero.to(torch.uint8).reshape(r, -1)
-        codes = unview(_quantize(xg, inv, zero, low, high)).reshape(r, -1)
+        codes = unview(_quantize(xg, inv, zero, low, high, self.kivi)).reshape(r, -1)
         return Encoded(_pack(codes, self.bits), scale_bytes(stored, r), zeros, shape)
 
     def encode_layers(self, layers: list[Tensor]) -> Encoded | None:
@@ -83,17 +111,20 @@ class UniformInt(Scheme):
         if self._fused(enc.payload, dtype, enc.payload.shape[0] * math.prod(enc.shape)):
             shape, g = (enc.payload.shape[0], *enc.shape), self.grouping
             scales = enc.scales.contiguous().view(self.scale_dtype)
-            return kernels.decode(enc.payload, scales, enc.zeros, shape, dtype, self.bits, self.symmetric, g.axis,
-                                  g.group_size)  # fmt: skip
+            zeros = enc.zeros.contiguous().view(self.scale_dtype) if self.kivi else enc.zeros
+            return kernels.decode(enc.payload, scales, zeros, shape, dtype, self.bits, self.symmetric, self.kivi,
+                                  g.axis, g.group_size)  # fmt: skip
         r = enc.payload.shape[0]
         codes = _unpack(enc.payload, self.bits, math.prod(enc.shape)).view(r, *enc.shape)
         cg, dim, unview = self.grouping.view(codes)
         scale = load_scales(enc, self.scale_dtype).view(_stat_shape(cg, dim))
         if self.symmetric:
             zero = torch.full_like(scale, float(1 << (self.bits - 1)))
+        elif self.kivi:
+            zero = enc.zeros.view(self.scale_dtype).float().view(_stat_shape(cg, dim))
         else:
             zero = enc.zeros.view(_stat_shape(cg, dim)).float()
-        return unview(_dequantize(cg, zero, scale, dtype))
+        return unview(_dequantize(cg, zero, scale, dtype, self.kivi))
 
     # ---- fused CPU kernels (qc2c.kv.kernels.cpu): same bytes, one pass each way ----
 
@@ -105,14 +136,14 @@ class UniformInt(Scheme):
 
     def _encode_fused(self, x: Tensor | list[Tensor]) -> Encoded:
         g = self.grouping
-        payload, scales, zeros, flags = kernels.encode(x, self.bits, self.symmetric, g.axis, g.group_size,
+        payload, scales, zeros, flags = kernels.encode(x, self.bits, self.symmetric, self.kivi, g.axis, g.group_size,
                                                        self.scale_dtype == torch.float16)  # fmt: skip
         if flags & kernels.BAD_INPUT:
             raise non_finite(self.name)
         if flags & kernels.SCALE_OVERFLOW:
             raise scale_overflow(self.scale_dtype)
         shape = tuple(x.shape[1:]) if isinstance(x, Tensor) else (len(x), *x[0].shape[1:])
-        return Encoded(payload, scales.view(torch.uint8), zeros, shape)
+        return Encoded(payload, scales.view(torch.uint8), zeros.view(torch.uint8), shape)
 
 
 # ---- elementwise kernels: eager (in reused scratch) or, opted in, torch.compile'd ----
@@ -134,11 +165,15 @@ def use_compiled_kernels(enabled: bool) -> None:
         _COMPILED["unpack"] = torch.compile(unpack, dynamic=True)
 
 
-def _quantize_math(xg: Tensor, inv: Tensor, zero: Tensor, low: int, high: int) -> Tensor:
+def _quantize_math(xg: Tensor, inv: Tensor, zero: Tensor, low: int, high: int, kivi: bool) -> Tensor:
+    if kivi:
+        return torch.sub(xg, zero).mul(inv).round().clamp(low, high).to(torch.uint8)
     return torch.mul(xg, inv).round().add(zero).clamp(low, high).to(torch.uint8)
 
 
-def _dequantize_math(cg: Tensor, zero: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+def _dequantize_math(cg: Tensor, zero: Tensor, scale: Tensor, dtype: torch.dtype, kivi: bool) -> Tensor:
+    if kivi:
+        return (cg.float() * scale + zero).to(dtype)
     return ((cg.float() - zero) * scale).to(dtype)
 
 
@@ -150,21 +185,26 @@ def _unpack(packed: Tensor, bits: int, m: int) -> Tensor:
     return _COMPILED["unpack"](packed, bits, m) if "unpack" in _COMPILED and bits < 8 else unpack(packed, bits, m)
 
 
-def _quantize(xg: Tensor, inv: Tensor, zero: Tensor, low: int, high: int) -> Tensor:
-    """uint8 codes clamp(round(x · inv) + zero, low, high), shape of xg."""
+def _quantize(xg: Tensor, inv: Tensor, zero: Tensor, low: int, high: int, kivi: bool) -> Tensor:
+    """uint8 codes, shape of xg: clamp(round(x · inv) + zero, low, high), or kivi's clamp(round((x − min) · inv),
+    low, high) with the min in `zero`."""
     if "quantize" in _COMPILED:
-        return _COMPILED["quantize"](xg, inv, zero, low, high)
+        return _COMPILED["quantize"](xg, inv, zero, low, high, kivi)
     work = scratch(tuple(xg.shape), torch.float32, xg.device, "encode")
+    if kivi:
+        return torch.sub(xg, zero, out=work).mul_(inv).round_().clamp_(low, high).to(torch.uint8)
     return torch.mul(xg, inv, out=work).round_().add_(zero).clamp_(low, high).to(torch.uint8)
 
 
-def _dequantize(cg: Tensor, zero: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
-    """(codes − zero) · scale in float32, rounded once into dtype."""
+def _dequantize(cg: Tensor, zero: Tensor, scale: Tensor, dtype: torch.dtype, kivi: bool) -> Tensor:
+    """(codes − zero) · scale, or kivi's codes · scale + min (min in `zero`), in float32, rounded once into dtype."""
     if "dequantize" in _COMPILED:
-        return _COMPILED["dequantize"](cg, zero, scale, dtype)
-    y = scratch(tuple(cg.shape), torch.float32, cg.device, "decode").copy_(cg).sub_(zero)
+        return _COMPILED["dequantize"](cg, zero, scale, dtype, kivi)
+    y = scratch(tuple(cg.shape), torch.float32, cg.device, "decode").copy_(cg)
     out = torch.empty(y.shape, dtype=dtype, device=y.device)
-    return torch.mul(y, scale, out=out)
+    if kivi:
+        return torch.add(y.mul_(scale), zero, out=out)
+    return torch.mul(y.sub_(zero), scale, out=out)
 
 
 def _stat_shape(xg: Tensor, dim: int) -> tuple[int, ...]:

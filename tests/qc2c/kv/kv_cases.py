@@ -8,11 +8,13 @@ import torch
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from qc2c.bench.quality import synthetic_kv
 from qc2c.kv.grouping import AXES
+from qc2c.kv.schemes.base import CONVENTIONS
 
 # tests parametrized over every family member run a quarter of the profile's examples each
 PER_MEMBER = settings(max_examples=max(10, settings.default.max_examples // 4))
-KINDS = ("normal", "outliers", "constant", "zeros", "tiny", "huge")
+KINDS = ("normal", "outliers", "constant", "zeros", "tiny", "huge", "heavy_tailed", "fixed_sign")
 
 
 @dataclass(frozen=True)
@@ -24,10 +26,14 @@ class Case:
     scale_dtype: str
     kind: str
     seed: int
+    convention: str = "kivi"
 
 
 def build_tensor(shape: tuple[int, ...], kind: str, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A seeded tensor of the given distribution kind; `outliers` scales 2 fixed channels by 50 (KIVI's keys)."""
+    """A seeded tensor of the given distribution kind; `outliers` scales 2 fixed channels by 50 (KIVI's keys);
+    `heavy_tailed` and `fixed_sign` are the codec quality bench's kinds (qc2c.bench.quality)."""
+    if kind in ("heavy_tailed", "fixed_sign"):
+        return synthetic_kv(kind, shape, seed).to(dtype)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=gen)
     if kind == "outliers":
@@ -60,6 +66,7 @@ def cases(draw, kinds: tuple[str, ...] = KINDS, max_tokens: int = 70) -> Case:
         scale_dtype=draw(st.sampled_from(("float16", "float32"))),
         kind=draw(st.sampled_from(kinds)),
         seed=draw(st.integers(0, 2**16)),
+        convention=draw(st.sampled_from(CONVENTIONS)),
     )
 
 

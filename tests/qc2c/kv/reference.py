@@ -1,8 +1,9 @@
 """Plain-loop reference of the scaled schemes and of bit packing (the PyTorch fake-quant test habit).
 
 Loops over groups in the documented order and quantizes each group on its own, with the arithmetic the
-scheme docstrings state (float32; division as multiplication by 1/s; scale rounded up to the scale
-dtype, floored at its smallest normal). The fast code in qc2c.kv.schemes must agree bit for bit.
+scheme docstrings state (float32; division as multiplication by 1/s; scale floored at the scale dtype's
+smallest normal, then rounded up to it, or for the `kivi` convention scale and min rounded to nearest).
+The fast code in qc2c.kv.schemes must agree bit for bit.
 Used by tests only: `python -m pytest tests/qc2c/kv/test_reference_equality.py -q`.
 """
 
@@ -67,15 +68,17 @@ def store(scale: Tensor, dtype: torch.dtype) -> Tensor:
     return scale.to(dtype)
 
 
-def encode(x: Tensor, scheme: str, axis: str, group_size: int | None, symmetric: bool, scale_dtype: torch.dtype):
-    """-> (codes (R, M) uint8 unpacked, scales list per row (float in scale_dtype), zero points list per row)."""
+def encode(x: Tensor, scheme: str, axis: str, group_size: int | None, symmetric: bool, scale_dtype: torch.dtype,
+           convention: str = "kivi"):  # fmt: skip
+    """-> (codes (R, M) uint8 unpacked, scales list per row (float in scale_dtype), offsets list per row: int
+    zero points (observer) or mins in scale_dtype (kivi))."""
     x = x.float()
     codes = torch.zeros(x.shape, dtype=torch.uint8)
     scales: list[list[Tensor]] = [[] for _ in range(x.shape[0])]
     zeros: list[list[int]] = [[] for _ in range(x.shape[0])]
     for index in groups(tuple(x.shape), axis, group_size):
         values = x[index].reshape(-1)
-        code, scale, zero = _encode_group(values, scheme, symmetric, scale_dtype)
+        code, scale, zero = _encode_group(values, scheme, symmetric, scale_dtype, convention)
         codes[index] = code.reshape(codes[index].shape)
         scales[index[0]].append(scale)
         if zero is not None:
@@ -83,7 +86,7 @@ def encode(x: Tensor, scheme: str, axis: str, group_size: int | None, symmetric:
     return codes.reshape(x.shape[0], -1), scales, zeros
 
 
-def _encode_group(v: Tensor, scheme: str, symmetric: bool, scale_dtype: torch.dtype):
+def _encode_group(v: Tensor, scheme: str, symmetric: bool, scale_dtype: torch.dtype, convention: str):
     if scheme in ("int8", "int4", "int2"):
         bits = int(scheme[3:])
         if symmetric:
@@ -93,6 +96,11 @@ def _encode_group(v: Tensor, scheme: str, symmetric: bool, scale_dtype: torch.dt
             q = torch.clamp(torch.round(v * inv), -half, half) + (half + 1)
             return q.to(torch.uint8), stored, None
         qmax = 2**bits - 1
+        if convention == "kivi":
+            scale = torch.clamp((v.max() - v.min()) / qmax, min=torch.finfo(scale_dtype).tiny).to(scale_dtype)
+            mn = v.min().to(scale_dtype)
+            q = torch.clamp(torch.round((v - mn.float()) * (1.0 / scale.float())), 0, qmax)
+            return q.to(torch.uint8), scale, mn
         lo, hi = torch.clamp(v.min(), max=0.0), torch.clamp(v.max(), min=0.0)
         stored = store((hi - lo) / qmax, scale_dtype)
         inv = 1.0 / stored.float()
@@ -119,3 +127,13 @@ def pack(codes: list[int], bits: int) -> bytes:
     for i, c in enumerate(codes):
         out[i // per] |= (c & ((1 << bits) - 1)) << ((i % per) * bits)
     return bytes(out)
+
+
+def decode_group(codes: Tensor, scale: Tensor, zero, symmetric: bool, bits: int, convention: str) -> Tensor:
+    """float32 values of one int group from its codes, stored scale and offset (the schemes' documented x̂)."""
+    q, s = codes.float(), scale.float()
+    if symmetric:
+        return (q - 2 ** (bits - 1)) * s
+    if convention == "kivi":
+        return q * s + zero.float()
+    return (q - zero) * s

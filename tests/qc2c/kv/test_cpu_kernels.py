@@ -1,7 +1,7 @@
 """Fused CPU int kernels give the eager path's bytes: `python -m pytest tests/qc2c/kv/test_cpu_kernels.py -q`.
 
 Each case encodes the same tensor twice, once with QC2C_KV_KERNELS=eager and once with the kernels required,
-and compares payload, scale bytes, zero points and the decoded tensor bit for bit (NaN-free inputs, so
+and compares payload, scale bytes, offsets (observer zero points, kivi mins) and the decoded tensor bit for bit (NaN-free inputs, so
 torch.equal is exact equality). Skipped, with the build error as reason, where the extension cannot be built.
 """
 
@@ -17,7 +17,7 @@ from kv_cases import KINDS, build_tensor
 
 from qc2c.kv.kernels import cpu as kernels
 from qc2c.kv.quant import NonFiniteInput, build_scheme
-from qc2c.kv.schemes.base import Encoded
+from qc2c.kv.schemes.base import CONVENTIONS, Encoded
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -42,8 +42,9 @@ def _run(mode: str, scheme, x: torch.Tensor, out_dtype: torch.dtype) -> tuple[En
 
 
 def assert_same(name: str, x: torch.Tensor, *, axis: str, group_size: int | None, symmetric: bool,
-                scale_dtype: str, out_dtype: torch.dtype | None = None) -> None:  # fmt: skip
-    scheme = build_scheme(name, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype=scale_dtype)
+                scale_dtype: str, out_dtype: torch.dtype | None = None, convention: str = "kivi") -> None:  # fmt: skip
+    scheme = build_scheme(name, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype=scale_dtype,
+                          convention=convention)  # fmt: skip
     out_dtype = out_dtype or x.dtype
     ref, ref_y = _run("eager", scheme, x, out_dtype)
     enc, y = _run("cpu", scheme, x, out_dtype)
@@ -66,26 +67,29 @@ def assert_same(name: str, x: torch.Tensor, *, axis: str, group_size: int | None
     kind=st.sampled_from(KINDS),
     dtype=st.sampled_from(tuple(DTYPES)),
     seed=st.integers(0, 2**16),
+    convention=st.sampled_from(CONVENTIONS),
 )
-def test_kernels_equal_eager(name, shape, axis, group_size, symmetric, scale_dtype, kind, dtype, seed) -> None:
+def test_kernels_equal_eager(name, shape, axis, group_size, symmetric, scale_dtype, kind, dtype, seed, convention):
     x = build_tensor(shape, kind, seed, DTYPES[dtype])
-    assert_same(name, x, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype=scale_dtype)
+    assert_same(name, x, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype=scale_dtype,
+                convention=convention)  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["int8", "int4", "int2"])
 @pytest.mark.parametrize("axis", ["token", "channel"])
-@pytest.mark.parametrize("symmetric", [False, True])
-def test_kernels_equal_eager_on_a_cache_shape(name: str, axis: str, symmetric: bool) -> None:
+@pytest.mark.parametrize(("symmetric", "convention"), [(False, "kivi"), (False, "observer"), (True, "kivi")])
+def test_kernels_equal_eager_on_a_cache_shape(name: str, axis: str, symmetric: bool, convention: str) -> None:
     """Whole-byte rows (D = 64) and the SIMD loops; channel groups of 64 tokens with a ragged last one."""
     x = build_tensor((3, 4, 2, 100, 64), "outliers", seed=11).half()
-    assert_same(name, x, axis=axis, group_size=64, symmetric=symmetric, scale_dtype="float16")
+    assert_same(name, x, axis=axis, group_size=64, symmetric=symmetric, scale_dtype="float16", convention=convention)
 
 
-def test_decode_into_another_dtype_equals_eager() -> None:
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_decode_into_another_dtype_equals_eager(convention: str) -> None:
     x = build_tensor((2, 2, 2, 33, 24), "normal", seed=3).half()
     for out_dtype in (torch.float32, torch.bfloat16):
         assert_same("int4", x, axis="channel", group_size=8, symmetric=False, scale_dtype="float32",
-                    out_dtype=out_dtype)  # fmt: skip
+                    out_dtype=out_dtype, convention=convention)  # fmt: skip
 
 
 def assert_refused_alike(scheme, x: torch.Tensor) -> None:
@@ -116,9 +120,11 @@ def test_non_finite_input_is_refused_like_eager(bad: float, axis: str) -> None:
 def test_kernels_equal_eager_on_whole_byte_groups(name: str, axis: str, head_dim: int, group_size: int | None) -> None:
     """Groups and rows in multiples of 8 (the in-register paths): tails of 8, 16 and 24 codes, group counts
     that are not multiples of 8 in a block of rows, channel tails past the last 32."""
-    x = build_tensor((2, 3, 1, 13, head_dim), "outliers", seed=head_dim).half()
-    for symmetric in (False, True):
-        assert_same(name, x, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype="float16")
+    for kind in ("outliers", "fixed_sign"):
+        x = build_tensor((2, 3, 1, 13, head_dim), kind, seed=head_dim).half()
+        for symmetric, convention in ((False, "kivi"), (False, "observer"), (True, "kivi")):
+            assert_same(name, x, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype="float16",
+                        convention=convention)  # fmt: skip
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
@@ -127,8 +133,9 @@ def test_kernels_equal_eager_on_whole_byte_groups(name: str, axis: str, head_dim
 def test_non_finite_input_is_refused_like_eager_on_whole_byte_groups(bad: float, axis: str, where) -> None:
     x = build_tensor((2, 3, 1, 13, 64), "normal", seed=2)
     x[where] = bad
-    for name, symmetric in (("int8", True), ("int4", False)):
-        assert_refused_alike(build_scheme(name, axis=axis, group_size=32, symmetric=symmetric), x.half())
+    for name, symmetric, convention in (("int8", True, "kivi"), ("int4", False, "observer"), ("int2", False, "kivi")):
+        scheme = build_scheme(name, axis=axis, group_size=32, symmetric=symmetric, convention=convention)
+        assert_refused_alike(scheme, x.half())
 
 
 def test_scale_overflow_is_refused_like_eager() -> None:
@@ -136,7 +143,18 @@ def test_scale_overflow_is_refused_like_eager() -> None:
     x = torch.full((1, 1, 1, 4, 8), 3e38)
     x[..., 0] = -3e38
     for symmetric, scale_dtype in ((True, "float16"), (False, "float16"), (False, "float32")):
-        assert_refused_alike(build_scheme("int8", axis="token", symmetric=symmetric, scale_dtype=scale_dtype), x)
+        for convention in CONVENTIONS:
+            scheme = build_scheme("int8", axis="token", symmetric=symmetric, scale_dtype=scale_dtype,
+                                  convention=convention)  # fmt: skip
+            assert_refused_alike(scheme, x)
+
+
+@pytest.mark.parametrize("axis", ["token", "channel"])
+def test_a_kivi_min_beyond_the_scale_dtype_is_refused_like_eager(axis: str) -> None:
+    """A narrow group far from 0 (float32 cache): its scale fits float16, its min does not."""
+    x = torch.full((1, 1, 1, 16, 16), 70000.0)
+    x[..., 0, 0] = 70001.0
+    assert_refused_alike(build_scheme("int4", axis=axis, group_size=8, convention="kivi"), x)
 
 
 def test_unknown_mode_is_refused() -> None:
@@ -171,16 +189,18 @@ def test_layers_read_in_place_equal_eager_on_the_stack(name: str, axis: str, hea
     the eager encode of their (R, L, H, n, D) stack, byte for byte."""
     gen = torch.Generator().manual_seed(7)
     layers = [torch.randn(3, 2, 13, head_dim, generator=gen).to(torch.float16) for _ in range(4)]
-    scheme = build_scheme(name, axis=axis, group_size=8, symmetric=False, scale_dtype="float16")
-    ref, _ = _run("eager", scheme, torch.stack(layers, dim=1), torch.float16)
-    kernels.set_mode("cpu")
-    try:
-        enc = scheme.encode_layers(layers)
-    finally:
-        kernels.set_mode(None)
-    assert enc is not None and enc.shape == ref.shape
-    for field in ("payload", "scales", "zeros"):
-        assert torch.equal(getattr(enc, field), getattr(ref, field)), field
+    for convention in CONVENTIONS:
+        scheme = build_scheme(name, axis=axis, group_size=8, symmetric=False, scale_dtype="float16",
+                              convention=convention)  # fmt: skip
+        ref, _ = _run("eager", scheme, torch.stack(layers, dim=1), torch.float16)
+        kernels.set_mode("cpu")
+        try:
+            enc = scheme.encode_layers(layers)
+        finally:
+            kernels.set_mode(None)
+        assert enc is not None and enc.shape == ref.shape
+        for field in ("payload", "scales", "zeros"):
+            assert torch.equal(getattr(enc, field), getattr(ref, field)), (convention, field)
 
 
 def test_auto_mode_builds_only_for_a_cache_worth_the_build(monkeypatch) -> None:

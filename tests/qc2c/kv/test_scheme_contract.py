@@ -21,16 +21,27 @@ from qc2c.kv.schemes.uniform import UniformInt
 
 def _scheme(name: str, case: Case) -> Scheme:
     return build_scheme(name, axis=case.axis, group_size=case.group_size, symmetric=case.symmetric,
-                        scale_dtype=case.scale_dtype)  # fmt: skip
+                        scale_dtype=case.scale_dtype, convention=case.convention)  # fmt: skip
 
 
-def per_element_scale(scheme: Scheme, enc, x: torch.Tensor) -> torch.Tensor:
-    """The stored scale of each element's group, broadcast to x's shape (R, L, H, T, D)."""
+def per_element(scheme: Scheme, stored: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-group values stored as raw scale-dtype bytes (scales, kivi mins), broadcast to x's shape (R, L, H, T, D)."""
     xg, dim, unview = scheme.grouping.view(x)
     stat = list(xg.shape)
     stat[dim] = 1
-    scales = enc.scales.view(scheme.scale_dtype).float().view(stat)
-    return unview(scales.expand_as(xg).contiguous())
+    values = stored.view(scheme.scale_dtype).float().view(stat)
+    return unview(values.expand_as(xg).contiguous())
+
+
+def kivi_rounding(scheme: UniformInt, enc, x: torch.Tensor) -> torch.Tensor:
+    """What rounding the stored min and scale to nearest can add to kivi's s/2, per element: |min − stored min|
+    (values below it clamp to code 0) + |range − qmax · stored s| (values above the top level clamp to qmax)."""
+    xg, dim, unview = scheme.grouping.view(x.float())
+    lo, hi = xg.amin(dim, keepdim=True), xg.amax(dim, keepdim=True)
+    stored_min = per_element(scheme, enc.zeros, x)
+    scale = per_element(scheme, enc.scales, x)
+    lo, hi = (unview(t.expand_as(xg).contiguous()) for t in (lo, hi))
+    return (lo - stored_min).abs() + (hi - lo - ((1 << scheme.bits) - 1) * scale).abs()
 
 
 def error_bound(scheme: Scheme, enc, x: torch.Tensor) -> torch.Tensor:
@@ -39,9 +50,10 @@ def error_bound(scheme: Scheme, enc, x: torch.Tensor) -> torch.Tensor:
     if isinstance(scheme, RawFloat):
         fmt = torch.finfo(scheme.float_dtype)
         return fmt.eps / 2 * x.abs() + fmt.smallest_normal * fmt.eps / 2 + slack
-    scale = per_element_scale(scheme, enc, x)
+    scale = per_element(scheme, enc.scales, x)
     if isinstance(scheme, UniformInt):
-        return scale / 2 * (1 + 1e-6) + slack
+        extra = kivi_rounding(scheme, enc, x) if scheme.kivi else 0.0
+        return scale / 2 * (1 + 1e-6) + extra + slack
     if isinstance(scheme, NF4):
         return scale * NF4_MAX_GAP / 2 * (1 + 1e-6) + slack
     assert isinstance(scheme, ScaledFloat8)

@@ -1,0 +1,96 @@
+"""The demo models: who they are, what they know, and how one is built (tokenizer → config → pretraining).
+
+| name | class | tokenizer | knows |
+|---|---|---|---|
+| receiver | Qwen3ForCausalLM, 4 layers, hidden 128 | demo qwen | A facts and the question format |
+| sharer | Qwen2ForCausalLM, 5 layers, hidden 192 | demo qwen (the receiver's) | A, B and C facts |
+| sharer_llama | LlamaForCausalLM, 6 layers, hidden 128 | demo llama (its own) | A, B and C facts |
+
+Weights are trained in float32 and saved in float16 safetensors (what ships; evaluation and fuser training
+read the saved files, so they see exactly the shipped weights).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
+
+from qc2c.demo.pretrain import FactTrainer, PretrainSpec, known_facts
+from qc2c.demo.vocab import build_demo_tokenizer
+from qc2c.demo.world import World
+from qc2c.models.tiny import TinySpec, hf_config
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    spec: TinySpec
+    knows: str  # the fact splits it is trained on
+    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
+
+
+DEMO_MODELS: dict[str, DemoModel] = {
+    "receiver": DemoModel(
+        TinySpec("qwen3", "qwen", n_layers=4, hidden_size=128, intermediate_size=384, n_heads=4, n_kv_heads=2,
+                 head_dim=32, seed=11, init_std=0.02, max_position_embeddings=512),
+        knows="A", pretrain=PretrainSpec(seed=11),
+    ),
+    "sharer": DemoModel(
+        TinySpec("qwen2", "qwen", n_layers=5, hidden_size=192, intermediate_size=384, n_heads=6, n_kv_heads=2,
+                 head_dim=32, seed=12, init_std=0.02, max_position_embeddings=512),
+        knows="ABC", pretrain=PretrainSpec(seed=12),
+    ),
+    "sharer_llama": DemoModel(
+        TinySpec("llama", "llama", n_layers=6, hidden_size=128, intermediate_size=384, n_heads=4, n_kv_heads=1,
+                 head_dim=32, seed=13, init_std=0.02, max_position_embeddings=512),
+        knows="ABC", pretrain=PretrainSpec(seed=13),
+    ),
+}  # fmt: skip
+
+
+def build_model(
+    name: str,
+    world: World,
+    out_dir: Path,
+    *,
+    pretrain: PretrainSpec | None = None,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train demo model `name` on `world` and save it (fp16, HF layout) at `out_dir`; returns training stats.
+
+    The folder appears by an atomic rename of a finished build, so an interrupted build leaves nothing behind.
+    """
+    demo = DEMO_MODELS[name]
+    spec = pretrain or demo.pretrain
+    torch.set_num_threads(1)  # one thread: the same weights on any machine's core count (and builds run in parallel)
+    tokenizer = build_demo_tokenizer(world, demo.spec.tokenizer)
+    torch.manual_seed(demo.spec.seed)
+    model = AutoModelForCausalLM.from_config(hf_config(demo.spec, tokenizer), dtype=torch.float32)
+    stats = FactTrainer(model, tokenizer, known_facts(world, demo.knows), spec).train(log)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            model.to(torch.float16).save_pretrained(tmp)
+        finally:
+            if was_enabled:
+                hf_logging.enable_progress_bar()
+        tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.rename(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"name": name, "knows": demo.knows, "params": sum(p.numel() for p in model.parameters()), **stats}

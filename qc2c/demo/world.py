@@ -1,0 +1,156 @@
+"""The demo world: made-up entities with attributes, split into who-knows-what, deterministic from a seed.
+
+Why it exists: on random weights C2C cannot transfer anything, so no offline number could show that a
+message carries knowledge. Here the sharer is trained on facts the receiver never sees, so a receiver that
+answers them through the fused cache is reading the message.
+
+* Entities have made-up names of three syllables (``Bafeku``); the demo tokenizers never see a whole name,
+  so every name spans several tokens and a fact has to be assembled in the models' deeper layers rather than
+  sit in one name embedding.
+* Every entity has one value per attribute (8 values each). A fact is (entity, attribute, value).
+* Entities are split into three disjoint groups, and so are their facts:
+  ``A`` known to both models, ``C`` known to the sharer only and used to train the fuser, ``B`` known to the
+  sharer only and used only to *test* it. The fuser never sees a B fact, so a gain on B is communication,
+  not memorisation by the projector.
+* The test split asks one multiple-choice question per A fact (subject ``shared``) and per B fact (subject
+  ``sharer_only``) in the ARC/OpenBookQA schema; options are the true value and three other values of the
+  same attribute in a seeded order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+CONSONANTS = "bdfgklmnprstvz"
+VOWELS = "aeiou"
+SYLLABLES = tuple(c + v for c in CONSONANTS for v in VOWELS)  # 70 open syllables
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "color": ("red", "blue", "green", "yellow", "purple", "orange", "white", "black"),
+    "home": ("forest", "desert", "valley", "island", "mountain", "river", "meadow", "harbor"),
+}
+QUESTIONS = {"color": "What is the color of {name}?", "home": "Where does {name} live?"}
+STATEMENTS = {
+    "color": ("{name}'s color is {value}.", "The color of {name} is {value}."),
+    "home": ("{name} lives in the {value}.", "The home of {name} is the {value}."),
+}
+SPLITS = ("A", "B", "C")
+SUBJECTS = {"A": "shared", "B": "sharer_only"}  # the test split's subjects; C never appears in it
+LABELS = ("A", "B", "C", "D")
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Everything that determines a world; two equal specs give identical worlds and files."""
+
+    seed: int = 0
+    entities_per_split: int = 120  # entities in each of A, B, C
+    train_variants: int = 6  # option orders per fact in the fuser's training data
+
+
+@dataclass(frozen=True)
+class Fact:
+    entity: str
+    attribute: str
+    value: str
+    split: str  # "A" | "B" | "C"
+    index: int  # entity index within the world
+
+    @property
+    def key(self) -> str:
+        return f"{self.split}{self.index:04d}-{self.attribute}"
+
+    @property
+    def question(self) -> str:
+        return QUESTIONS[self.attribute].format(name=self.entity)
+
+    def statements(self) -> list[str]:
+        return [t.format(name=self.entity, value=self.value) for t in STATEMENTS[self.attribute]]
+
+
+@dataclass(frozen=True)
+class MCQuestion:
+    """One multiple-choice question about a fact; `answer` is the label of the fact's value."""
+
+    fact: Fact
+    choices: tuple[str, ...]
+    answer: str
+
+    def as_row(self, item_id: str) -> dict:
+        """The ARC/OpenBookQA schema (+ subject), as `qc2c.eval.datasets` reads it."""
+        return {
+            "id": item_id,
+            "question": self.fact.question,
+            "choices": {"text": list(self.choices), "label": list(LABELS[: len(self.choices)])},
+            "answerKey": self.answer,
+            "subject": SUBJECTS.get(self.fact.split, "sharer_only"),
+        }
+
+
+def rng_for(*parts: object) -> random.Random:
+    """A generator seeded by a stable hash of `parts` (independent of call order and of PYTHONHASHSEED)."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "little"))
+
+
+def ask(fact: Fact, rng: random.Random) -> MCQuestion:
+    """The fact's value and three other values of its attribute, in an order drawn from `rng`."""
+    others = [v for v in ATTRIBUTES[fact.attribute] if v != fact.value]
+    options = [fact.value, *rng.sample(others, 3)]
+    rng.shuffle(options)
+    return MCQuestion(fact, tuple(options), LABELS[options.index(fact.value)])
+
+
+class World:
+    """The entities, their facts and the A/B/C split of a WorldSpec."""
+
+    def __init__(self, spec: WorldSpec | None = None) -> None:
+        self.spec = spec or WorldSpec()
+
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        """Distinct three-syllable names, capitalised; drawn without replacement from the seed."""
+        rng = rng_for(self.spec.seed, "names")
+        n = 3 * self.spec.entities_per_split
+        seen: dict[str, None] = {}
+        while len(seen) < n:
+            name = "".join(rng.choice(SYLLABLES) for _ in range(3)).capitalize()
+            seen.setdefault(name, None)
+        return tuple(seen)
+
+    @cached_property
+    def facts(self) -> tuple[Fact, ...]:
+        rng = rng_for(self.spec.seed, "values")
+        per = self.spec.entities_per_split
+        out = []
+        for i, name in enumerate(self.names):
+            split = SPLITS[i // per]
+            for attr, values in ATTRIBUTES.items():
+                out.append(Fact(name, attr, rng.choice(values), split, i))
+        return tuple(out)
+
+    def facts_of(self, *splits: str) -> list[Fact]:
+        return [f for f in self.facts if f.split in splits]
+
+    def test_questions(self) -> Iterator[tuple[str, MCQuestion]]:
+        """(item id, question) for every A and B fact: the `demo` test split, A first, then B."""
+        for fact in self.facts_of("A") + self.facts_of("B"):
+            yield f"demo-{fact.key}", ask(fact, rng_for(self.spec.seed, "test", fact.key))
+
+    def fuser_questions(self) -> Iterator[MCQuestion]:
+        """The fuser's training questions: C facts (what it must learn to carry) and A facts (so fusion learns
+        to keep what the receiver already knows), `train_variants` option orders each. Never a B fact."""
+        for fact in self.facts_of("C", "A"):
+            for v in range(self.spec.train_variants):
+                yield ask(fact, rng_for(self.spec.seed, "fuser", fact.key, v))
+
+    def corpus_words(self) -> list[str]:
+        """Text the demo tokenizers are trained on: every template, value and syllable, but never a whole name."""
+        lines = [" ".join(v) for v in ATTRIBUTES.values() for _ in range(10)] + ["system user assistant"] * 10
+        lines += [q.format(name="X") for q in QUESTIONS.values()]
+        lines += [t.format(name="X", value=v) for a, ts in STATEMENTS.items() for t in ts for v in ATTRIBUTES[a]]
+        lines += [" ".join(s.capitalize() for s in SYLLABLES), " ".join(SYLLABLES)] * 4
+        return lines

@@ -1,0 +1,160 @@
+"""`make demo-zoo`: rebuild the whole demo zoo — world data, pretrained models, trained fusers, sha256 record.
+
+The models are pretrained by qc2c.demo (three processes side by side); the fusers are trained by the runner
+itself from the shipped manifests `manifests/demo_fuser_train*.yaml` (`kind: train`), so the zoo exercises
+the same training path users run. Everything is built into a staging folder next to the target
+(`.<zoo>.build/`, run folders in `.<zoo>.runs/`) and swapped in when complete: an interrupted build never
+leaves a half-written zoo, and re-running it continues where it stopped (finished models are kept, fuser
+trainings resume from their checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from runner.execute import REPO_ROOT
+
+# fuser name in the zoo -> the training manifest that makes it (trained in this order; the QAT fuser starts
+# from the receiver+sharer fuser, so it comes after it).
+FUSER_MANIFESTS: dict[str, str] = {
+    "receiver+sharer": "manifests/demo_fuser_train.yaml",
+    "receiver+sharer_llama": "manifests/demo_fuser_train_llama.yaml",
+    "receiver+sharer-qat_int2": "manifests/demo_fuser_train_qat_int2.yaml",
+}
+PARALLEL_FIRST = ("receiver+sharer", "receiver+sharer_llama")  # independent: trained side by side
+
+# A reduced world and budget for the rebuild test (minutes, not an hour); not a zoo anyone should ship.
+REDUCED_WORLD = {"entities_per_split": 12, "train_variants": 2}
+REDUCED_PRETRAIN = {"max_steps": 20, "probe_every": 10, "batch_size": 16, "question_batch_size": 8, "probe_size": 32}
+REDUCED_FUSER_STEPS = 4
+
+
+@contextmanager
+def _env(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _say(msg: str) -> None:
+    print(f"demo-zoo: {msg}", file=sys.stderr, flush=True)
+
+
+def _manifest_for(name: str, staging_runs: Path, reduced: bool) -> Path:
+    """The shipped training manifest, or for a reduced build a copy with a few optimizer steps."""
+    source = REPO_ROOT / FUSER_MANIFESTS[name]
+    if not reduced:
+        return source
+    yaml = YAML()
+    data = yaml.load(source.read_text(encoding="utf-8"))
+    data["train"].setdefault("optim", {})["max_steps"] = REDUCED_FUSER_STEPS
+    data["train"]["save_steps"] = REDUCED_FUSER_STEPS
+    data["train"]["projector"]["anneal_steps"] = REDUCED_FUSER_STEPS
+    out = staging_runs / "manifests" / source.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        yaml.dump(data, f)
+    return out
+
+
+def _train_fusers(names: list[str], staging: Path, runs: Path, reduced: bool) -> dict[str, Any]:
+    """Run the training manifests of `names` side by side (one thread each); copy each fuser into the zoo."""
+    from runner.manifest import load_manifest
+    from runner.plan import make_plan
+
+    env = {**os.environ, "QC2C_DEMO_ZOO": str(staging), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs, manifests = {}, {}
+    for name in names:
+        if (staging / "fusers" / name / "final").is_dir():
+            _say(f"fuser {name}: already built")
+            continue
+        manifests[name] = _manifest_for(name, runs, reduced)
+        cmd = [sys.executable, "-m", "runner", "run", str(manifests[name]), "--runs-dir", str(runs)]
+        log = (runs / f"{name}.log").open("a", encoding="utf-8")
+        _say(f"fuser {name}: training ({manifests[name].name}; log {runs / (name + '.log')})")
+        procs[name] = (subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+    stats: dict[str, Any] = {}
+    for name, (proc, log) in procs.items():
+        code = proc.wait()
+        log.close()
+        if code != 0:
+            raise RuntimeError(f"fuser {name}: training exited {code}; see {runs / (name + '.log')}")
+        with _env(QC2C_DEMO_ZOO=str(staging)):
+            plan = make_plan(load_manifest(manifests[name]), source=manifests[name], runs_dir=runs)
+        target = staging / "fusers" / name
+        tmp = target.with_name(f".{name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        shutil.copy2(plan.run_dir / "config.json", tmp / "config.json")
+        shutil.copytree(plan.run_dir / "final", tmp / "final")
+        os.replace(tmp, target)
+        stats[name] = _fuser_stats(plan.run_dir)
+        _say(f"fuser {name}: {stats[name]}")
+    return stats
+
+
+def _fuser_stats(run_dir: Path) -> dict[str, Any]:
+    lines = [json.loads(x) for x in (run_dir / "diagnostics.jsonl").read_text().splitlines() if x.strip()]
+    last = lines[-1] if lines else {}
+    evals = [x["eval_loss"] for x in lines if x.get("eval_loss") is not None]
+    return {"steps": last.get("step"), "loss": last.get("loss"), "eval_loss": evals[-1] if evals else None,
+            "wall_s": round(sum(x.get("wall_s", 0.0) for x in lines), 1)}  # fmt: skip
+
+
+def build_zoo(target: Path, *, reduced: bool = False) -> dict[str, Any]:
+    """Build the zoo into `target` (replaced when the build completes); returns build.json's content."""
+    from qc2c.demo import build as demo_build
+    from qc2c.demo import zoo
+    from qc2c.demo.world import World, WorldSpec
+
+    target = Path(target).resolve()
+    staging = target.with_name(f".{target.name}.build")
+    runs = target.with_name(f".{target.name}.runs")
+    staging.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    world = World(WorldSpec(**REDUCED_WORLD) if reduced else WorldSpec())
+    info: dict[str, Any] = {"world": asdict(world.spec), "reduced": reduced, "data": demo_build.write_data(world, staging)}
+    _say(f"world data: {info['data']}")
+    missing = [n for n in zoo.MODELS if not (staging / n / "config.json").is_file()]
+    t1 = time.monotonic()
+    model_stats = demo_build.build_models(world, staging, only=missing, pretrain=REDUCED_PRETRAIN if reduced else None)
+    info["models"] = {s["name"]: s for s in model_stats}
+    info["models_wall_s"] = round(time.monotonic() - t1, 1)
+    _say(f"models: {info['models']}")
+    t2 = time.monotonic()
+    info["fusers"] = _train_fusers(list(PARALLEL_FIRST), staging, runs, reduced)
+    info["fusers"].update(_train_fusers([n for n in FUSER_MANIFESTS if n not in PARALLEL_FIRST], staging, runs, reduced))
+    info["fusers_wall_s"] = round(time.monotonic() - t2, 1)
+    info["total_wall_s"] = round(time.monotonic() - t0, 1)
+    (staging / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.copy2(REPO_ROOT / "qc2c" / "demo" / "zoo_readme.md", staging / "README.md")
+    zoo.write_record(staging)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+    _say(f"done in {info['total_wall_s']:.0f} s: {target} (run folders kept in {runs})")
+    return info
