@@ -92,6 +92,7 @@ class Timing(Part):
     decode_s: NonNegative | None = Field(None, description="unpack + dequantize the message")
     fuse_s: NonNegative | None = Field(None, description="projector + in-place fusion into the receiver cache")
     receiver_s: NonNegative | None = Field(None, description="receiver prefill / scoring")
+    sharer_decode_s: NonNegative | None = Field(None, description="the sharer writing its text (text settings)")
 
 
 class SettingResult(Part):
@@ -113,6 +114,9 @@ class SettingResult(Part):
     fidelity: Fidelity | None = Field(description="agreement with c2c_fp16; null for c2c_fp16 itself")
     paired: dict[str, Paired] = Field(default_factory=dict, description="baseline name -> paired statistics")
     timing: Timing = Field(default_factory=Timing, description="mean seconds per sample by stage")
+    oracle: bool = Field(
+        False, description="the selection reads the receiver's state, which a real sender lacks (an upper bound)"
+    )
 
     @model_validator(mode="after")
     def _counts(self) -> SettingResult:

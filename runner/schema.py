@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, Strict, StringConstraints, field_validator, model_validator
 
-from qc2c.eval.settings import BASELINES, NO_FUSER, setting_problems
+from qc2c.eval.settings import BASELINES, NO_FUSER, TEXT, setting_problems
 from runner.schema_types import (  # noqa: F401  (PATTERN_HELP, NAME_PATTERN: re-exported for the loader, tests)
     DEVICE_PATTERN,
     NAME_PATTERN,
@@ -164,6 +164,12 @@ class KV(Section):
 # ---- eval, train, runtime ----
 
 
+class Text(Section):
+    """Text-to-text settings (text_answer, text_analysis): how much the sharer may write, greedily."""
+
+    max_new_tokens: PositiveInt = 64
+
+
 class Eval(Section):
     datasets: Annotated[tuple[DatasetName, ...], Field(min_length=1), Unique]
     split: NonEmptyStr = "test"
@@ -172,11 +178,14 @@ class Eval(Section):
     max_new_tokens: PositiveInt = 64
     batch_size: PositiveInt = 16
     baselines: Annotated[tuple[Literal[BASELINES], ...], Unique] = ("receiver", "c2c_fp16")
+    text: Text | None = None  # null: the defaults (left out of the run key, so older keys stay valid)
 
     @model_validator(mode="after")
     def _generate_only(self) -> Eval:
         if self.max_new_tokens != 64 and self.protocol != "generate":  # unused: must keep its default
             raise Problems([("max_new_tokens", None, "only used by protocol 'generate' (protocol is 'logits')")])
+        if self.text is not None and not set(self.baselines) & set(TEXT):
+            raise Problems([("text", None, f"only used by the baselines {', '.join(TEXT)} (none is listed)")])
         return self
 
 
@@ -279,6 +288,8 @@ class Manifest(Section):
     def run_key(self) -> str:
         """sha256 of canonical JSON without labels or choices that cannot change a number (where it runs)."""
         exclude = {"name": True, "description": True, "milestone": True, "runtime": {"container", "max_sample_errors"}}
+        if self.eval is not None and self.eval.text is None:
+            exclude["eval"] = {"text"}
         data = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

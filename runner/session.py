@@ -12,6 +12,7 @@ import torch
 
 from qc2c.eval.score import SettingScorer
 from qc2c.eval.settings import build_scorers
+from runner.schema import Text
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -87,7 +88,7 @@ def load_session(manifest: Any, fuser_ref: Any, settings: list[str]) -> Session:
     scorers = build_scorers(
         settings, pair, fuser, codec,
         protocol=ev.protocol, max_new_tokens=ev.max_new_tokens, device=device, aligner=aligner,
-        seed=manifest.runtime.seed,
+        seed=manifest.runtime.seed, text_max_new_tokens=(ev.text or Text()).max_new_tokens,
     )  # fmt: skip
     return Session(scorers, device, info, fuser, codec)
 

@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from qc2c.kv.selection import is_oracle
 from runner.records import read_progress
 from runner.registry import now_iso
 from runner.results import (
@@ -81,6 +82,7 @@ def _timing(rows: list[dict[str, Any]]) -> Timing:
         decode_s=mean_of([r.get("decode_s") for r in rows]),
         fuse_s=stage("fuse_s"),
         receiver_s=stage("receiver_s"),
+        sharer_decode_s=stage("sharer_decode_s"),
     )
 
 
@@ -89,14 +91,18 @@ def _fp16_reference(row: dict[str, Any]) -> float | None:
     return row.get("nbytes_fp16_message") or row.get("nbytes_fp16_sharer")
 
 
-def setting_result(records: list[dict[str, Any]], setting: str, settings: list[str], seed: int) -> SettingResult:
+def setting_result(
+    records: list[dict[str, Any]], setting: str, settings: list[str], seed: int, *, oracle: bool = False
+) -> SettingResult:
     from qc2c.eval import fidelity, metrics
 
     rows = setting_rows(records, setting)
     correct = [bool(r["correct"]) for r in rows]
     n, n_correct = len(rows), sum(correct)
     message = [r for r in rows if r.get("nbytes") is not None]
-    ratios = [_fp16_reference(r) / r["nbytes"] for r in message if r.get("nbytes") and _fp16_reference(r)]
+    fp16_rows = setting_rows(records, "c2c_fp16") if "c2c_fp16" in settings else [{} for _ in rows]
+    refs = [_fp16_reference(r) or f.get("nbytes") for r, f in zip(rows, fp16_rows)]  # text: c2c_fp16's own bytes
+    ratios = [ref / r["nbytes"] for r, ref in zip(rows, refs) if r.get("nbytes") and ref]
     paired = {}
     for base in settings:
         if base == setting or base == COMPRESSED:
@@ -133,6 +139,7 @@ def setting_result(records: list[dict[str, Any]], setting: str, settings: list[s
         fidelity=fid,
         paired=paired,
         timing=_timing(rows),
+        oracle=oracle,
     )
 
 
@@ -156,6 +163,7 @@ def build_result(
     records = progress.records
     settings = plan.settings
     seed = m.runtime.seed
+    oracle = COMPRESSED if is_oracle(m.kv.selection.method) else None  # the setting whose selection is an oracle
     models = provenance.get("models") or {}
     fuser = provenance.get("fuser") or {}
     drift = sum(
@@ -182,7 +190,7 @@ def build_result(
             "kv": m.kv.model_dump(mode="json", by_alias=True),
             "dataset": DatasetInfo(name=dataset, **info),
             "protocol": m.eval.protocol,
-            "settings": {s: setting_result(records, s, settings, seed) for s in settings},
+            "settings": {s: setting_result(records, s, settings, seed, oracle=s == oracle) for s in settings},
             "bytes_closed_form_drift": drift,
             "precision": precision_view(session),
             "provenance": ProvenanceSummary(

@@ -17,7 +17,7 @@ options: that is C2C's text, kept verbatim so accuracies stay comparable.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 PROMPT_TEMPLATE = (
@@ -33,6 +33,15 @@ PROMPT_TEMPLATE = (
     "The correct answer is"
 )
 RESPONSE_TEXT = "The correct answer is"
+# Text-to-text (C2C's `two_stage` baselines): the sharer writes, the receiver reads its text before the question.
+ANALYSIS_TEMPLATE = (
+    "Briefly analyze the following question and its choices. In one short paragraph, give the background "
+    "knowledge needed to answer it.\n\n"
+    "{question}\n\n"
+    "Choices:\n"
+    "{choices}"
+)
+CONTEXT_TEMPLATE = "Context from another model:\n{text}\n\nQuestion:\n{question}"
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,18 @@ def render(tokenizer: Any, item: Any, *, protocol: str) -> RenderedPrompt:
     if not instruction_ids:
         raise ValueError("the chat template rendered an empty prompt")
     return RenderedPrompt(list(instruction_ids), list(response_ids), text)
+
+
+def render_analysis(tokenizer: Any, item: Any) -> RenderedPrompt:
+    """The sharer's `text_analysis` prompt (generate protocol): a short paragraph of background to the question."""
+    prompt = ANALYSIS_TEMPLATE.format(question=item.question, choices=render_choices(item.choices, item.labels))
+    text = chat_text(tokenizer, prompt)
+    return RenderedPrompt(list(tokenizer(text, add_special_tokens=False)["input_ids"]), [], text)
+
+
+def with_context(item: Any, text: str) -> Any:
+    """`item` whose question carries the sharer's text before it (the receiver's text-to-text prompt)."""
+    return replace(item, question=CONTEXT_TEMPLATE.format(text=text, question=item.question))
 
 
 def option_token_ids(tokenizer: Any, labels: Sequence[str]) -> list[int]:

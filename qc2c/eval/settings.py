@@ -24,13 +24,14 @@ import torch
 
 from qc2c.eval.placebo import PlaceboScorer
 from qc2c.eval.score import AlignedScorer, SettingScorer, c2c_prefill, plain_prefill
+from qc2c.eval.text import TextScorer
 from qc2c.kv.uncompressed import Uncompressed
 
 COMPRESSED = "compressed"
 ALONE = ("receiver", "sharer")  # one model alone: no message, no fuser
 KV_BASELINES = ("c2c_fp16", "c2c_placebo")  # uncompressed sharer KV fused by the fuser
 TEXT = ("text_answer", "text_analysis")  # the sharer's text read by the receiver: no fuser
-BASELINES = ALONE + KV_BASELINES
+BASELINES = ALONE + KV_BASELINES + TEXT
 NO_FUSER = ALONE + TEXT
 
 
@@ -52,10 +53,12 @@ def build_scorers(
     device: str | torch.device,
     aligner: Any | None = None,
     seed: int = 0,
+    text_max_new_tokens: int = 64,
 ) -> dict[str, SettingScorer]:
     """One scorer per setting of a loaded pair: the runner and the eval benchmark build them here, so the
     benchmark times exactly what a run scores. With `aligner`, the C2C settings take the documented per-row
-    path (`AlignedScorer`); `c2c_placebo` is refused there (see qc2c.eval.placebo)."""
+    path (`AlignedScorer`); `c2c_placebo` is refused there (see qc2c.eval.placebo). Text settings need no
+    alignment: the receiver re-tokenizes the sharer's text."""
     args = (protocol, max_new_tokens, device)
     scorers: dict[str, SettingScorer] = {}
     for name in settings:
@@ -80,6 +83,11 @@ def build_scorers(
                 )
             else:
                 scorers[name] = SettingScorer(name, pair.receiver_tokenizer, prefill, pair.receiver, *args)
+        elif name in TEXT:
+            scorers[name] = TextScorer(
+                name, pair.receiver_tokenizer, plain_prefill(pair.receiver), pair.receiver, *args,
+                sharer=pair.sharer, sharer_tokenizer=pair.sharer_tokenizer, text_max_new_tokens=text_max_new_tokens,
+            )  # fmt: skip
         else:
             raise ValueError(f"unknown setting {name!r} (allowed: {COMPRESSED}, {', '.join(BASELINES)})")
     return scorers

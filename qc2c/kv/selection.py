@@ -23,6 +23,7 @@ from qc2c.fuser.seam import KV, SectionKV
 from qc2c.plugins import Plugins
 
 SELECTORS: Plugins[Selector] = Plugins("token selector")
+READS = ("sharer", "projector", "receiver")  # what a selector's scores need, from least to most
 
 
 def n_tokens_to_send(keep: float, n_valid: int, min_tokens: int) -> int:
@@ -56,9 +57,15 @@ class Selection:
 
 @dataclass(frozen=True)
 class Selector(ABC):
-    """Scores sharer tokens; `select` (written once) turns scores into kept positions."""
+    """Scores sharer tokens; `select` (written once) turns scores into kept positions.
+
+    `reads` declares what the SENDER must hold to compute the scores: "sharer" (its own KV or attention),
+    "projector" (the fuser's projectors applied at the sender, no receiver state), or "receiver" (the
+    receiver's cache: an oracle a real sender cannot compute without a round trip; results mark it).
+    """
 
     needs_sharer_attention: ClassVar[bool] = False
+    reads: ClassVar[str] = "sharer"
 
     @abstractmethod
     def scores(self, ctx: SelectionContext) -> Tensor:
@@ -201,11 +208,15 @@ class Attention(Selector):
 @SELECTORS.register("delta")
 @dataclass(frozen=True)
 class Delta(Selector):
-    """Receiver-aware: ‖project(sharer v) − receiver v‖₂ (mean over receiver layers and heads).
+    """Receiver-aware (an ORACLE): ‖project(sharer v) − receiver v‖₂ (mean over receiver layers and heads).
 
     Tokens whose fused value would change the receiver most are kept. The projections are left in
     `ctx.projected` ({receiver layer: (K, V)}) so the fuse step can reuse them when the message is lossless.
+    The score needs the receiver's own cache, which the sender does not have: `delta_sender` is the
+    realistic counterpart.
     """
+
+    reads: ClassVar[str] = "receiver"
 
     def scores(self, ctx: SelectionContext) -> Tensor:
         section = ctx.section
@@ -218,6 +229,34 @@ class Delta(Selector):
         return torch.stack(per_layer).mean(dim=0)
 
 
+@SELECTORS.register("delta_sender")
+@dataclass(frozen=True)
+class DeltaSender(Selector):
+    """Sender-side `delta`: ‖project(sharer v, 0)‖₂, the value update the projector would add to a receiver
+    whose own value is zero (mean over receiver layers and heads).
+
+    The sender applies the fuser's projectors to its own KV; of the receiver it uses only the geometry
+    (heads × head_dim, known from the fuser), never its state, so no round trip is needed. It ranks tokens
+    by how strongly the projector writes them rather than by how much they would change this receiver.
+    """
+
+    reads: ClassVar[str] = "projector"
+
+    def scores(self, ctx: SelectionContext) -> Tensor:
+        section = ctx.section
+        per_layer = []
+        for t, s in sorted(section.layer_map.items()):
+            neutral = tuple(torch.zeros_like(x) for x in section.receiver[t])  # shape only, never the values
+            _, v = section.project(t, section.sharer[s], neutral)
+            per_layer.append(v.float().norm(dim=-1).mean(dim=1))
+        return torch.stack(per_layer).mean(dim=0)
+
+
+def is_oracle(method: str) -> bool:
+    """The selector named `method` needs the receiver's state (results and golden rows mark it oracle)."""
+    return SELECTORS.get(method).reads == "receiver"
+
+
 def build_selector(selection: Mapping[str, Any]) -> Selector:
     """The selector named by `selection["method"]`, given the fields it declares (knorm_sign, window, seed)."""
     cls = SELECTORS.get(selection.get("method", "all"))
@@ -225,4 +264,13 @@ def build_selector(selection: Mapping[str, Any]) -> Selector:
     return cls(**{k: v for k, v in selection.items() if k in names})
 
 
-__all__ = ["SELECTORS", "Selection", "SelectionContext", "Selector", "build_selector", "n_tokens_to_send"]
+__all__ = [
+    "READS",
+    "SELECTORS",
+    "Selection",
+    "SelectionContext",
+    "Selector",
+    "build_selector",
+    "is_oracle",
+    "n_tokens_to_send",
+]

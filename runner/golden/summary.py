@@ -76,6 +76,7 @@ def _line(row: GoldenRow, repeats: int) -> str:
     m = row.metrics
     run = row.manifest if repeats == 1 else f"{row.manifest} (+{repeats - 1} more)"
     setting = row.family if row.setting == COMPRESSED else row.setting
+    setting += " (oracle)" if row.metrics.oracle else ""
     accuracy = f"{m.accuracy:.3f} [{m.ci95[0]:.3f}, {m.ci95[1]:.3f}]"
     paired = m.paired.get("c2c_fp16")
     if row.setting == "c2c_fp16":

@@ -22,8 +22,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from qc2c.kv.selection import SELECTORS, is_oracle
 from runner.results import (
     COMPRESSED,
+    NO_FUSER,
     TEXT_ONLY,
     DatasetInfo,
     FuserInfo,
@@ -62,6 +64,11 @@ class GoldenRow(Part):
     @property
     def key(self) -> str:
         return row_key(self.run_key, self.dataset.name, self.setting)
+
+    @property
+    def selection_method(self) -> str | None:
+        """The token selector of a compressed row (None for the other settings)."""
+        return ((self.kv or {}).get("selection") or {}).get("method", "all") if self.setting == COMPRESSED else None
 
     def numbers(self) -> dict[str, Any]:
         """What a conflict compares: everything measured except timing; nothing about where or when."""
@@ -216,7 +223,7 @@ def tree_is_clean(row: GoldenRow, ctx: RuleContext) -> list[str]:
 
 
 def fuser_was_loaded(row: GoldenRow, ctx: RuleContext) -> list[str]:
-    if row.setting in TEXT_ONLY:
+    if row.setting in NO_FUSER:
         return []
     problems = []
     if not row.fuser.loaded:
@@ -231,7 +238,7 @@ def bytes_consistent(row: GoldenRow, ctx: RuleContext) -> list[str]:
     if row.setting in TEXT_ONLY:
         return [] if stats is None else [f"{row.setting}: a text-only baseline reports message bytes"]
     if stats is None:
-        # c2c_fp16 fuses the sharer cache as is (no message is serialized): it is a baseline line, not a point
+        # c2c_fp16 rows from before its fp16 message was counted carry no bytes: a baseline line, not a point
         return (
             [f"{row.setting}: no measured message bytes for the compressed setting"]
             if row.setting == COMPRESSED
@@ -248,6 +255,20 @@ def bytes_consistent(row: GoldenRow, ctx: RuleContext) -> list[str]:
     if not math.isclose(total, stats.mean, rel_tol=1e-6, abs_tol=1e-6):
         problems.append(f"{row.setting}: bytes breakdown sums to {total:g}, mean is {stats.mean:g}")
     return problems
+
+
+def oracle_marked(row: GoldenRow, ctx: RuleContext) -> list[str]:
+    """A row whose selection reads the receiver's state must say so: its bytes assume an oracle sender."""
+    method = row.selection_method
+    needed = method is not None and method in SELECTORS.names() and is_oracle(method)
+    if needed and not row.metrics.oracle:
+        return [
+            f"{row.setting}: selection.method {method!r} reads the receiver's state (an oracle a sender cannot "
+            "compute) but the row is not marked oracle (metrics.oracle is false)"
+        ]
+    if row.metrics.oracle and not needed:
+        return [f"{row.setting}: marked oracle, but selection.method {method!r} reads no receiver state"]
+    return []
 
 
 KEPT_HINT = "; the old row is kept (--replace to take the new one)"
@@ -305,6 +326,7 @@ RULES: dict[str, Rule] = {
     "tree_is_clean": tree_is_clean,
     "fuser_was_loaded": fuser_was_loaded,
     "bytes_consistent": bytes_consistent,
+    "oracle_marked": oracle_marked,
     "no_conflict_with_existing": no_conflict_with_existing,
 }
 

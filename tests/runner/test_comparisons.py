@@ -22,17 +22,20 @@ MANIFEST = """\
 schema: 1
 name: {name}
 milestone: ctest
-pair: {{receiver: "tiny:qwen3", sharer: "tiny:qwen2"}}
-fuser: {{path: "tiny:qwen3+qwen2"}}
-kv: {kv}
-eval: {{datasets: [mini], limit: 6, batch_size: 4, baselines: {baselines}}}
+pair: {{receiver: "tiny:qwen3", sharer: "tiny:{sharer}"{alignment}}}
+{fuser}
+eval: {{datasets: [mini], limit: 6, batch_size: 4, baselines: {baselines}{text}}}
 runtime: {{device: cpu, dtype: float32, container: native}}
 """
+FUSER = 'fuser: {path: "tiny:qwen3+qwen2"}\nkv: '
 
 
-def _run(tmp_path: Path, name: str, baselines: str, kv: str = "{quant: {scheme: int4}}"):
+def _run(tmp_path: Path, name: str, baselines: str, kv: str | None = "{quant: {scheme: int4}}", **fields: str):
+    fields = {"sharer": "qwen2", "alignment": "", "text": "", **fields}
+    if "fuser" not in fields:
+        fields["fuser"] = "" if kv is None else FUSER + kv
     path = tmp_path / f"{name}.yaml"
-    path.write_text(MANIFEST.format(name=name, baselines=baselines, kv=kv))
+    path.write_text(MANIFEST.format(name=name, baselines=baselines, **fields))
     plan = make_plan(load_manifest(path), source=path, runs_dir=tmp_path / "runs")
     assert run_plan(plan) == EXIT_OK, (plan.run_dir / "logs" / "run.log").read_text()
     (result,) = read_results(plan.run_dir)
@@ -74,3 +77,44 @@ def test_results_file_round_trips(placebo_run) -> None:
     plan, _, _ = placebo_run
     data = json.loads((plan.run_dir / "results" / "mini.json").read_text())
     assert set(data["settings"]) == {"compressed", "receiver", "c2c_fp16", "c2c_placebo"}
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    text = ", text: {max_new_tokens: 5}"
+    return _run(tmp_path_factory.mktemp("text"), "text", "[receiver, text_answer, text_analysis]", None, text=text)
+
+
+def test_text_rows_record_the_text_and_its_utf8_bytes(text_run) -> None:
+    _, records, result = text_run
+    for setting in ("text_answer", "text_analysis"):
+        sizes = [len(r["settings"][setting]["sharer_text"].encode("utf-8")) for r in records]
+        assert [r["settings"][setting]["nbytes"] for r in records] == sizes
+        assert all(r["settings"][setting]["n_tokens_generated"] <= 5 for r in records)
+        stats = result.settings[setting]
+        assert stats.bytes.mean == pytest.approx(sum(sizes) / len(sizes))
+        assert "receiver" in stats.paired and stats.timing.sharer_decode_s is not None
+    assert result.fuser.loaded is False  # text settings need no fuser
+
+
+def test_text_to_text_runs_on_an_aligned_pair(tmp_path) -> None:
+    _, records, result = _run(
+        tmp_path, "aligned", "[text_answer]", sharer="llama", alignment=", alignment: longest",
+        fuser="", text=", text: {max_new_tokens: 3}",
+    )  # fmt: skip
+    assert result.settings["text_answer"].n == 6 and result.settings["text_answer"].n_errors == 0
+    assert all(r["settings"]["text_answer"]["nbytes"] == len(r["settings"]["text_answer"]["sharer_text"].encode())
+               for r in records)  # fmt: skip
+
+
+def test_an_oracle_selector_is_marked_in_results_golden_rows_and_the_summary(tmp_path) -> None:
+    from runner.golden.merge import GOLDEN_JSON, SUMMARY_MD, merge_runs
+
+    plan, _, result = _run(tmp_path, "oracle", "[receiver]", "{selection: {method: delta, keep: 0.5}}")
+    assert result.settings["compressed"].oracle is True and result.settings["receiver"].oracle is False
+    golden = tmp_path / "golden"
+    report = merge_runs([plan.run_dir], golden, allow=["dirty"], runs_dir=tmp_path / "runs")
+    assert report.ok, report.problems
+    rows = json.loads((golden / GOLDEN_JSON).read_text())["rows"]
+    assert [row["metrics"]["oracle"] for row in rows.values() if row["setting"] == "compressed"] == [True]
+    assert "int8+delta (oracle)" in (golden / SUMMARY_MD).read_text()
