@@ -5,6 +5,10 @@
 them with per-row records. Rows whose messages share a layout (same token counts and segments) are
 encoded and decoded together, all layers of a segment stacked, so a batch costs a handful of kernels per
 segment instead of one per layer per row.
+
+A row's message is the one it would send alone: its token positions are written as ranks among the row's
+own fused tokens (`n_tokens` = how many it has), never as columns of the padded batch, whose width depends
+on the other rows. The receiver maps ranks back to columns with its own fuse mask.
 """
 
 from __future__ import annotations
@@ -100,7 +104,8 @@ class Codec:
         k0 = section.sharer[0][0]
         b, n_heads, n, head_dim = k0.shape
         shape = (len(section.sharer), n_heads, head_dim)
-        sets = [self._row_sets(sel, r, n, shape) for r in range(b)]
+        n_valid = section.fuse_mask.bool().sum(1).tolist()
+        sets = [self._row_sets(sel, r, n_valid[r], shape) for r in range(b)]
         layouts = [self._layout(s) for s in sets]
         messages: list[Message | None] = [None] * b
         self._encode_rows(section, list(range(b)), sets, layouts, messages)
@@ -113,11 +118,14 @@ class Codec:
         for r in rows:
             groups.setdefault(layouts[r], []).append(r)
         stacks: dict[tuple, Tensor] = {}
-        n_tokens = section.fuse_mask.shape[1]
+        valid = section.fuse_mask.bool()
+        rank = valid.long().cumsum(1) - 1  # (B, N): a fused position's rank among its row's fused positions
+        n_valid = valid.sum(1).tolist()
         b, n_cache = section.sharer[0][0].shape[0], section.sharer[0][0].shape[2]
         for layout, members in groups.items():
             by_set = [
-                encode_index_rows([sets[r][s][1] for r in members], n_tokens) for s in range(len(sets[members[0]]))
+                encode_index_rows([rank[r, sets[r][s][1]] for r in members], [n_valid[r] for r in members])
+                for s in range(len(sets[members[0]]))
             ]
             index_data = {r: [column[i] for column in by_set] for i, r in enumerate(members)}
             encoded = []
@@ -141,7 +149,7 @@ class Codec:
                 kinds = [kind for kind, _ in index_data[r]]
                 data = [d for _, d in index_data[r]]
                 k0 = section.sharer[0][0]
-                messages[r] = Message(n_tokens, len(section.sharer), k0.shape[1], k0.shape[3], kinds,
+                messages[r] = Message(n_valid[r], len(section.sharer), k0.shape[1], k0.shape[3], kinds,
                                       list(layout.set_counts), data, segs)  # fmt: skip
 
     def _enforce_budget(self, section, sel, sets, layouts, messages) -> None:
@@ -158,13 +166,25 @@ class Codec:
     # ---- decode ----
 
     def decode(
-        self, messages: list[Message], *, dtype: torch.dtype, device: torch.device | str
-    ) -> tuple[list[KV], Tensor]:
-        """Messages of a batch -> per sharer layer (K, V) each (B, H, N, D) on device/dtype, and kept (B, N)."""
+        self, messages: list[Message], *, dtype: torch.dtype, device: torch.device | str,
+        fuse_mask: Tensor | None = None,
+    ) -> tuple[list[KV], Tensor]:  # fmt: skip
+        """Messages of a batch -> per sharer layer (K, V) each (B, H, N, D) on device/dtype, and kept (B, N).
+
+        fuse_mask (B, N): each row's fused columns, which turn the message's ranks back into columns (row r's
+        k-th fused column); None: rows are unpadded, rank k is column k and N is the longest message's n_tokens.
+        """
         m0 = messages[0]
-        b, shape = len(messages), (m0.n_layers, m0.n_heads, m0.n_tokens, m0.head_dim)
+        counts = torch.tensor([m.n_tokens for m in messages])
+        if fuse_mask is None:
+            fuse_mask = torch.arange(int(counts.max()))[None] < counts[:, None]
+        fuse_mask = fuse_mask.to(device).bool()
+        if not torch.equal(fuse_mask.sum(1).cpu(), counts):
+            raise ValueError(f"messages of {counts.tolist()} tokens for rows with {fuse_mask.sum(1).tolist()} fused")
+        columns = torch.sort((~fuse_mask).to(torch.uint8), dim=1, stable=True).indices  # rank -> column
+        b, shape = len(messages), (m0.n_layers, m0.n_heads, fuse_mask.shape[1], m0.head_dim)
         out: list[Tensor | None] = [None, None]
-        kept = torch.zeros(b, m0.n_tokens, dtype=torch.bool, device=device)
+        kept = torch.zeros(b, fuse_mask.shape[1], dtype=torch.bool, device=device)
         groups: dict[Any, list[int]] = {}
         for r, m in enumerate(messages):
             key = (
@@ -174,8 +194,11 @@ class Codec:
             groups.setdefault(key, []).append(r)
         for members in groups.values():
             first, rows = messages[members[0]], torch.tensor(members, device=device).unsqueeze(1)
+            spans = [messages[r].n_tokens for r in members]
             tokens = [
-                decode_index_rows(kind, [messages[r].index_data[s] for r in members], count, first.n_tokens).to(device)
+                columns[rows.squeeze(1)].gather(
+                    1, decode_index_rows(kind, [messages[r].index_data[s] for r in members], count, spans).to(device)
+                )
                 for s, (kind, count) in enumerate(zip(first.index_kinds, first.index_counts))
             ]
             for idx in tokens:
@@ -203,7 +226,7 @@ class Codec:
         t0 = _clock(k0.device)
         messages, sel, layouts = self.encode(section)
         t1 = _clock(k0.device)
-        sharer, kept = self.decode(messages, dtype=k0.dtype, device=k0.device)
+        sharer, kept = self.decode(messages, dtype=k0.dtype, device=k0.device, fuse_mask=section.fuse_mask)
         t2 = _clock(k0.device)
         b, n_heads, _, head_dim = k0.shape
         shape = (len(section.sharer), n_heads, head_dim)

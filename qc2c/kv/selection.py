@@ -5,6 +5,8 @@ once for every member: padding / template positions (fuse_mask False) are never 
 `n_tokens_to_send(keep, n_valid, min_tokens)` of its own valid tokens, forced positions (the attention
 window) are always kept, ties go to the earlier position (stable sort), and the result is per-row kept
 indices sorted ascending. `keep` is the fraction KEPT (kvpress's `compression_ratio` is the fraction removed).
+A row's scores depend on its own tokens only, never on the padding its batch adds (a sample selects what it
+would select alone; tests/qc2c/kv/test_selector_contract.py checks every member).
 """
 
 from __future__ import annotations
@@ -135,13 +137,18 @@ class Back(Selector):
 @SELECTORS.register("random")
 @dataclass(frozen=True)
 class Random(Selector):
-    """Seeded uniform scores: the same (seed, section_start, shape) always gives the same choice."""
+    """Seeded uniform scores over each row's own valid tokens: the same (seed, section_start, valid token
+    count) always gives the same choice, whatever else is in the batch."""
 
     seed: int = 0
 
     def scores(self, ctx: SelectionContext) -> Tensor:
-        gen = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + ctx.section.section_start)
-        return torch.rand(tuple(ctx.valid.shape), generator=gen).to(ctx.valid.device)
+        valid = ctx.valid.cpu()
+        out = torch.zeros(tuple(valid.shape))
+        for r, n in enumerate(valid.sum(1).tolist()):
+            gen = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + ctx.section.section_start)
+            out[r, valid[r]] = torch.rand(n, generator=gen)
+        return out.to(ctx.valid.device)
 
 
 @SELECTORS.register("knorm")
@@ -174,7 +181,8 @@ class ValueNorm(Selector):
 class Attention(Selector):
     """SnapKV-like (arXiv:2404.14469): attention the sharer's last `window` valid queries pay to each key.
 
-    Averaged over the window, smoothed by avg-pool (kernel 5), averaged over heads and sharer layers. Uses
+    Averaged over the window, smoothed by an average over the valid keys among the 5 around each key (a
+    row's first keys are not averaged with its batch's padding), averaged over heads and sharer layers. Uses
     `section.sharer_attention[l]`: (B, H_q, N, N_total) with the section's keys at columns
     section_start … section_start + N − 1. The window itself is always kept.
     """
@@ -195,12 +203,14 @@ class Attention(Selector):
         if not attn:
             raise ValueError("selection.method attention needs the sharer's attention weights (none were given)")
         window = self._window(ctx).float()  # (B, N)
+        valid = ctx.valid.float()[:, None]  # (B, 1, N)
+        n_near = F.avg_pool1d(valid, kernel_size=5, stride=1, padding=2).clamp_min(1e-6)
         start, n = ctx.section.section_start, window.shape[1]
         per_layer = []
         for a in attn:
             cols = a[..., start : start + n].float()  # (B, H, N_q, N)
             pooled = torch.einsum("bhqk,bq->bhk", cols, window) / window.sum(1).clamp_min(1)[:, None, None]
-            smooth = F.avg_pool1d(pooled, kernel_size=5, stride=1, padding=2, count_include_pad=False)
+            smooth = F.avg_pool1d(pooled * valid, kernel_size=5, stride=1, padding=2) / n_near
             per_layer.append(smooth.mean(dim=1))
         return torch.stack(per_layer).mean(dim=0)
 

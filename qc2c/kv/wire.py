@@ -9,9 +9,11 @@ Layout of `to_bytes()` (little-endian):
 The mode byte is 0 asymmetric `observer`, 1 symmetric, 2 asymmetric `kivi` (0/1 are the former "symmetric"
 flag, so messages written before the kivi convention read back as what they were). K offsets are one
 uint8 zero point per group (observer), one scale-dtype min per group (kivi) or nothing.
-T is the section length (the index space), L the sharer's layer count, H×D its KV heads × head_dim.
-A token set is a sorted list of positions, written as uint16 (T < 65,536) or uint32, or as a T-bit
-bitmap when that is smaller; a segment is one scheme applied to some sharer layers at one token set.
+T is the row's count of fused tokens in the section (the index space: a position is the token's rank among
+them, so a row's message never depends on the padding of the batch it was sent in), L the sharer's layer
+count, H×D its KV heads × head_dim. A token set is a sorted list of positions, written as uint16
+(T < 65,536) or uint32, or as a T-bit bitmap when that is smaller; a segment is one scheme applied to some
+sharer layers at one token set.
 Every body size follows from the header, so `from_bytes` needs no lengths, and `nbytes` (the sum of the
 buffers actually held) equals `closed_form_nbytes` (arithmetic on the layout) equals `len(to_bytes())`.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,12 +66,14 @@ def encode_indices(indices: Tensor, n_tokens: int) -> tuple[str, Tensor]:
     return encode_index_rows([indices], n_tokens)[0]
 
 
-def encode_index_rows(rows: list[Tensor], n_tokens: int) -> list[tuple[str, Tensor]]:
-    """`encode_indices` of many rows' positions, with every bitmap row packed in one call (a batch of full
-    selections would otherwise pay one small pack per row, which costs more than the rows' quantization)."""
+def encode_index_rows(rows: list[Tensor], n_tokens: int | Sequence[int]) -> list[tuple[str, Tensor]]:
+    """`encode_indices` of many rows' positions (`n_tokens`: one index space, or one per row), with every
+    bitmap row packed in one call (a batch of full selections would otherwise pay one small pack per row,
+    which costs more than the rows' quantization)."""
+    spans = [n_tokens] * len(rows) if isinstance(n_tokens, int) else list(n_tokens)
     out: list[tuple[str, Tensor] | None] = []
-    for idx in rows:
-        kind = index_kind(idx.numel(), n_tokens)
+    for idx, span in zip(rows, spans):
+        kind = index_kind(idx.numel(), span)
         if kind == "bitmap":
             out.append(None)
             continue
@@ -80,11 +85,12 @@ def encode_index_rows(rows: list[Tensor], n_tokens: int) -> list[tuple[str, Tens
         picked = [rows[r] for r in bitmap_rows]
         counts = torch.tensor([idx.numel() for idx in picked], device=picked[0].device)
         row_of = torch.repeat_interleave(torch.arange(len(picked), device=counts.device), counts)
-        mask = torch.zeros(len(picked), n_tokens, dtype=torch.uint8, device=picked[0].device)
+        width = max(spans[r] for r in bitmap_rows)
+        mask = torch.zeros(len(picked), width, dtype=torch.uint8, device=picked[0].device)
         mask[row_of, torch.cat(picked)] = 1
         packed = pack(mask, 1)
-        for j, r in enumerate(bitmap_rows):
-            out[r] = ("bitmap", packed[j])
+        for j, r in enumerate(bitmap_rows):  # a row's bitmap is the first ceil(T/8) bytes of its packed mask
+            out[r] = ("bitmap", packed[j, : math.ceil(spans[r] / 8)])
     return out  # type: ignore[return-value]
 
 
@@ -94,11 +100,15 @@ def decode_indices(kind: str, data: Tensor, count: int, n_tokens: int) -> Tensor
     return decode_index_rows(kind, [data], count, n_tokens)[0]
 
 
-def decode_index_rows(kind: str, data: list[Tensor], count: int, n_tokens: int) -> Tensor:
-    """Rows that all sent `count` positions in the same encoding -> their positions (R, count), decoded at once."""
-    stacked = torch.stack([d.reshape(-1) for d in data])
+def decode_index_rows(kind: str, data: list[Tensor], count: int, n_tokens: int | Sequence[int]) -> Tensor:
+    """Rows that all sent `count` positions in the same encoding -> their positions (R, count), decoded at once
+    (`n_tokens`: one index space, or one per row; shorter bitmaps are zero-extended, which adds no position)."""
+    width = n_tokens if isinstance(n_tokens, int) else max(n_tokens)
+    flat = [d.reshape(-1) for d in data]
+    size = max(d.numel() for d in flat)
+    stacked = torch.stack([d if d.numel() == size else torch.nn.functional.pad(d, (0, size - d.numel())) for d in flat])
     if kind == "bitmap":
-        return unpack(stacked, 1, n_tokens).nonzero()[:, 1].view(len(data), count)
+        return unpack(stacked, 1, width).nonzero()[:, 1].view(len(data), count)
     width = 2 if kind == "uint16" else 4
     shifts = torch.arange(0, 8 * width, 8, device=stacked.device)
     return (stacked.view(len(data), count, width).long() << shifts).sum(-1)

@@ -103,3 +103,31 @@ def build_section(
                 for _ in range(n_layers)]  # fmt: skip
     return SectionKV(sharer=sharer, receiver=receiver, fuse_mask=mask, layer_map=layer_map, project=project,
                      sharer_attention=attn)  # fmt: skip
+
+
+def row_alone(section, r: int, start: int):
+    """Row r of `section` as the one-row section it would be on its own: its columns from `start` on (the
+    columns before are its batch's left padding). Projections are per token, so `project` runs the batch's own
+    projection on the row put back in place."""
+    from qc2c.fuser.seam import SectionKV
+
+    def cut(x):
+        return x[r : r + 1, ..., start:, :]
+
+    def project(t, sharer_kv, receiver_kv):
+        full = []
+        for alone, like in zip((*sharer_kv, *receiver_kv), (*section.sharer[0], *section.receiver[t])):
+            padded = torch.zeros_like(like)
+            padded[r : r + 1, ..., start:, :] = alone
+            full.append(padded)
+        return tuple(cut(x) for x in section.project(t, tuple(full[:2]), tuple(full[2:])))
+
+    attn = (
+        None
+        if section.sharer_attention is None
+        else [a[r : r + 1, :, start:, start:] for a in section.sharer_attention]
+    )
+    return SectionKV(sharer=[(cut(k), cut(v)) for k, v in section.sharer],
+                     receiver=[(cut(k), cut(v)) for k, v in section.receiver],
+                     fuse_mask=section.fuse_mask[r : r + 1, start:], layer_map=section.layer_map, project=project,
+                     sharer_attention=attn)  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from kv_cases import PER_MEMBER, build_section
+from kv_cases import PER_MEMBER, build_section, row_alone
 
 from qc2c.kv.selection import SELECTORS, SelectionContext, build_selector, n_tokens_to_send
 
@@ -100,3 +100,17 @@ def test_delta_scores_by_projected_minus_receiver_value_and_returns_projections(
 def test_unknown_selector_suggests_the_closest_name() -> None:
     with pytest.raises(ValueError, match="did you mean 'knorm'"):
         build_selector({"method": "knrom"})
+
+
+@pytest.mark.parametrize("name", SELECTORS.names())
+@PER_MEMBER
+@given(n=st.integers(1, 40), n_pad=st.integers(1, 12), keep=st.floats(0.01, 1.0), seed=st.integers(0, 2**16))
+def test_a_rows_selection_is_the_one_it_makes_alone_whatever_its_batch_pads(
+    name: str, n: int, n_pad: int, keep: float, seed: int
+) -> None:
+    """Row 0 is left-padded by its batch; alone it has no padding: same tokens, in the same rank order."""
+    section = build_section(2, 2, 2, n + n_pad, 4, seed, n_pad=n_pad, attention=True)
+    batch = _select(name, section, keep, 1, seed)
+    alone = _select(name, row_alone(section, 0, n_pad), keep, 1, seed)
+    assert torch.equal(batch.ranked[0] - n_pad, alone.ranked[0])
+    assert torch.equal(batch.indices[0] - n_pad, alone.indices[0])

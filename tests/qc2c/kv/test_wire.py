@@ -36,17 +36,20 @@ def test_nbytes_equals_closed_form_equals_serialized_length_and_round_trips(kv, 
     section = build_section(2, 3, 2, n, 6, seed, n_pad=min(n_pad, n), n_receiver_layers=4)
     codec = build_codec(kv, layer_map=section.layer_map, n_sharer_layers=3, n_receiver_layers=4)
     messages, _, layouts = codec.encode(section)
-    for message, layout in zip(messages, layouts):
+    for message, layout, n_valid in zip(messages, layouts, section.fuse_mask.sum(1).tolist()):
+        assert message.n_tokens == n_valid  # the row's own index space, not the padded width
         data = message.to_bytes()
-        closed = codec.closed_form(layout, n, (3, 2, 6))
+        closed = codec.closed_form(layout, n_valid, (3, 2, 6))
         assert message.breakdown == closed
         assert message.nbytes == sum(closed.values()) == len(data)
         again = Message.from_bytes(data)
         assert again.to_bytes() == data
         assert again.breakdown == message.breakdown
-    original, kept = codec.decode(messages, dtype=torch.float32, device="cpu")
+    mask = section.fuse_mask
+    original, kept = codec.decode(messages, dtype=torch.float32, device="cpu", fuse_mask=mask)
     rebuilt, kept_again = codec.decode([Message.from_bytes(m.to_bytes()) for m in messages], dtype=torch.float32,
-                                       device="cpu")  # fmt: skip
+                                       device="cpu", fuse_mask=mask)  # fmt: skip
+    assert not bool((kept & ~mask).any())
     assert torch.equal(kept, kept_again)
     for (k1, v1), (k2, v2) in zip(original, rebuilt):
         assert torch.equal(k1, k2) and torch.equal(v1, v2)
