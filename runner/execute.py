@@ -10,6 +10,7 @@ A run that scored nothing is never complete.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -78,6 +79,14 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class QuietFileHandler(logging.FileHandler):
+    """run.log's handler: a line that cannot be written (a full disk) is dropped, not reported with a
+    "--- Logging error ---" traceback on stderr for every later line; the run's own error path says why."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self.dropped = getattr(self, "dropped", 0) + 1
+
+
 def open_log(run_dir: Path, *, echo: bool = True) -> logging.Logger:
     """logs/run.log (appended across resumes) and, when `echo`, the same lines on stderr; secrets redacted."""
     log = logging.getLogger(f"qc2c.run.{run_dir}")
@@ -87,7 +96,7 @@ def open_log(run_dir: Path, *, echo: bool = True) -> logging.Logger:
         log.removeHandler(handler)
         handler.close()
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    handlers: list[logging.Handler] = [logging.FileHandler(run_dir / "logs" / "run.log", encoding="utf-8")]
+    handlers: list[logging.Handler] = [QuietFileHandler(run_dir / "logs" / "run.log", encoding="utf-8")]
     if echo:
         handlers.append(logging.StreamHandler(sys.stderr))
     handlers[0].setLevel(logging.DEBUG)
@@ -156,10 +165,24 @@ def execute_lifecycle(plan: Plan, body: Callable[[RunHandles], str], *, echo: bo
     if plan.decision == "skip":
         print(f"{plan.run_dir}: skip ({plan.reason})", file=sys.stderr)
         return EXIT_OK
-    prepare_run_dir(plan)
-    log = open_log(plan.run_dir, echo=echo)
+    log = logging.getLogger(f"qc2c.run.{plan.run_dir}")  # configured by open_log once the folder exists
     run = RunHandles(log, registry, StatusFile(plan.run_dir, plan.run_key), StopFlag())
     run.stop.install()
+    try:
+        return _owned_run(plan, body, run, echo=echo, label=label)
+    except OSError as exc:
+        if not fsio.disk_full(exc):
+            raise
+        return _out_of_space(plan, run, exc)
+    finally:
+        run.stop.restore()
+
+
+def _owned_run(plan: Plan, body: Callable[[RunHandles], str], run: RunHandles, *, echo: bool, label: str) -> int:
+    """The claimed part of `execute_lifecycle`; a full disk propagates (its handler must not log or write
+    much: every write it makes lands on the same full disk)."""
+    prepare_run_dir(plan)
+    run.log = log = open_log(plan.run_dir, echo=echo)
     log.info("%s %s (%s): decision %s: %s", label, plan.run_tag, plan.run_key, plan.decision, plan.reason)
     try:
         write_manifest_yaml(plan)
@@ -173,16 +196,31 @@ def execute_lifecycle(plan: Plan, body: Callable[[RunHandles], str], *, echo: bo
     except RunFailed as exc:
         return _fail(plan, run.registry, run.status, log, str(exc))
     except Exception as exc:  # noqa: BLE001 - logged with traceback, one line on stderr, run marked failed
+        if fsio.disk_full(exc):
+            raise
         log.debug("traceback:\n%s", traceback.format_exc())
         problems = getattr(exc, "problems", None)
         reason = "; ".join(problems) if problems else f"{type(exc).__name__}: {exc}"
         return _fail(plan, run.registry, run.status, log, reason)
-    finally:
-        run.stop.restore()
     run.status.write("complete", exit_code=EXIT_OK)
+    m = plan.manifest
     run.registry.set_status(plan.run_key, "complete", run_dir=str(plan.run_dir), manifest=m.name, completed=now_iso())
     log.info("complete: %s%s", plan.run_dir, note)
     return EXIT_OK
+
+
+def _out_of_space(plan: Plan, run: RunHandles, exc: OSError) -> int:
+    """A full disk: one line naming the file and the free space; status.json says failed and the registry
+    entry is released (not failed), so that once space is freed a re-run resumes the progress on disk. Both
+    are small files rewritten in place when no new block can be had; what still cannot be written is left."""
+    line = fsio.no_space_line(exc, plan.run_dir)
+    print(line, file=sys.stderr)
+    run.log.debug("run stopped: %s", line)
+    with contextlib.suppress(OSError):
+        run.status.write("failed", exit_code=EXIT_RUN_FAILED, reason=line)
+    with contextlib.suppress(OSError):
+        run.registry.release(plan.run_key, "no space left on device: free space, then run again to resume")
+    return EXIT_RUN_FAILED
 
 
 def run_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Any = None) -> int:

@@ -2,12 +2,16 @@
 
 Progress, registry, results and golden files must survive a kill at any instant (a reader sees the old
 file or the new one, never half of one) and concurrent writers (16 merges at once lose nothing).
+A write that fails raises OSError naming the file it was writing, and a full disk is told apart
+(`disk_full`, `no_space_line`) so a run can fail with one line naming the path and the free space.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,11 +26,12 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
     the mode a plain open() would give (0666 less the umask), not mkstemp's private 0600: run folders and
     golden files are read by collaborators on shared clusters."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with _naming(path), os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o666 & ~_umask())
             handle.write(raw)
             handle.flush()
@@ -56,8 +61,58 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, in_place_if_full: bool = False) -> None:
+    """`atomic_write` of indented JSON. `in_place_if_full`, for the small bookkeeping files (registry,
+    status.json) whose failure state must still be written on a full disk: when the atomic write finds no
+    space, the file is overwritten in place if the new text fits in the blocks it already holds."""
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    try:
+        atomic_write(path, text)
+    except OSError as exc:
+        if not (in_place_if_full and disk_full(exc) and _overwrite_in_place(Path(path), text.encode("utf-8"))):
+            raise
+
+
+def _overwrite_in_place(path: Path, raw: bytes) -> bool:
+    """Rewrite `path` without allocating (True when done): only when `raw` fits in its allocated blocks."""
+    try:
+        if len(raw) > path.stat().st_blocks * 512:
+            return False
+        with open(path, "r+b") as handle:
+            handle.write(raw)
+            handle.truncate()
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Re-raise an OSError without a file name (a failed write() has none) as one naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
+        raise
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True for "no space left on device" and "disk quota exceeded"."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space_line(exc: OSError, fallback: str | os.PathLike[str]) -> str:
+    """One line naming the file that could not be written and the free space where it lives."""
+    path = Path(exc.filename) if exc.filename else Path(fallback)
+    probe = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    try:
+        free = f"{shutil.disk_usage(probe).free / 1e6:.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return f"{path}: {os.strerror(exc.errno or errno.ENOSPC).lower()} ({free} on {probe}); free space, then run again"
 
 
 @contextmanager
@@ -72,8 +127,9 @@ def locked(path: str | os.PathLike[str], timeout_s: float = 120.0) -> Iterator[N
 def append_line_fsync(path: str | os.PathLike[str], lines: list[str]) -> None:
     """Append whole lines and fsync: a resume point that survives SIGKILL (a torn last line is dropped on read)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write("".join(line.rstrip("\n") + "\n" for line in lines))
-        handle.flush()
-        os.fsync(handle.fileno())
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write("".join(line.rstrip("\n") + "\n" for line in lines))
+            handle.flush()
+            os.fsync(handle.fileno())

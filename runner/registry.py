@@ -191,7 +191,7 @@ class Registry:
                 entry.update(owner_fields(extra.get("pid")), heartbeat=stamp, started=stamp)
             entry.update(extra)
             data[key] = entry
-            fsio.atomic_write_json(self.path, data)
+            fsio.atomic_write_json(self.path, data, in_place_if_full=True)
             return Entry.from_json(key, entry)
 
     def claim(self, key: str, *, run_dir: str, manifest: str) -> Entry | None:
@@ -211,7 +211,7 @@ class Registry:
             entry.update(status="running", run_dir=run_dir, manifest=manifest, reason=None, updated=stamp)
             entry.update(owner_fields(), heartbeat=stamp, started=stamp)
             data[key] = entry
-            fsio.atomic_write_json(self.path, data)
+            fsio.atomic_write_json(self.path, data, in_place_if_full=True)
             return before
 
     def heartbeat(self, key: str) -> None:
@@ -243,7 +243,7 @@ class Registry:
             if entry is None or entry.get("status") != "running":
                 return
             entry.update(fields)
-            fsio.atomic_write_json(self.path, data)
+            fsio.atomic_write_json(self.path, data, in_place_if_full=True)
 
     def invalidate(self, key: str, why: str) -> Entry:
         """Mark `key` invalid with a reason; the next run of its manifest starts from scratch."""
@@ -255,7 +255,7 @@ class Registry:
                 known = ", ".join(k[:12] for k in sorted(data)) or "none"
                 raise RegistryError(f"{self.path}: unknown run key {key!r} (known: {known})")
             data[key].update(status="invalid", reason=why, updated=now_iso())
-            fsio.atomic_write_json(self.path, data)
+            fsio.atomic_write_json(self.path, data, in_place_if_full=True)
             return Entry.from_json(key, data[key])
 
     def resolve_key(self, prefix: str) -> str:

@@ -77,4 +77,4 @@ class StatusFile:
             self.exit_code = exit_code
         if reason is not None:
             self.reason = reason
-        fsio.atomic_write_json(self.path, redact(self.to_json()))
+        fsio.atomic_write_json(self.path, redact(self.to_json()), in_place_if_full=True)
