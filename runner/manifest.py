@@ -3,6 +3,12 @@
 Every problem becomes one line `file:line: dotted.field: message (what is allowed)`, and all of them
 are collected into one `ManifestError`, so a user fixes a file in one pass. Lines come from the
 round-trip nodes (`CommentedMap.lc`, `CommentedSeq.lc`), which is why YAML is loaded with typ="rt".
+
+Loading is bounded, because a manifest is untrusted input (a copied sweep, a file from a collaborator):
+at most MAX_FILE_BYTES per file, MAX_DEPTH levels of nesting, MAX_VALUES values once YAML aliases are
+expanded (a 1 KB "billion laughs" file would otherwise expand forever), MAX_INCLUDES files per chain,
+and `include:` is a relative path that stays inside the manifests' tree (`include_root`). Errors never
+quote a file's content beyond the offending key's value.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ _VAR_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _SECRET = re.compile(r"(^HF_TOKEN$|_TOKEN$|_KEY$|_SECRET$|_PASSWORD$)")
 
 Loc = tuple[str | int, ...]
+MAX_FILE_BYTES = 1 << 20  # a commented manifest is a few KB
+MAX_DEPTH = 32  # nesting levels of mappings and lists (the schema itself needs 5)
+MAX_VALUES = 20_000  # scalars, mappings and lists after alias expansion (a manifest has about 100)
+MAX_INCLUDES = 8  # files in one include chain
 
 
 class ManifestError(ValueError):
@@ -77,11 +87,12 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
 
 
 def load_document(path: str | os.PathLike[str], _seen: tuple[Path, ...] = ()) -> Document:
-    """Parse `path` (and what it includes) into a Document; raises ManifestError."""
+    """Parse `path` (and what it includes) into a Document; raises ManifestError. `_seen` is the include
+    chain so far (the top-level file first)."""
     path = Path(path)
     root = read_yaml(path)
     problems: list[str] = []
-    data = _plain(root, str(path), problems)
+    data = _plain(root, str(path), problems, budget=[MAX_VALUES])
     sources = [(str(path), root)]
     include = data.pop("include", None)
     if include is not None:
@@ -99,6 +110,9 @@ def load_document(path: str | os.PathLike[str], _seen: tuple[Path, ...] = ()) ->
 def read_yaml(path: Path) -> CommentedMap:
     """The round-trip mapping of a UTF-8 YAML file; syntax errors and duplicate keys name file:line."""
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ManifestError([f"{path}:1: (file): {size} bytes; a manifest is at most {MAX_FILE_BYTES} bytes"])
         raw = path.read_bytes()
     except OSError as exc:
         raise ManifestError([f"{path}:1: cannot read file ({exc.strerror or exc})"]) from None
@@ -115,8 +129,10 @@ def read_yaml(path: Path) -> CommentedMap:
         raise ManifestError([f"{path}:{_syntax_line(exc)}: YAML syntax: {exc.problem or exc.context}"]) from None
     except YAMLError as exc:
         raise ManifestError([f"{path}:1: YAML syntax: {str(exc).splitlines()[0]}"]) from None
+    except RecursionError:
+        raise ManifestError([f"{path}:1: (top level): nested more than {MAX_DEPTH} levels deep"]) from None
     if not isinstance(root, CommentedMap):
-        kind = "empty" if root is None else ("a list" if isinstance(root, list) else f"a single value {root!r}")
+        kind = "empty" if root is None else ("a list" if isinstance(root, list) else "a single value")
         raise ManifestError([f"{path}:1: (top level): the file is {kind}; a manifest is a mapping (schema: 1, ...)"])
     return root
 
@@ -264,12 +280,24 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 # ---- plain data, ${VAR} expansion, include ----
 
 
-def _plain(node: Any, file: str, problems: list[str], line: int = 1, loc: Loc = ()) -> Any:
-    """Round-trip node → plain dict/list/str/int/float/bool, expanding ${VAR} in strings."""
+def _plain(node: Any, file: str, problems: list[str], line: int = 1, loc: Loc = (), *, budget: list[int]) -> Any:
+    """Round-trip node → plain dict/list/str/int/float/bool, expanding ${VAR} in strings; bounded by MAX_DEPTH
+    and by `budget` (values left to produce, shared by the whole walk: aliases count every time they expand)."""
+    budget[0] -= 1
+    if budget[0] < 0 or len(loc) > MAX_DEPTH:
+        dotted = ".".join(str(p) for p in loc[:MAX_DEPTH]) or "(top level)"
+        why = f"nested more than {MAX_DEPTH} levels deep" if len(loc) > MAX_DEPTH else (
+            f"expands to more than {MAX_VALUES} values (YAML aliases repeating each other?)")  # fmt: skip
+        raise ManifestError([f"{file}:{line}: {dotted}: {why}"])
     if isinstance(node, CommentedMap):
-        return {str(k): _plain(v, file, problems, key_line(node, k, line), loc + (str(k),)) for k, v in node.items()}
+        return {
+            str(k): _plain(v, file, problems, key_line(node, k, line), loc + (str(k),), budget=budget)
+            for k, v in node.items()
+        }
     if isinstance(node, CommentedSeq):
-        return [_plain(v, file, problems, _item_line(node, i, line), loc + (i,)) for i, v in enumerate(node)]
+        return [
+            _plain(v, file, problems, _item_line(node, i, line), loc + (i,), budget=budget) for i, v in enumerate(node)
+        ]
     if isinstance(node, bool) or node is None:
         return node
     if isinstance(node, int):
@@ -279,7 +307,7 @@ def _plain(node: Any, file: str, problems: list[str], line: int = 1, loc: Loc = 
     dotted = ".".join(str(p) for p in loc)
     if isinstance(node, TaggedScalar):
         if str(node.tag) == "tag:yaml.org,2002:str":
-            return _plain(str(node.value), file, problems, line, loc)
+            return _plain(str(node.value), file, problems, line, loc, budget=budget)
         problems.append(f"{file}:{line}: {dotted}: YAML tag {node.tag} is not supported (write a plain value)")
         return str(node.value)
     if isinstance(node, datetime.date):
@@ -314,19 +342,38 @@ def expand(text: str, env: typing.Mapping[str, str], report: typing.Callable[[st
     return _VAR.sub(replace, text)
 
 
+def include_root(top: Path) -> Path:
+    """The tree an include may reach: the nearest folder named `manifests` above the top-level file (so
+    manifests/sweeps/x.yaml may include ../m2_int8.yaml), else the top-level file's own folder."""
+    top = top.resolve()
+    return next((d for d in top.parents if d.name == "manifests"), top.parent)
+
+
 def _included(path: Path, include: Any, line: int, seen: tuple[Path, ...], problems: list[str]) -> Document:
-    if not isinstance(include, str) or not include:
-        problems.append(f"{path}:{line}: include: must be a relative path to a manifest file (found: {include!r})")
+    chain = seen + (path.resolve(),)
+    root = include_root(chain[0])
+    if not isinstance(include, str) or not include or os.path.isabs(include) or include.startswith("~"):
+        found = repr(include) if isinstance(include, str) and len(include) < 200 else f"a {type(include).__name__}"
+        problems.append(f"{path}:{line}: include: must be a relative path to a manifest file (found: {found})")
         return Document({}, [])
     target = (path.parent / include).resolve()
-    if target in seen + (path.resolve(),):
+    if not target.is_relative_to(root):
+        problems.append(f"{path}:{line}: include: {include!r} leaves {root} (includes stay in the manifests' tree)")
+        return Document({}, [])
+    if target in chain:
         problems.append(f"{path}:{line}: include: {include!r} includes itself (directly or through other files)")
+        return Document({}, [])
+    if len(chain) >= MAX_INCLUDES:
+        problems.append(f"{path}:{line}: include: more than {MAX_INCLUDES} files in one include chain")
         return Document({}, [])
     if not target.is_file():
         problems.append(f"{path}:{line}: include: no such file {include!r} (relative to {path.parent})")
         return Document({}, [])
+    if target.suffix not in (".yaml", ".yml"):
+        problems.append(f"{path}:{line}: include: {include!r} is not a manifest (allowed: a .yaml or .yml file)")
+        return Document({}, [])
     try:
-        return load_document(os.path.normpath(path.parent / include), seen + (path.resolve(),))
+        return load_document(os.path.normpath(path.parent / include), chain)
     except ManifestError as exc:
         problems.extend(exc.problems)
         return Document({}, [])

@@ -5,7 +5,8 @@
     grid:
       kv.quant.scheme: [int8, int4, nf4]
 
-expands to one manifest per combination of the grid values (the first key varies slowest), named
+expands to one manifest per combination of the grid values (the first key varies slowest; at most
+MAX_COMBINATIONS, refused before anything is expanded), named
 `<name>-<key>_<value>-...` (the last part of the dotted path, the whole path where two keys share
 a last part), sanitized to the manifest name pattern. A plain manifest expands to itself.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 import re
 from typing import Any
@@ -24,6 +26,7 @@ from runner.manifest import Document, Loc, ManifestError, field_names, key_line,
 from runner.schema import Manifest
 
 _NOT_NAME = re.compile(r"[^a-z0-9_.-]+")
+MAX_COMBINATIONS = 256  # a grid is expanded (and every member validated) at once: bound it before that
 
 
 def expand_file(path: str | os.PathLike[str]) -> list[Manifest]:
@@ -69,6 +72,12 @@ def _read_grid(doc: Document) -> dict[Loc, list[Any]]:
             doc.pins[tuple(dotted.split("."))] = (file, at)
     if problems:
         raise ManifestError(problems)
+    n = math.prod(len(values) for values in out.values())
+    if n > MAX_COMBINATIONS:
+        sizes = " x ".join(str(len(values)) for values in out.values())
+        raise ManifestError(
+            [f"{file}:{line}: grid: {sizes} = {n} combinations; a sweep has at most {MAX_COMBINATIONS}"]
+        )
     return out
 
 

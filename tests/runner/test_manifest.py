@@ -124,6 +124,8 @@ def test_variables_in_keys_are_not_expanded(tmp_path, monkeypatch):
 
 
 def test_include_merges_sections_and_errors_name_the_file_that_holds_the_value(tmp_path):
+    tmp_path = tmp_path / "manifests"  # a folder named manifests is the tree that includes may reach
+    tmp_path.mkdir()
     write(tmp_path, MINIMAL + "kv:\n  quant: {scheme: int4, group_size: 0}\n", "base.yaml")
     sub = tmp_path / "sub"
     sub.mkdir()
