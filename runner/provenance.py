@@ -1,8 +1,10 @@
 """provenance.json: what produced a run (code, packages, device, models, fuser, data) — and secret redaction.
 
-Gathered at run time, never reconstructed. Secrets: the values of HF_TOKEN and of every environment variable
-whose name ends in TOKEN, KEY, SECRET or PASSWORD never reach a file or a log. `redact` is the one function
-that enforces it; provenance, status, logs and records all pass through it (specs/prior-art.md defect 8).
+Gathered at run time, never reconstructed. Secrets: the values of every environment variable whose name looks
+secret (TOKEN, SECRET, PASSWORD/PASSWD, CREDENTIAL, COOKIE anywhere in it, or an AUTH, KEY or API_KEY part)
+never reach a file or a log, nor do the credentials of a URL (`https://user:pw@host`, `?token=...`): a URL
+such as HF_ENDPOINT is recorded without them. `redact` is the one function that enforces it; provenance,
+status, logs and records all pass through it (specs/prior-art.md defect 8).
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SECRET_NAME = re.compile(r"(^HF_TOKEN$|TOKEN$|KEY$|SECRET$|PASSWORD$)", re.IGNORECASE)  # environment names
-SECRET_FIELD = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD)$")  # upper-case (env-style) names inside documents
+_SECRET_WORD = r"TOKEN|SECRET|PASSW|PASSPHRASE|CREDENTIAL|PRIVATE|AUTH|COOKIE|(?:^|_)(?:API_?)?KEY(?:$|_)"
+SECRET_NAME = re.compile(_SECRET_WORD, re.IGNORECASE)  # environment variable names
+SECRET_FIELD = re.compile(rf"^[A-Z0-9_]*(?:{_SECRET_WORD})[A-Z0-9_]*$")  # upper-case (env-style) keys in documents
+URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")  # scheme://user:password@host
+URL_SECRET_QUERY = re.compile(
+    r"(?i)([?&;](?:[a-z0-9_-]*(?:token|key|secret|passw[a-z]*|sig|signature|auth)[a-z0-9_-]*)=)[^&#\s]+"
+)
 REDACTED = "[redacted]"
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "safetensors", "huggingface-hub", "pydantic", "qc2c")
 MIN_SECRET_LEN = 4  # shorter values ("1", "on") would redact ordinary text without protecting anything
@@ -42,6 +49,8 @@ def redact(obj: Any, secrets: list[str] | None = None) -> Any:
     if isinstance(obj, str):
         for value in secrets:
             obj = obj.replace(value, REDACTED)
+        if "://" in obj or "=" in obj:
+            obj = URL_SECRET_QUERY.sub(rf"\1{REDACTED}", URL_USERINFO.sub(rf"\1{REDACTED}@", obj))
         return obj
     if isinstance(obj, dict):
         return {

@@ -46,3 +46,21 @@ def test_collect_never_writes_the_token(monkeypatch, tmp_path: Path) -> None:
     assert FAKE not in text
     assert doc["git"]["commit"] is None or len(doc["git"]["commit"]) == 40
     assert doc["packages"]["torch"]
+
+
+def test_secret_looking_names_and_url_credentials_never_reach_provenance(monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "https://alice:CANARYpw99@hub.example.org/api?x=1&token=CANARYtok7")
+    monkeypatch.setenv("HF_HUB_PASSWD", "CANARYpasswd1")
+    monkeypatch.setenv("QC2C_SECRET_FILE_CONTENT", "CANARYsecret2")
+    monkeypatch.setenv("HF_AUTH", "CANARYauth3")
+    monkeypatch.setenv("QC2C_RUNS_DIR", "/scratch/runs")
+    doc = collect(
+        repo=Path(__file__).parents[2], device="cpu", run_key="k", models={}, fuser=None, datasets={}, container=None
+    )
+    assert "CANARY" not in json.dumps(doc)
+    assert doc["env"]["HF_ENDPOINT"] == f"https://{REDACTED}@hub.example.org/api?x=1&token={REDACTED}"
+    assert doc["env"]["QC2C_RUNS_DIR"] == "/scratch/runs" and doc["run_key"] == "k"
+    assert (
+        redact("see https://hub.example.org/a?b=c for run_key abc")
+        == "see https://hub.example.org/a?b=c for run_key abc"
+    )
