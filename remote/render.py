@@ -128,9 +128,25 @@ def launcher_script(job: Job) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tmux_session(job_name: str) -> str:
+    """The tmux session of a job: tmux itself renames '.' and ':' in session names to '_' (they separate
+    window and pane in a target), so a job 'm2.int4' would run as 'm2_int4' and be looked for in vain."""
+    return check_name(job_name, "job name").replace(".", "_").replace(":", "_")
+
+
+def tmux_target(job_name: str) -> str:
+    """`-t` argument naming exactly that session ('=' turns off tmux's prefix and pattern matching, so
+    has-session for 'smoke' never answers for 'smoke-2')."""
+    return f"={tmux_session(job_name)}"
+
+
 def tmux_command(job: Job) -> list[str]:
     """argv for the far side: a detached session running the uploaded script (no nested quoting)."""
-    return ["tmux", "new-session", "-d", "-s", job.name, f"{job.job_dir}/launch.sh"]
+    return ["tmux", "new-session", "-d", "-s", tmux_session(job.name), f"{job.job_dir}/launch.sh"]
+
+
+def tmux_alive_command(job: Job) -> str:
+    return shlex.join(["tmux", "has-session", "-t", tmux_target(job.name)])
 
 
 def sbatch_flags(job: Job) -> list[str]:
@@ -231,7 +247,7 @@ def sacct_command(job_id: str) -> str:
 
 
 def check_slurm_id(job_id: str) -> str:
-    if not job_id.isdigit():
+    if not (job_id.isascii() and job_id.isdigit()):
         raise ValueError(f"slurm job id {job_id!r} is not a number")
     return job_id
 
@@ -244,7 +260,7 @@ def logs_command(job: Job, *, follow: bool, n_lines: int = 200) -> str:
 
 def cancel_command(job: Job, slurm_job_id: str | None) -> str:
     if job.target.kind == "runpod":
-        return shlex.join(["tmux", "kill-session", "-t", job.name])
+        return shlex.join(["tmux", "kill-session", "-t", tmux_target(job.name)])
     assert slurm_job_id is not None
     return shlex.join(["scancel", check_slurm_id(slurm_job_id)])
 

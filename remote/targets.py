@@ -17,7 +17,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-# Same pattern as manifest names: safe in a file name, a tmux session, a Slurm job name.
+# Same pattern as manifest names: safe in a file name and a Slurm job name (tmux renames '.' and ':', see
+# render.tmux_session). Every pattern is applied with fullmatch: `$` alone also matches before a final
+# newline, so 'smoke\n' would pass and render a launcher that bash rejects.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Host names / ssh-config aliases / users: no shell metacharacters, no leading dash (option injection).
@@ -35,13 +37,13 @@ class UnsafeName(ValueError):
 
 def check_name(value: str, what: str = "name") -> str:
     """Return `value` if it is a safe name, else raise: hostile names are refused, never escaped."""
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise UnsafeName(f"{what} {value!r} is not allowed (must match {NAME_RE.pattern})")
     return value
 
 
 def check_remote_path(value: str, what: str = "path") -> str:
-    if not isinstance(value, str) or not PATH_RE.match(value) or "/../" in f"{value}/":
+    if not isinstance(value, str) or not PATH_RE.fullmatch(value) or "/../" in f"{value}/":
         raise UnsafeName(f"{what} {value!r} is not allowed (absolute or ~/ path of [A-Za-z0-9_.,+@%/=-])")
     return value
 
@@ -62,7 +64,7 @@ class Slurm(BaseModel):
     @classmethod
     def _extra_flags(cls, value: list[str]) -> list[str]:
         for flag in value:
-            if not SBATCH_OPT_RE.match(flag):
+            if not SBATCH_OPT_RE.fullmatch(flag):
                 raise ValueError(f"sbatch option {flag!r} must look like --name or --name=value (no spaces)")
         return value
 
@@ -94,14 +96,14 @@ class Target(BaseModel):
     @classmethod
     def _env_names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not ENV_NAME_RE.match(name):
+            if not ENV_NAME_RE.fullmatch(name):
                 raise ValueError(f"environment variable name {name!r} is not valid")
         return value
 
     @field_validator("run_command")
     @classmethod
     def _run_command(cls, value: list[str]) -> list[str]:
-        if not value or any(not re.match(r"^[A-Za-z0-9_./=:-]+$", a) for a in value):
+        if not value or any(not re.fullmatch(r"[A-Za-z0-9_./=:-]+", a) for a in value):
             raise ValueError("run_command must be a non-empty list of plain words")
         return value
 
@@ -155,7 +157,7 @@ def load_targets(path: str | Path = DEFAULT_TARGETS) -> dict[str, Target]:
     problems: list[str] = []
     for name, body in data["targets"].items():
         base_line = data["targets"].lc.key(name)[0] + 1
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             problems.append(f"{path}:{base_line}: targets.{name}: name must match {NAME_RE.pattern}")
             continue
         try:

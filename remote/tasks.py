@@ -138,7 +138,7 @@ def job_status(conn: Connection, target: Target, entry: ledger.LedgerEntry) -> J
     job = _job_of(target, entry)
     scheduler: dict[int, str] = {}
     if target.kind == "runpod":
-        alive = _run(conn, target, shlex.join(["tmux", "has-session", "-t", job.name]), warn=True).ok
+        alive = _run(conn, target, render.tmux_alive_command(job), warn=True).ok
         scheduler = dict.fromkeys(range(job.n_tasks), "ALIVE" if alive else "GONE")
     else:
         squeue = _run(conn, target, render.squeue_command(entry.handle), warn=True)
