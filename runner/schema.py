@@ -22,6 +22,7 @@ from typing import Annotated, Literal
 from pydantic import Field, Strict, StringConstraints, field_validator, model_validator
 
 from qc2c.eval.settings import BASELINES, NO_FUSER, TEXT, setting_problems
+from qc2c.kv.quant import CONVENTIONS, convention_applies
 from runner.schema_types import (  # noqa: F401  (PATTERN_HELP, NAME_PATTERN: re-exported for the loader, tests)
     DEVICE_PATTERN,
     NAME_PATTERN,
@@ -98,6 +99,9 @@ class Quant(Section):
     value_axis: Axis = "token"
     group_size: PositiveInt | None = 64
     scale_dtype: Literal["float16", "float32"] = "float16"
+    # asymmetric int8/int4/int2 only: kivi (KIVI's math, a float min per group) | observer (integer zero point;
+    # what every run before this field used, kept for reproducibility; see qc2c.kv.schemes.uniform)
+    convention: Literal[CONVENTIONS] = "kivi"
 
 
 class Override(Section):
@@ -159,6 +163,14 @@ class KV(Section):
     precision: Precision | None = None
     selection: Selection = Selection()
     budget: Budget | None = None
+
+    @model_validator(mode="after")
+    def _convention_used(self) -> KV:
+        # an unused setting must keep its default: never silently ignored, and one run key per meaning
+        if self.quant.convention != "kivi" and not convention_applies(self.model_dump(mode="json")):
+            why = "only used by asymmetric int8/int4/int2 (this kv sends none: symmetric, or no int scheme)"
+            raise Problems([("quant.convention", None, why)])
+        return self
 
 
 # ---- eval, train, runtime ----
@@ -290,6 +302,11 @@ class Manifest(Section):
         exclude = {"name": True, "description": True, "milestone": True, "runtime": {"container", "max_sample_errors"}}
         if self.eval is not None and self.eval.text is None:
             exclude["eval"] = {"text"}
+        # kv.quant.convention enters the key only where it changes numbers from what earlier keys meant: every run
+        # before the field was observer (so an observer manifest keeps its earlier key, run folder and golden
+        # rows), and a kv without an asymmetric int scheme is unaffected by it
+        if self.kv.quant.convention == "observer" or not convention_applies(self.kv.model_dump(mode="json")):
+            exclude["kv"] = {"quant": {"convention"}}
         data = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

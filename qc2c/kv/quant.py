@@ -17,7 +17,10 @@ from qc2c.kv.grouping import Grouping
 from qc2c.kv.schemes import floats, fp8, nf4, uniform  # noqa: F401  (registers the members)
 from qc2c.kv.schemes.base import CONVENTIONS, SCALE_DTYPES, SCHEMES, Encoded, NonFiniteInput, Scheme, pack, unpack
 
-__all__ = ["SCHEMES", "Encoded", "NonFiniteInput", "Scheme", "build_scheme", "build_kv_schemes", "pack", "unpack"]
+__all__ = [
+    "CONVENTIONS", "SCHEMES", "Encoded", "NonFiniteInput", "Scheme", "build_scheme", "build_kv_schemes",
+    "convention_applies", "pack", "unpack",
+]  # fmt: skip
 
 
 def build_scheme(
@@ -50,3 +53,15 @@ def build_kv_schemes(name: str, quant: Mapping[str, Any]) -> tuple[Scheme, Schem
     key = build_scheme(name, axis=quant.get("key_axis", "channel"), **common)
     value = build_scheme(name, axis=quant.get("value_axis", "token"), **common)
     return key, value
+
+
+def convention_applies(kv: Mapping[str, Any]) -> bool:
+    """Whether `kv.quant.convention` changes any number of a manifest `kv` dict: some asymmetric int8/int4/int2
+    is sent (kv.quant.scheme or kv.precision.default, an override, or a budget candidate)."""
+    quant, precision = kv.get("quant") or {}, kv.get("precision") or {}
+    if quant.get("symmetric", False):
+        return False
+    names = {precision.get("default") or quant.get("scheme", "int8")}
+    names |= {override.get("scheme") for override in precision.get("overrides") or ()}
+    names |= set((kv.get("budget") or {}).get("candidates") or ())
+    return any(name in SCHEMES and issubclass(SCHEMES.get(name), uniform.UniformInt) for name in names)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from qc2c.kv.quant import convention_applies
 from qc2c.kv.selection import SELECTORS, is_oracle
 from runner.results import (
     COMPRESSED,
@@ -45,7 +46,10 @@ class GoldenRow(Part):
 
     run_key: Sha256 = Field(description="Manifest.run_key() of the run")
     setting: str = Field(description="'compressed' or a baseline name (receiver, sharer, c2c_fp16)")
-    family: str = Field(description="setting family for plots: scheme[+mixed][+selector][+budget] or the baseline")
+    family: str = Field(
+        description="setting family for plots: scheme[+convention][+mixed][+selector], budget+allocator[+convention],"
+        " or the baseline"
+    )
     manifest: str = Field(description="manifest name")
     milestone: str = Field(description="manifest milestone")
     protocol: str = Field(description="eval.protocol")
@@ -89,14 +93,18 @@ def row_key(run_key: str, dataset: str, setting: str) -> str:
 
 
 def setting_family(setting: str, kv: dict[str, Any] | None) -> str:
-    """`int4`, `int8+mixed`, `int8+knorm`, `budget+greedy`, or the baseline name (the plot's marker)."""
+    """`int4+kivi`, `int8+observer+mixed`, `int8+kivi+knorm`, `nf4`, `budget+greedy+kivi`, or the baseline name
+    (the plot's marker). The quantizer convention is named where it changes numbers (an asymmetric int scheme is
+    sent) and the row recorded it; rows merged before kv.quant.convention existed (all observer) carry none."""
     if setting != COMPRESSED or kv is None:
         return setting
+    convention = (kv.get("quant") or {}).get("convention")
+    quantizer = [str(convention)] if convention and convention_applies(kv) else []
     budget = kv.get("budget")
     if budget:
-        return f"budget+{budget.get('allocator', 'greedy')}"
+        return "+".join(["budget", str(budget.get("allocator", "greedy")), *quantizer])
     precision = kv.get("precision") or {}
-    parts = [str(precision.get("default") or (kv.get("quant") or {}).get("scheme", "unknown"))]
+    parts = [str(precision.get("default") or (kv.get("quant") or {}).get("scheme", "unknown")), *quantizer]
     if precision.get("overrides") or precision.get("last_fp16"):
         parts.append("mixed")
     method = (kv.get("selection") or {}).get("method", "all")

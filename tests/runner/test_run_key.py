@@ -81,3 +81,31 @@ def test_where_it_runs_and_error_tolerance_do_not_change_the_key(tmp_path):
     runtime = "\nruntime: {container: docker, max_sample_errors: 3}\n"
     assert key(tmp_path, TEXT.rstrip("\n") + runtime) == reference
     assert key(tmp_path, TEXT.rstrip("\n") + "\nruntime: {seed: 7}\n") != reference
+
+
+def _key_without_convention(tmp_path, text: str) -> str:
+    """The key as computed before kv.quant.convention existed (the same canonical JSON without the field)."""
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    m = load_manifest(path)
+    exclude = {"name": True, "description": True, "milestone": True, "runtime": {"container", "max_sample_errors"}}
+    exclude["kv"] = {"quant": {"convention"}}
+    if m.eval is not None and m.eval.text is None:
+        exclude["eval"] = {"text"}
+    data = m.model_dump(mode="json", by_alias=True, exclude=exclude)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def test_the_quantizer_convention_is_in_the_key_where_it_changes_numbers(tmp_path):
+    """kivi (the default) and observer are different keys; observer keeps the key its manifest had before the
+    field existed (every earlier run was observer, so its run folders and golden rows stay valid); a kv without
+    an asymmetric int scheme keeps its earlier key too."""
+    kivi = key(tmp_path, TEXT)
+    assert key(tmp_path, TEXT.replace("{scheme: int4}", "{scheme: int4, convention: kivi}")) == kivi
+    observer_text = TEXT.replace("{scheme: int4}", "{scheme: int4, convention: observer}")
+    observer = key(tmp_path, observer_text)
+    assert observer != kivi
+    assert observer == _key_without_convention(tmp_path, observer_text)
+    assert kivi != _key_without_convention(tmp_path, TEXT)
+    nf4 = TEXT.replace("{scheme: int4}", "{scheme: nf4}")
+    assert key(tmp_path, nf4) == _key_without_convention(tmp_path, nf4)

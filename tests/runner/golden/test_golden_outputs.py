@@ -22,6 +22,8 @@ from runner.golden.merge import GOLDEN_JSON, SUMMARY_MD
 from runner.golden.plots import pareto_frontier, write_plots
 from runner.golden.show import build_table
 from runner.golden.summary import render_summary
+from runner.golden.validate import setting_family
+from runner.results import COMPRESSED
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "golden_summary.md"
 
@@ -116,7 +118,8 @@ def test_summary_matches_the_recorded_snapshot(run_factory):
 def test_summary_has_one_table_per_milestone_and_every_row(run_factory):
     golden = _store(run_factory)
     text = render_summary(golden)
-    assert [line for line in text.splitlines() if line.startswith("## ")] == ["## m2", "## m3", "## smoke"]
+    sections = ["## m2", "## m3", "## smoke", "## same bytes: compressed KV vs text"]
+    assert [line for line in text.splitlines() if line.startswith("## ")] == sections
     for manifest in ("m2_int8", "m2_int4", "m2_int2", "m3_knorm50", "m3_knorm25", "smoke"):
         assert f"| {manifest} |" in text
     compressed = [row for row in golden.rows.values() if row.setting == "compressed"]
@@ -207,3 +210,17 @@ def test_check_fails_on_a_row_key_written_twice(run_factory):
     path.write_text('{"schema": 1, "rows": {' + f'"{key}": {body}, "{key}": {body}' + "}}")
     problems = check_golden(run_factory.golden_dir)
     assert problems == [f"{path}: json: key {key} appears twice (a hand merge?); one row would be lost"]
+
+
+def test_the_family_names_the_quantizer_convention_where_it_changes_numbers() -> None:
+    """Plots and the summary keep kivi and observer rows apart; rows from before kv.quant.convention carry none."""
+    quant = {"scheme": "int4", "symmetric": False, "convention": "kivi"}
+    knorm = {"method": "knorm", "keep": 0.5}
+    assert setting_family(COMPRESSED, {"quant": quant, "selection": knorm}) == "int4+kivi+knorm"
+    observer = {**quant, "convention": "observer"}
+    assert setting_family(COMPRESSED, {"quant": observer, "precision": {"last_fp16": 2}}) == "int4+observer+mixed"
+    assert setting_family(COMPRESSED, {"quant": {**quant, "scheme": "nf4"}}) == "nf4"
+    assert setting_family(COMPRESSED, {"quant": {**quant, "symmetric": True}}) == "int4"
+    budget = {"bytes_per_sample": 100, "allocator": "greedy", "candidates": ["drop", "int4", "int8"]}
+    assert setting_family(COMPRESSED, {"quant": {**quant, "scheme": "fp16"}, "budget": budget}) == "budget+greedy+kivi"
+    assert setting_family(COMPRESSED, {"quant": {"scheme": "int4"}, "selection": knorm}) == "int4+knorm"
