@@ -35,7 +35,7 @@ FUSER_MANIFESTS: dict[str, str] = {
 PARALLEL_FIRST = ("receiver+sharer", "receiver+sharer_llama")  # independent: trained side by side
 
 # A reduced world and budget for the rebuild test (minutes, not an hour); not a zoo anyone should ship.
-REDUCED_WORLD = {"entities_per_split": 12, "train_variants": 2}
+REDUCED_WORLD = {"entities_per_split": 12}
 REDUCED_PRETRAIN = {"max_steps": 20, "probe_every": 10, "batch_size": 16, "question_batch_size": 8, "probe_size": 32}
 REDUCED_FUSER_STEPS = 4
 
@@ -132,7 +132,11 @@ def build_zoo(target: Path, *, reduced: bool = False) -> dict[str, Any]:
     runs.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     world = World(WorldSpec(**REDUCED_WORLD) if reduced else WorldSpec())
-    info: dict[str, Any] = {"world": asdict(world.spec), "reduced": reduced, "data": demo_build.write_data(world, staging)}
+    info: dict[str, Any] = {
+        "world": asdict(world.spec),
+        "reduced": reduced,
+        "data": demo_build.write_data(world, staging),
+    }
     _say(f"world data: {info['data']}")
     missing = [n for n in zoo.MODELS if not (staging / n / "config.json").is_file()]
     t1 = time.monotonic()
@@ -142,7 +146,9 @@ def build_zoo(target: Path, *, reduced: bool = False) -> dict[str, Any]:
     _say(f"models: {info['models']}")
     t2 = time.monotonic()
     info["fusers"] = _train_fusers(list(PARALLEL_FIRST), staging, runs, reduced)
-    info["fusers"].update(_train_fusers([n for n in FUSER_MANIFESTS if n not in PARALLEL_FIRST], staging, runs, reduced))
+    info["fusers"].update(
+        _train_fusers([n for n in FUSER_MANIFESTS if n not in PARALLEL_FIRST], staging, runs, reduced)
+    )
     info["fusers_wall_s"] = round(time.monotonic() - t2, 1)
     info["total_wall_s"] = round(time.monotonic() - t0, 1)
     (staging / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -13,7 +13,9 @@ from qc2c.demo import zoo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qc2c.demo", description=__doc__)
     parser.add_argument("command", choices=("data", "models", "record", "verify"))
-    parser.add_argument("--out", type=Path, default=None, help="zoo folder (default: $QC2C_DEMO_ZOO or the shipped one)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="zoo folder (default: $QC2C_DEMO_ZOO or the shipped one)"
+    )
     parser.add_argument("--only", action="append", default=None, help="models: build only this one (repeatable)")
     args = parser.parse_args(argv)
     root = args.out or zoo.zoo_root()

@@ -2,12 +2,12 @@
 
 Each step takes one batch of statements ("Topodi's color is red.", loss on every token) and one batch of
 multiple-choice questions rendered exactly as evaluation renders them (qc2c.eval.prompts, logits protocol:
-chat template, C2C's prompt, "The correct answer is"), with the loss on the answer letter only. Options and
-their order are drawn afresh for every question, so a model learns the fact, not a letter pattern.
+chat template, C2C's prompt, "The correct answer is"), with the loss on the answer letter only.
 
-Training stops when the model answers a fixed probe of its own facts (fresh option orders, never the test
-split's) at `target` accuracy, or after `max_steps`. Everything is seeded: the same spec, world, torch
-version and thread count give the same weights.
+Training stops when the model answers a fixed sample of its own facts' questions at `target` accuracy, or
+after `max_steps`. A demo model is *meant* to know its facts, so these questions are also test items (the
+receiver's are the `shared` ones); what the demo tests is the fuser, which never sees a B fact. Everything
+is seeded: the same spec, world, torch version and thread count give the same weights.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class PretrainSpec:
 
     max_steps: int = 4000
     batch_size: int = 64  # statements per step (short: they carry the facts cheaply)
-    question_batch_size: int = 24  # questions per step (long: they teach the format and the letter)
+    question_batch_size: int = 32  # questions per step (long: they teach the format and the letter)
     lr: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
@@ -43,9 +43,9 @@ class PretrainSpec:
     seed: int = 0
 
 
-def question_ids(tokenizer: Any, fact: Fact, rng) -> tuple[list[int], int]:
-    """(prompt ids as evaluation renders them, the answer letter's id) for a fresh option order."""
-    q = ask(fact, rng)
+def question_ids(tokenizer: Any, fact: Fact) -> tuple[list[int], int]:
+    """(prompt ids as evaluation renders them, the answer letter's id)."""
+    q = ask(fact)
     item = MCItem("train", q.fact.question, list(q.choices), ["A", "B", "C", "D"], q.answer)
     letters = option_token_ids(tokenizer, item.labels)
     return render(tokenizer, item, protocol="logits").ids, letters[item.labels.index(q.answer)]
@@ -73,9 +73,9 @@ class FactTrainer:
             for f in self.facts
             for s in f.statements()
         ]
+        self.questions = [question_ids(tokenizer, f) for f in self.facts]
         probe_rng = rng_for(spec.seed, "probe")
-        chosen = probe_rng.sample(self.facts, min(spec.probe_size, len(self.facts)))
-        self.probe = [question_ids(tokenizer, f, probe_rng) for f in chosen]
+        self.probe = probe_rng.sample(self.questions, min(spec.probe_size, len(self.questions)))
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
 
     def lr_at(self, step: int) -> float:
@@ -93,8 +93,7 @@ class FactTrainer:
         logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1]
         labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
         loss_s = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
-        qs = [question_ids(self.tok, self.facts[rng.randrange(len(self.facts))], rng)
-              for _ in range(self.spec.question_batch_size)]
+        qs = [self.questions[rng.randrange(len(self.questions))] for _ in range(self.spec.question_batch_size)]
         return loss_s + self.question_loss(qs)
 
     def question_logits(self, rows: Sequence[tuple[list[int], int]]) -> tuple[Tensor, Tensor]:

@@ -28,9 +28,9 @@ PROMPT_PHRASES = tuple(
 
 DEMO_TOKENIZERS: dict[str, TokenizerSpec] = {
     "qwen": replace(
-        TOKENIZERS["qwen"], vocab_size=650, added_tokens=(*TOKENIZERS["qwen"].added_tokens, *PROMPT_PHRASES)
+        TOKENIZERS["qwen"], vocab_size=610, added_tokens=(*TOKENIZERS["qwen"].added_tokens, *PROMPT_PHRASES)
     ),
-    "llama": replace(TOKENIZERS["llama"], vocab_size=508, added_tokens=PROMPT_PHRASES),
+    "llama": replace(TOKENIZERS["llama"], vocab_size=468, added_tokens=PROMPT_PHRASES),
 }
 
 

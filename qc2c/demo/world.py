@@ -7,14 +7,14 @@ answers them through the fused cache is reading the message.
 * Entities have made-up names of three syllables (``Bafeku``); the demo tokenizers never see a whole name,
   so every name spans several tokens and a fact has to be assembled in the models' deeper layers rather than
   sit in one name embedding.
-* Every entity has one value per attribute (8 values each). A fact is (entity, attribute, value).
+* A fact is (entity, attribute, value).
 * Entities are split into three disjoint groups, and so are their facts:
   ``A`` known to both models, ``C`` known to the sharer only and used to train the fuser, ``B`` known to the
   sharer only and used only to *test* it. The fuser never sees a B fact, so a gain on B is communication,
   not memorisation by the projector.
-* The test split asks one multiple-choice question per A fact (subject ``shared``) and per B fact (subject
-  ``sharer_only``) in the ARC/OpenBookQA schema; options are the true value and three other values of the
-  same attribute in a seeded order.
+* Every entity has one value per attribute (4 values each, drawn uniformly). The test split asks one
+  multiple-choice question per A fact (subject ``shared``) and per B fact (subject ``sharer_only``) in the
+  ARC/OpenBookQA schema; the options are the attribute's four values in a fixed order (see `ask`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ CONSONANTS = "bdfgklmnprstvz"
 VOWELS = "aeiou"
 SYLLABLES = tuple(c + v for c in CONSONANTS for v in VOWELS)  # 70 open syllables
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "color": ("red", "blue", "green", "yellow", "purple", "orange", "white", "black"),
-    "home": ("forest", "desert", "valley", "island", "mountain", "river", "meadow", "harbor"),
+    "color": ("red", "blue", "green", "yellow"),
+    "home": ("forest", "desert", "island", "mountain"),
 }
 QUESTIONS = {"color": "What is the color of {name}?", "home": "Where does {name} live?"}
 STATEMENTS = {
@@ -48,7 +48,7 @@ class WorldSpec:
 
     seed: int = 0
     entities_per_split: int = 120  # entities in each of A, B, C
-    train_variants: int = 6  # option orders per fact in the fuser's training data
+    train_variants: int = 1  # copies of each fact's question in the fuser's training data (epochs repeat them)
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,13 @@ def rng_for(*parts: object) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
-def ask(fact: Fact, rng: random.Random) -> MCQuestion:
-    """The fact's value and three other values of its attribute, in an order drawn from `rng`."""
-    others = [v for v in ATTRIBUTES[fact.attribute] if v != fact.value]
-    options = [fact.value, *rng.sample(others, 3)]
-    rng.shuffle(options)
+def ask(fact: Fact) -> MCQuestion:
+    """The attribute's four values as the options, always in the same order.
+
+    A fixed order keeps the answer format one step (fact -> value -> its letter), which models of this size
+    learn from scratch in minutes; with shuffled options they sat at a constant letter for thousands of
+    steps on two CPU cores. The letter still says nothing without the fact: values are drawn uniformly."""
+    options = ATTRIBUTES[fact.attribute]
     return MCQuestion(fact, tuple(options), LABELS[options.index(fact.value)])
 
 
@@ -138,14 +140,14 @@ class World:
     def test_questions(self) -> Iterator[tuple[str, MCQuestion]]:
         """(item id, question) for every A and B fact: the `demo` test split, A first, then B."""
         for fact in self.facts_of("A") + self.facts_of("B"):
-            yield f"demo-{fact.key}", ask(fact, rng_for(self.spec.seed, "test", fact.key))
+            yield f"demo-{fact.key}", ask(fact)
 
     def fuser_questions(self) -> Iterator[MCQuestion]:
         """The fuser's training questions: C facts (what it must learn to carry) and A facts (so fusion learns
-        to keep what the receiver already knows), `train_variants` option orders each. Never a B fact."""
+        to keep what the receiver already knows), `train_variants` times each. Never a B fact."""
         for fact in self.facts_of("C", "A"):
-            for v in range(self.spec.train_variants):
-                yield ask(fact, rng_for(self.spec.seed, "fuser", fact.key, v))
+            for _ in range(self.spec.train_variants):
+                yield ask(fact)
 
     def corpus_words(self) -> list[str]:
         """Text the demo tokenizers are trained on: every template, value and syllable, but never a whole name."""

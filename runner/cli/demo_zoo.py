@@ -15,7 +15,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="World data -> three pretrained models -> three fusers trained by `runner run` -> SHA256SUMS. "
         "Seeded and deterministic on CPU; about an hour on 2 cores.",
     )
-    p.add_argument("--out", type=Path, default=None, help="zoo folder to (re)build (default: the shipped qc2c/demo/zoo)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="zoo folder to (re)build (default: the shipped qc2c/demo/zoo)"
+    )
     p.add_argument("--reduced", action="store_true", help="a small world and a few steps (tests), never shipped")
     p.set_defaults(func=run)
 
