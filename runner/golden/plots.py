@@ -1,10 +1,12 @@
 """golden/plots/*.png: budget curves (accuracy vs bytes per sample) and the per-layer precision view.
 
-Budget curve, one per dataset: every row that sends a message is a point (x = mean measured bytes per sample,
-log scale; y = accuracy with its Wilson 95% interval as an error bar), one marker per setting family, the
-Pareto frontier (no other point is both smaller and more accurate) drawn as a step line, and the baselines
-(receiver alone, sharer alone, uncompressed C2C) as horizontal lines. Precision view: bits per receiver and
-per sharer layer of each compressed row, beside the fraction of prompt tokens actually sent.
+Budget curves, one file per dataset with one panel per model pair (runner.golden.panels): every setting that
+sends something is a point (x = mean measured bytes per sample, log scale; y = accuracy with its Wilson 95%
+interval): one marker per compressed family, and markers of their own for c2c_fp16 (star), the placebo (X)
+and the text-to-text settings; oracle selections are hollow. The Pareto frontier of the realistic points
+(no oracle, no placebo) is a step line; the receiver and sharer alone are horizontal lines, one per run group
+(never a mean over runs). Precision view: bits per receiver and per sharer layer of each compressed row,
+beside the fraction of prompt tokens actually sent.
 """
 
 from __future__ import annotations
@@ -21,11 +23,20 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from runner import fsio  # noqa: E402
+from runner.golden.panels import Panel, marker_name, panels  # noqa: E402
 from runner.golden.validate import GoldenFile, GoldenRow  # noqa: E402
-from runner.results import BASELINES, COMPRESSED, TEXT_ONLY  # noqa: E402
+from runner.results import COMPRESSED  # noqa: E402
 
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+MARKERS = ("o", "s", "^", "D", "v", "P", "<", ">", "d", "8")
 BASELINE_STYLE = {"receiver": ("tab:gray", ":"), "sharer": ("tab:brown", "-."), "c2c_fp16": ("black", "--")}
+# Settings with a marker of their own (families of the compressed setting cycle through MARKERS and tab10).
+SETTING_STYLE = {
+    "c2c_fp16": ("black", "*"),
+    "c2c_placebo": ("dimgray", "X"),
+    "text_answer": ("tab:green", "p"),
+    "text_analysis": ("tab:olive", "H"),
+}
+MIN_BYTES = 1.0  # an empty text (0 bytes) is drawn at 1 byte on the log axis
 # Bits per element of each scheme name (the public names of qc2c.kv.quant.SCHEMES); fp32 is the codec's lossless
 # float32 reference. A layer that is not sent is 0.
 SCHEME_BITS = {
@@ -53,13 +64,13 @@ def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, floa
 
 def write_plots(golden: GoldenFile, plots_dir: Path) -> list[Path]:
     """Render every plot into `plots_dir` (atomic writes); returns the files written."""
-    by_dataset: dict[str, list[GoldenRow]] = defaultdict(list)
-    for row in golden.rows.values():
-        by_dataset[row.dataset.name].append(row)
+    by_dataset: dict[str, list[Panel]] = defaultdict(list)
+    for panel in panels(list(golden.rows.values())):
+        by_dataset[panel.dataset].append(panel)
     written = []
     for dataset in sorted(by_dataset):
         written.append(
-            _save(plot_budget_curve(dataset, by_dataset[dataset]), plots_dir / f"accuracy_vs_bytes_{dataset}.png")
+            _save(plot_budget_curves(dataset, by_dataset[dataset]), plots_dir / f"accuracy_vs_bytes_{dataset}.png")
         )
     compressed = [r for r in golden.rows.values() if r.setting == COMPRESSED and r.precision is not None]
     if compressed:
@@ -77,41 +88,58 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def plot_budget_curve(dataset: str, rows: list[GoldenRow]) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(9.5, 5))
-    senders = sorted((r for r in rows if r.setting not in TEXT_ONLY and r.metrics.bytes), key=lambda r: r.key)
-    families = sorted({r.family for r in senders})
+def plot_budget_curves(dataset: str, pair_panels: list[Panel]) -> plt.Figure:
+    """One panel per model pair on `dataset` (see runner.golden.panels for what is compared with what)."""
+    fig, axes = plt.subplots(len(pair_panels), 1, figsize=(10.5, 5 * len(pair_panels)), squeeze=False)
+    for ax, panel in zip(axes[:, 0], pair_panels):
+        _draw_panel(ax, panel)
+    fig.tight_layout()
+    return fig
+
+
+def _styles(points: list[GoldenRow]) -> dict[str, tuple[str, str]]:
+    """(color, marker) per legend entry: fixed for the reference/control/text settings, cycled for families."""
+    styles = dict(SETTING_STYLE)
+    families = sorted({marker_name(r) for r in points} - set(styles))
     colors = plt.get_cmap("tab10")
     for i, family in enumerate(families):
-        group = [r for r in senders if r.family == family]
-        xs = [r.metrics.bytes.mean for r in group]
-        ys = [r.metrics.accuracy for r in group]
-        err = np.array(
-            [[y - r.metrics.ci95[0] for r, y in zip(group, ys)], [r.metrics.ci95[1] - y for r, y in zip(group, ys)]]
-        )
-        ax.errorbar(
-            xs, ys, yerr=err, fmt=MARKERS[i % len(MARKERS)], color=colors(i % 10), ms=7, capsize=3, label=family
-        )
-    frontier = pareto_frontier([(r.metrics.bytes.mean, r.metrics.accuracy) for r in senders])
+        styles[family] = (colors(i % 10), MARKERS[i % len(MARKERS)])
+    return styles
+
+
+def _draw_panel(ax: plt.Axes, panel: Panel) -> None:
+    points = panel.points
+    styles = _styles(points)
+    for name in sorted({marker_name(r) for r in points}, key=lambda n: (n in SETTING_STYLE, n)):
+        color, marker = styles[name]
+        for oracle in (False, True):
+            group = [r for r in points if marker_name(r) == name and r.metrics.oracle == oracle]
+            if not group:
+                continue
+            xs = [max(r.metrics.bytes.mean, MIN_BYTES) for r in group]
+            ys = [r.metrics.accuracy for r in group]
+            err = np.array([[y - r.metrics.ci95[0] for r, y in zip(group, ys)],
+                            [r.metrics.ci95[1] - y for r, y in zip(group, ys)]])  # fmt: skip
+            ax.errorbar(xs, ys, yerr=err, fmt=marker, color=color, ms=8, capsize=3, mfc="none" if oracle else color,
+                        label=f"{name} (oracle: hollow)" if oracle else name)  # fmt: skip
+    frontier = pareto_frontier(panel.frontier_points)
     if len(frontier) > 1:
         fx, fy = zip(*frontier)
-        ax.step(fx, fy, where="post", color="tab:red", lw=1.5, alpha=0.7, label="Pareto frontier")
-    for name in BASELINES:
-        accs = sorted({r.metrics.accuracy for r in rows if r.setting == name})
-        if accs:
-            color, style = BASELINE_STYLE[name]
-            ax.axhline(float(np.mean(accs)), color=color, ls=style, lw=1.2, label=f"{name} (baseline)")
-    if senders:
+        ax.step(fx, fy, where="post", color="tab:red", lw=1.5, alpha=0.7,
+                label="Pareto frontier (oracle, placebo left out)")  # fmt: skip
+    for line in panel.lines():
+        color, style = BASELINE_STYLE.get(line.setting, ("tab:purple", ":"))
+        label = f"{line.setting} (baseline{', ' + line.group if line.group else ''})"
+        ax.axhline(line.accuracy, color=color, ls=style, lw=1.2, label=label)
+    if points:
         ax.set_xscale("log")
     else:
         ax.text(0.5, 0.5, "no setting sends a message", transform=ax.transAxes, ha="center")
-    ax.set_xlabel("bytes per sample (measured message size, log scale)")
+    ax.set_xlabel("bytes per sample (measured message or text size, log scale)")
     ax.set_ylabel("accuracy (Wilson 95% CI)")
-    ax.set_title(f"{dataset}: accuracy vs bytes sent")
+    ax.set_title(f"{panel.dataset} · {panel.pair}: accuracy vs bytes sent")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # never over a point
-    fig.tight_layout()
-    return fig
 
 
 def _bits(scheme: str | None) -> float:
