@@ -123,6 +123,7 @@ def build_zoo(target: Path, *, reduced: bool = False) -> dict[str, Any]:
     """Build the zoo into `target` (replaced when the build completes); returns build.json's content."""
     from qc2c.demo import build as demo_build
     from qc2c.demo import zoo
+    from qc2c.demo.models import PRETRAINING_RECORD
     from qc2c.demo.world import World, WorldSpec
 
     target = Path(target).resolve()
@@ -140,8 +141,8 @@ def build_zoo(target: Path, *, reduced: bool = False) -> dict[str, Any]:
     _say(f"world data: {info['data']}")
     missing = [n for n in zoo.MODELS if not (staging / n / "config.json").is_file()]
     t1 = time.monotonic()
-    model_stats = demo_build.build_models(world, staging, only=missing, pretrain=REDUCED_PRETRAIN if reduced else None)
-    info["models"] = {s["name"]: s for s in model_stats}
+    demo_build.build_models(world, staging, only=missing, pretrain=REDUCED_PRETRAIN if reduced else None)
+    info["models"] = {n: json.loads((staging / n / PRETRAINING_RECORD).read_text()) for n in zoo.MODELS}
     info["models_wall_s"] = round(time.monotonic() - t1, 1)
     _say(f"models: {info['models']}")
     t2 = time.monotonic()

@@ -24,6 +24,7 @@ from qc2c.eval.settings import ALONE, BASELINES, COMPRESSED, NO_FUSER, TEXT  # n
 from runner import fsio
 
 RESULTS_SCHEMA = 1
+MAX_SUBJECTS = 8  # per-subject blocks only for sets with a few subjects (the demo's two), not MMLU's 57
 TEXT_ONLY = ALONE  # settings that send nothing (no message bytes) and load no fuser
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -95,6 +96,24 @@ class Timing(Part):
     sharer_decode_s: NonNegative | None = Field(None, description="the sharer writing its text (text settings)")
 
 
+class SubjectResult(Part):
+    """One setting on the items of one subject (e.g. the demo's `shared` / `sharer_only` facts)."""
+
+    n: Count = Field(description="samples of this subject")
+    n_correct: Count = Field(description="of them answered correctly")
+    accuracy: Fraction = Field(description="n_correct / n")
+    ci95: Interval = Field(description="95% Wilson interval of accuracy")
+    paired: dict[str, Paired] = Field(default_factory=dict, description="baseline name -> paired statistics")
+
+    @model_validator(mode="after")
+    def _rate(self) -> SubjectResult:
+        if self.n_correct > self.n or (
+            self.n and not math.isclose(self.accuracy, self.n_correct / self.n, abs_tol=1e-9)
+        ):
+            raise ValueError(f"accuracy {self.accuracy} != n_correct/n = {self.n_correct}/{self.n}")
+        return self
+
+
 class SettingResult(Part):
     """What one setting (the compressed path or one baseline) scored on the dataset."""
 
@@ -116,6 +135,9 @@ class SettingResult(Part):
     timing: Timing = Field(default_factory=Timing, description="mean seconds per sample by stage")
     oracle: bool = Field(
         False, description="the selection reads the receiver's state, which a real sender lacks (an upper bound)"
+    )
+    subjects: dict[str, SubjectResult] | None = Field(
+        None, description=f"per subject, when the items carry 2..{MAX_SUBJECTS} subjects (null otherwise)"
     )
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ from runner.records import read_progress
 from runner.registry import now_iso
 from runner.results import (
     COMPRESSED,
+    MAX_SUBJECTS,
     TEXT_ONLY,
     ByteBreakdown,
     BytesStats,
@@ -31,6 +32,7 @@ from runner.results import (
     PrecisionView,
     ProvenanceSummary,
     SettingResult,
+    SubjectResult,
     Timing,
     load_result,
     write_result,
@@ -91,6 +93,44 @@ def _fp16_reference(row: dict[str, Any]) -> float | None:
     return row.get("nbytes_fp16_message") or row.get("nbytes_fp16_sharer")
 
 
+def _paired(records: list[dict[str, Any]], setting: str, settings: list[str], seed: int) -> dict[str, Paired]:
+    """This setting against every baseline of the run on the same `records` (McNemar + paired bootstrap)."""
+    from qc2c.eval import metrics
+
+    correct = [bool(r["correct"]) for r in setting_rows(records, setting)]
+    paired = {}
+    for base in settings:
+        if base == setting or base == COMPRESSED:
+            continue
+        other = [bool(r["correct"]) for r in setting_rows(records, base)]
+        test = metrics.mcnemar(correct, other)
+        boot = metrics.paired_bootstrap(correct, other, seed=seed)
+        paired[base] = Paired(
+            diff=boot.diff, ci95=boot.ci95, mcnemar_p=test.p_value, n_discordant=test.n_only_a + test.n_only_b
+        )
+    return paired
+
+
+def _subjects(
+    records: list[dict[str, Any]], setting: str, settings: list[str], seed: int
+) -> dict[str, SubjectResult] | None:
+    """Per-subject counts and paired tests, when the items carry 2..MAX_SUBJECTS distinct subjects."""
+    from qc2c.eval import metrics
+
+    names = sorted({r.get("subject") for r in records if r.get("subject") is not None})
+    if not 2 <= len(names) <= MAX_SUBJECTS or any(r.get("subject") is None for r in records):
+        return None
+    out = {}
+    for name in names:
+        part = [r for r in records if r["subject"] == name]
+        n_correct = sum(bool(r["correct"]) for r in setting_rows(part, setting))
+        out[name] = SubjectResult(
+            n=len(part), n_correct=n_correct, accuracy=n_correct / len(part),
+            ci95=metrics.wilson_interval(n_correct, len(part)), paired=_paired(part, setting, settings, seed),
+        )  # fmt: skip
+    return out
+
+
 def setting_result(
     records: list[dict[str, Any]], setting: str, settings: list[str], seed: int, *, oracle: bool = False
 ) -> SettingResult:
@@ -103,16 +143,7 @@ def setting_result(
     fp16_rows = setting_rows(records, "c2c_fp16") if "c2c_fp16" in settings else [{} for _ in rows]
     refs = [_fp16_reference(r) or f.get("nbytes") for r, f in zip(rows, fp16_rows)]  # text: c2c_fp16's own bytes
     ratios = [ref / r["nbytes"] for r, ref in zip(rows, refs) if r.get("nbytes") and ref]
-    paired = {}
-    for base in settings:
-        if base == setting or base == COMPRESSED:
-            continue
-        other = [bool(r["correct"]) for r in setting_rows(records, base)]
-        test = metrics.mcnemar(correct, other)
-        boot = metrics.paired_bootstrap(correct, other, seed=seed)
-        paired[base] = Paired(
-            diff=boot.diff, ci95=boot.ci95, mcnemar_p=test.p_value, n_discordant=test.n_only_a + test.n_only_b
-        )
+    paired = _paired(records, setting, settings, seed)
     fid = None
     if setting != "c2c_fp16" and "c2c_fp16" in settings and setting not in TEXT_ONLY:
         ref = setting_rows(records, "c2c_fp16")
@@ -140,6 +171,7 @@ def setting_result(
         paired=paired,
         timing=_timing(rows),
         oracle=oracle,
+        subjects=_subjects(records, setting, settings, seed),
     )
 
 

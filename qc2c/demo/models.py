@@ -12,6 +12,7 @@ read the saved files, so they see exactly the shipped weights).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -28,6 +29,8 @@ from qc2c.demo.pretrain import FactTrainer, PretrainSpec, known_facts
 from qc2c.demo.vocab import build_demo_tokenizer
 from qc2c.demo.world import World
 from qc2c.models.tiny import TinySpec, hf_config
+
+PRETRAINING_RECORD = "pretraining.json"  # beside the weights: steps, probe accuracy, wall time of the build
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ def build_model(
     torch.manual_seed(demo.spec.seed)
     model = AutoModelForCausalLM.from_config(hf_config(demo.spec, tokenizer), dtype=torch.float32)
     stats = FactTrainer(model, tokenizer, known_facts(world, demo.knows), spec).train(log)
+    stats = {"name": name, "knows": demo.knows, "params": sum(p.numel() for p in model.parameters()), **stats}
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -87,10 +91,11 @@ def build_model(
             if was_enabled:
                 hf_logging.enable_progress_bar()
         tokenizer.save_pretrained(tmp)
+        (tmp / PRETRAINING_RECORD).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         tmp.chmod(0o755)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.rename(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"name": name, "knows": demo.knows, "params": sum(p.numel() for p in model.parameters()), **stats}
+    return stats
