@@ -36,6 +36,12 @@ SETTING_STYLE = {
     "text_answer": ("tab:green", "p"),
     "text_analysis": ("tab:olive", "H"),
 }
+SETTING_LABEL = {
+    "c2c_fp16": "c2c_fp16 (uncompressed KV message)",
+    "c2c_placebo": "c2c_placebo (another item's message: control)",
+    "text_answer": "text_answer (the sharer's answer as text)",
+    "text_analysis": "text_analysis (the sharer's analysis as text)",
+}
 MIN_BYTES = 1.0  # an empty text (0 bytes) is drawn at 1 byte on the log axis
 # Bits per element of each scheme name (the public names of qc2c.kv.quant.SCHEMES); fp32 is the codec's lossless
 # float32 reference. A layer that is not sent is 0.
@@ -121,7 +127,7 @@ def _draw_panel(ax: plt.Axes, panel: Panel) -> None:
             err = np.array([[y - r.metrics.ci95[0] for r, y in zip(group, ys)],
                             [r.metrics.ci95[1] - y for r, y in zip(group, ys)]])  # fmt: skip
             ax.errorbar(xs, ys, yerr=err, fmt=marker, color=color, ms=8, capsize=3, mfc="none" if oracle else color,
-                        label=f"{name} (oracle: hollow)" if oracle else name)  # fmt: skip
+                        label=SETTING_LABEL.get(name, name) + (" (oracle, hollow)" if oracle else ""))  # fmt: skip
     frontier = pareto_frontier(panel.frontier_points)
     if len(frontier) > 1:
         fx, fy = zip(*frontier)
