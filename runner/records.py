@@ -1,13 +1,19 @@
 """progress/<dataset>.jsonl: one line per scored sample, appended and fsync'd per batch — the resume point.
 
-A line is a JSON object {"id", "gold", "settings": {setting: {...}}, "error": str|None, "n_batch"}. A kill
+A line is a JSON object {"id", "gold", "settings": {setting: {...}}, "error": str|None}. A kill
 can tear only the last line (appends are whole batches, fsync'd): reading ignores a torn last line, and
 `ProgressLog.open` truncates it away before the next append, so it cannot become a corrupt middle line.
 A sample id appears at most once; a duplicate or a corrupt middle line is an error that names the line.
+
+progress/<dataset>.batches.json is the batch plan: which samples are scored together, fixed before the first
+line is written. A sample's numbers may depend on its batch in the last float bits (batched kernels sum in
+another order), so a resume forms exactly the batches the uninterrupted run formed: it keeps the leading
+records that make whole planned batches and cuts off a partly written batch, which is then scored again whole.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -28,6 +34,7 @@ class Progress:
     records: list[dict[str, Any]] = field(default_factory=list)
     valid_nbytes: int = 0
     torn_tail: bool = False
+    ends: list[int] = field(default_factory=list)  # byte offset just after each record's line
 
     @property
     def done_ids(self) -> set[str]:
@@ -64,6 +71,7 @@ def read_progress(path: str | os.PathLike[str]) -> Progress:
         seen.add(record["id"])
         progress.records.append(record)
         offset += len(line) + 1
+        progress.ends.append(offset)
     progress.valid_nbytes = offset
     return progress
 
@@ -78,14 +86,80 @@ class ProgressLog:
         """Read what is there and cut a torn tail off, so that appends start on a line boundary."""
         progress = read_progress(self.path)
         if progress.torn_tail:
-            with open(self.path, "r+b") as handle:
-                handle.truncate(progress.valid_nbytes)
-                handle.flush()
-                os.fsync(handle.fileno())
+            self._truncate(progress.valid_nbytes)
             progress.torn_tail = False
         return progress
+
+    def keep(self, progress: Progress, n_records: int) -> Progress:
+        """Cut the file after its first `n_records` records (a partly written batch goes, to be re-scored)."""
+        if n_records < len(progress.records):
+            size = progress.ends[n_records - 1] if n_records else 0
+            self._truncate(size)
+            progress = Progress(progress.records[:n_records], size, False, progress.ends[:n_records])
+        return progress
+
+    def _truncate(self, size: int) -> None:
+        with open(self.path, "r+b") as handle:
+            handle.truncate(size)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def append(self, records: list[dict[str, Any]]) -> None:
         """Append one batch (one write + fsync: the batch is either all there or torn at its end)."""
         if records:
             fsio.append_line_fsync(self.path, [json.dumps(r, sort_keys=True, allow_nan=False) for r in records])
+
+
+def progress_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a progress file's complete lines (a torn tail excluded): what its results file was made from."""
+    data = Path(path).read_bytes()
+    return hashlib.sha256(data[: data.rfind(b"\n") + 1]).hexdigest()
+
+
+PLAN_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The batches of one dataset, in scoring order (sample ids), for `batch_size`."""
+
+    batch_size: int
+    batches: list[list[str]]
+
+    def whole_batches(self, records: list[dict[str, Any]]) -> tuple[int, int]:
+        """(batches, records): how many leading records make whole planned batches, in plan order."""
+        n_records = 0
+        for k, batch in enumerate(self.batches):
+            got = {r["id"] for r in records[n_records : n_records + len(batch)]}
+            if got != set(batch):
+                return k, n_records
+            n_records += len(batch)
+        return len(self.batches), n_records
+
+
+def batch_plan(path: str | os.PathLike[str], ordered_ids: list[str], batch_size: int) -> BatchPlan:
+    """The stored plan at `path`, checked against the dataset's ids and batch size; else a new one (consecutive
+    batches of `ordered_ids`), written before any sample is scored. Raises ProgressError (`file: field: why`)."""
+    path = Path(path)
+    if not path.exists():
+        plan = BatchPlan(batch_size, [ordered_ids[i : i + batch_size] for i in range(0, len(ordered_ids), batch_size)])
+        fsio.atomic_write_json(path, {"schema": PLAN_SCHEMA, "batch_size": batch_size, "batches": plan.batches})
+        return plan
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ProgressError(f"{path}: unreadable batch plan ({exc})") from None
+    if not isinstance(data, dict) or data.get("schema") != PLAN_SCHEMA:
+        raise ProgressError(f"{path}: schema: not a batch plan of schema {PLAN_SCHEMA}")
+    if data.get("batch_size") != batch_size:
+        raise ProgressError(f"{path}: batch_size: {data.get('batch_size')!r}, but the manifest says {batch_size}")
+    batches = data.get("batches")
+    if not isinstance(batches, list) or not all(
+        isinstance(b, list) and 0 < len(b) <= batch_size and all(isinstance(i, str) for i in b) for b in batches
+    ):
+        raise ProgressError(f"{path}: batches: not a list of batches of 1..{batch_size} sample ids")
+    planned = [i for b in batches for i in b]
+    if len(planned) != len(set(planned)) or set(planned) != set(ordered_ids):
+        raise ProgressError(f"{path}: batches: the planned sample ids are not the dataset's ({len(planned)} planned, "
+                            f"{len(ordered_ids)} in the dataset)")  # fmt: skip
+    return BatchPlan(batch_size, batches)

@@ -1,6 +1,7 @@
-"""The batch loop of a run: for each dataset, score the samples not yet in progress/<dataset>.jsonl with
-every setting, append the batch's records (fsync'd), update status.json, and check the stop flag and the
-error budget between batches.
+"""The batch loop of a run: for each dataset, score the planned batches not yet in progress/<dataset>.jsonl
+with every setting, append the batch's records (fsync'd), update status.json, and check the stop flag and the
+error budget between batches. The batches are the stored plan (runner.records.batch_plan), so a resumed run
+scores every sample in the batch the uninterrupted run scored it in.
 
 One progress line per sample: {"id", "gold", "subject", "settings": {setting: RowScore.to_json}, "error"}.
 `error` is None, or "setting: Type: message (at file:line)" for every setting that raised on the sample.
@@ -11,8 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from qc2c.eval.batching import by_length, chunks
+from qc2c.eval.batching import by_length
 from runner.provenance import redact, secret_values
+from runner.records import Progress, ProgressError, ProgressLog, batch_plan
 from runner.registry import Registry
 from runner.status import StatusFile
 
@@ -74,6 +76,31 @@ def check_items(name: str, ds: Any, run_dir: Any) -> None:
         fsio.atomic_write(pin, ds.fingerprint + "\n")
 
 
+def resume_batches(
+    name: str, ds: Any, progress_log: ProgressLog, batch_size: int, log: logging.Logger
+) -> tuple[list[list[Any]], Progress]:
+    """The planned batches not yet written whole, and the progress kept: a partly written batch (a kill between
+    its lines, or records from another batching) is cut from the file and scored again whole."""
+    from runner.execute import RunFailed
+
+    by_id = {item.id: item for item in ds.items}
+    ordered = [item.id for item in by_length(ds.items)]
+    try:
+        plan = batch_plan(progress_log.path.with_name(f"{name}.batches.json"), ordered, batch_size)
+        progress = progress_log.open()
+    except ProgressError as exc:
+        raise RunFailed(str(exc)) from None
+    n_batches, n_keep = plan.whole_batches(progress.records)
+    if n_keep < len(progress.records):
+        log.warning(
+            "%s: %d record(s) after the last whole planned batch are dropped and re-scored in their planned batches",
+            name,
+            len(progress.records) - n_keep,
+        )
+        progress = progress_log.keep(progress, n_keep)
+    return [[by_id[i] for i in batch] for batch in plan.batches[n_batches:]], progress
+
+
 def score_datasets(
     plan: Any,
     session: Any,
@@ -91,22 +118,19 @@ def score_datasets(
     datasets = load_datasets(m)
     infos = {name: dataset_info(ds, m) for name, ds in datasets.items()}
     logs = {name: progress_log(plan, name) for name in datasets}
-    todo: dict[str, list[Any]] = {}
+    todo: dict[str, list[list[Any]]] = {}
     for name, ds in datasets.items():
         check_items(name, ds, plan.run_dir)
-        progress = logs[name].open()
-        done = progress.done_ids
-        todo[name] = by_length([item for item in ds.items if item.id not in done])
-        status.set_dataset(
-            name, n_done=len(ds.items) - len(todo[name]), n_total=len(ds.items), n_errors=progress.n_errors
-        )
+        todo[name], progress = resume_batches(name, ds, logs[name], m.eval.batch_size, log)
+        n_todo = sum(len(batch) for batch in todo[name])
+        status.set_dataset(name, n_done=len(ds.items) - n_todo, n_total=len(ds.items), n_errors=progress.n_errors)
         log.info(
             "%s: %d items (fingerprint %s), %d already scored, %d to score",
             name,
             len(ds.items),
             ds.fingerprint[:12],
-            len(ds.items) - len(todo[name]),
-            len(todo[name]),
+            len(ds.items) - n_todo,
+            n_todo,
         )
     status.write("running")
     if ui is not None:
@@ -114,15 +138,14 @@ def score_datasets(
     secrets = secret_values()
     beat = registry.heartbeat_every(plan.run_key)
     max_errors = m.runtime.max_sample_errors
-    for name, items in todo.items():
+    for name, batches in todo.items():
         try:
             for scorer in session.scorers.values():
                 scorer.use_dataset(datasets[name].items)  # all evaluated items: pairings never depend on resume
         except ValueError as exc:
             raise RunFailed(f"dataset {name}: {exc}") from None
-        for batch in chunks(len(items), m.eval.batch_size):
+        for batch_items in batches:
             stop.check()
-            batch_items = [items[i] for i in batch]
             rows_by_setting = {s: scorer.score_rows(batch_items) for s, scorer in session.scorers.items()}
             records = [
                 sample_record(item, {s: rows[j] for s, rows in rows_by_setting.items()}, secrets)
