@@ -6,10 +6,13 @@ back to the cache dtype) with `kv.quant` defaults (keys per channel, values per 
 asymmetric). Throughput = fp16 input bytes / (encode + decode) seconds. Quantize/dequantize is
 memory-bound, so the yardstick is a memcpy of the same bytes measured right before each scheme in the
 same process (a loaded machine slows both alike); `ratio` = memcpy time / round-trip time.
+`--quality` adds the MSE of each scheme and asymmetric convention (kivi, observer) against the input on
+synthetic KV with normal, heavy-tailed and fixed-sign outlier channels (qc2c.bench.quality).
 
 examples:
   python -m qc2c.bench codec
   python -m qc2c.bench codec --schemes int8 int4 --repeat 10 --json
+  python -m qc2c.bench codec --schemes int4 int2 --quality
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import torch
 
 from qc2c.bench import positive_int
+from qc2c.bench.quality import DATA_KINDS, measure_quality
 from qc2c.fuser.seam import SectionKV
 from qc2c.kv.codec import build_codec
 from qc2c.kv.kernels import cpu as kernels
@@ -46,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--quality", action="store_true",
+                   help="also the MSE per scheme and convention on synthetic KV (batch capped at 2)")  # fmt: skip
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the int schemes' elementwise kernels (checked bit-equal to eager first)")  # fmt: skip
     return p
@@ -149,6 +155,21 @@ def print_table(result: dict) -> None:
         table.add_row(r["scheme"], f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}", f"{r['round_trip_gb_s']:.3f}",
                       f"{r['memcpy_gb_s']:.2f}", f"{100 * r['ratio_to_memcpy']:.1f}%", f"{r['compression']:.2f}×")  # fmt: skip
     Console().print(table)
+    if result.get("quality"):
+        print_quality(result["quality"], result["quality_geometry"])
+
+
+def print_quality(rows: list[dict], geometry: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"quantizer MSE vs the input ({geometry}; keys per channel, values per token, group 64)")
+    for col in ("scheme", "convention", "half", *DATA_KINDS):
+        table.add_column(col, justify="right" if col in DATA_KINDS else "left")
+    for r in rows:
+        for half in ("keys", "values"):
+            table.add_row(r["scheme"], r["convention"], half, *(f"{r['mse'][kind][half]:.3e}" for kind in DATA_KINDS))
+    Console().print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args, section)
     result["compiled_kernels"] = bool(args.compile)
     result["int_kernels"] = int_kernel_path(args)
+    if args.quality:
+        shape = (min(args.batch, 2), args.layers, args.heads, args.tokens, args.head_dim)
+        result["quality"] = measure_quality(args.schemes or list(SCHEMES.names()), shape, getattr(torch, args.dtype))
+        result["quality_geometry"] = f"{shape[0]}×{shape[1]}L×{shape[2]}H×{shape[3]}T×{shape[4]} {args.dtype}"
     if args.json:
         print(json.dumps(result, indent=2))
     else:

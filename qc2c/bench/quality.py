@@ -9,7 +9,9 @@ conventions (qc2c.kv.schemes.uniform) rank differently on them:
   the key channels KIVI (arXiv:2402.02750) quantizes per channel, where kivi's full-range levels help.
 
 MSE is measured through the whole codec (keys per channel, values per token, `kv.quant` defaults otherwise),
-on the cache dtype the bench uses, against the input as float32.
+on the cache dtype the bench uses, against the input as float32, for keys and values apart: the same data
+is grouped per channel for keys (an outlier channel is a group of its own) and per token for values (an
+outlier channel shares each group with ordinary ones), and the two conventions rank differently there.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def settings(schemes: list[str]) -> list[tuple[str, str]]:
 
 def measure_quality(schemes: list[str], shape: tuple[int, int, int, int, int], dtype: torch.dtype,
                     seed: int = 0) -> list[dict]:  # fmt: skip
-    """One row per (scheme, convention): {"scheme", "convention", "mse": {kind: MSE over keys and values}}.
+    """One row per (scheme, convention): {"scheme", "convention", "mse": {kind: {"keys": MSE, "values": MSE}}}.
 
     shape = (batch, layers, heads, tokens, head_dim); the same tensors are used for every row.
     """
@@ -76,9 +78,11 @@ def measure_quality(schemes: list[str], shape: tuple[int, int, int, int, int], d
             section = SectionKV(sharer=sharer, receiver=[], fuse_mask=mask, layer_map=layer_map, project=None)  # type: ignore[arg-type]
             messages, _, _ = codec.encode(section)
             decoded, _ = codec.decode(messages, dtype=dtype, device=torch.device("cpu"))
-            err = [
-                (d.float() - s.float()).pow(2).mean() for pair, ref in zip(decoded, sharer) for d, s in zip(pair, ref)
-            ]
-            mse[kind] = float(torch.stack(err).mean())
+            mse[kind] = {
+                half: float(
+                    torch.stack([(d[h].float() - s[h].float()).pow(2).mean() for d, s in zip(decoded, sharer)]).mean()
+                )
+                for h, half in enumerate(("keys", "values"))
+            }
         rows.append({"scheme": name, "convention": convention, "mse": mse})
     return rows

@@ -8,6 +8,7 @@ import sys
 
 from qc2c.bench.__main__ import main as bench_main
 from qc2c.bench.codec import main as codec_main
+from qc2c.bench.quality import DATA_KINDS
 
 
 def test_codec_bench_reports_round_trip_next_to_memcpy(capsys) -> None:
@@ -29,6 +30,27 @@ def test_codec_bench_prints_a_table_by_default(capsys) -> None:
                        "--schemes", "nf4", "--repeat", "1"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "memcpy" in out and "nf4" in out
+
+
+def test_quality_reports_mse_per_scheme_and_convention(capsys) -> None:
+    """One row per asymmetric convention of each int scheme (one for the others), keys and values apart, and the
+    rankings the README states: kivi wins on fixed-sign outlier key channels, observer on heavy-tailed int2."""
+    rc = codec_main(["--batch", "1", "--tokens", "64", "--layers", "2", "--heads", "2", "--head-dim", "64",
+                     "--schemes", "int2", "fp16", "--repeat", "1", "--json", "--quality"])  # fmt: skip
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)["quality"]
+    assert [(r["scheme"], r["convention"]) for r in rows] == [("int2", "kivi"), ("int2", "observer"), ("fp16", "—")]
+    kivi, observer, fp16 = (r["mse"] for r in rows)
+    assert set(kivi) == set(DATA_KINDS) and all(v == 0 for kind in fp16.values() for v in kind.values())
+    assert kivi["fixed_sign"]["keys"] < 0.75 * observer["fixed_sign"]["keys"]
+    assert observer["heavy_tailed"]["keys"] < 0.75 * kivi["heavy_tailed"]["keys"]
+
+
+def test_quality_prints_its_table_after_the_throughput_table(capsys) -> None:
+    assert codec_main(["--batch", "1", "--tokens", "8", "--layers", "1", "--heads", "1", "--head-dim", "8",
+                       "--schemes", "int4", "--repeat", "1", "--quality"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.index("memcpy") < out.index("quantizer MSE") and "observer" in out and "fixed_sign" in out
 
 
 def test_unknown_scheme_exits_2_with_a_suggestion(capsys) -> None:
