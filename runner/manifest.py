@@ -28,6 +28,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from runner.input_bounds import MAX_DEPTH, MAX_FILE_BYTES, MAX_INCLUDES, MAX_VALUES, flow_too_deep, include_root
 from runner.schema import PATTERN_HELP, Manifest, Problems
 
 _VAR = re.compile(r"\$\{([^}]*)\}")
@@ -35,10 +36,6 @@ _VAR_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _SECRET = re.compile(r"(^HF_TOKEN$|_TOKEN$|_KEY$|_SECRET$|_PASSWORD$)")
 
 Loc = tuple[str | int, ...]
-MAX_FILE_BYTES = 1 << 20  # a commented manifest is a few KB
-MAX_DEPTH = 32  # nesting levels of mappings and lists (the schema itself needs 5)
-MAX_VALUES = 20_000  # scalars, mappings and lists after alias expansion (a manifest has about 100)
-MAX_INCLUDES = 8  # files in one include chain
 
 
 class ManifestError(ValueError):
@@ -123,6 +120,9 @@ def read_yaml(path: Path) -> CommentedMap:
         raise ManifestError(
             [f"{path}:{line}: file is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8"]
         ) from None
+    deep = flow_too_deep(text)
+    if deep is not None:
+        raise ManifestError([f"{path}:{deep}: (top level): nested more than {MAX_DEPTH} levels deep"])
     try:
         root = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
@@ -194,7 +194,12 @@ def _message(err: dict[str, Any], loc: Loc) -> str:
     if kind == "string_pattern_mismatch":
         msg = PATTERN_HELP.get(err["ctx"]["pattern"], msg)
     if kind != "value_error" and isinstance(value, str | int | float | bool | type(None)):
-        msg += f" (found: {value!r})"
+        shown = (
+            repr(value)
+            if not isinstance(value, str) or len(value) <= 60
+            else f"{value[:40]!r}... ({len(value)} characters)"
+        )
+        msg += f" (found: {shown})"
     return msg
 
 
@@ -340,13 +345,6 @@ def expand(text: str, env: typing.Mapping[str, str], report: typing.Callable[[st
         report(f"unclosed '${{' in {text!r} (allowed: ${{NAME}} or ${{NAME:-default}})")
         return text
     return _VAR.sub(replace, text)
-
-
-def include_root(top: Path) -> Path:
-    """The tree an include may reach: the nearest folder named `manifests` above the top-level file (so
-    manifests/sweeps/x.yaml may include ../m2_int8.yaml), else the top-level file's own folder."""
-    top = top.resolve()
-    return next((d for d in top.parents if d.name == "manifests"), top.parent)
 
 
 def _included(path: Path, include: Any, line: int, seen: tuple[Path, ...], problems: list[str]) -> Document:

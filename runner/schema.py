@@ -47,6 +47,7 @@ from runner.schema_types import (  # noqa: F401  (PATTERN_HELP, NAME_PATTERN: re
     SelectorName,
     Sha256,
     StrictBool,
+    TokenCount,
     Unique,
     UnitInterval,
 )
@@ -179,7 +180,7 @@ class KV(Section):
 class Text(Section):
     """Text-to-text settings (text_answer, text_analysis): how much the sharer may write, greedily."""
 
-    max_new_tokens: PositiveInt = 64
+    max_new_tokens: TokenCount = 64
 
 
 class Eval(Section):
@@ -187,7 +188,7 @@ class Eval(Section):
     split: NonEmptyStr = "test"
     limit: Limit = None
     protocol: Literal["logits", "generate"] = "logits"
-    max_new_tokens: PositiveInt = 64
+    max_new_tokens: TokenCount = 64
     batch_size: PositiveInt = 16
     baselines: Annotated[tuple[Literal[BASELINES], ...], Unique] = ("receiver", "c2c_fp16")
     text: Text | None = None  # null: the defaults (left out of the run key, so older keys stay valid)

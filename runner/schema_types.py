@@ -1,5 +1,10 @@
 """Building blocks of the manifest schema (runner/schema.py): name patterns and their help texts, the
 cross-field `Problems` error, the constrained types (defined once, reused by every section) and `Section`.
+
+Every type is bounded, so a value the schema accepts is one the run can use: names fit a file name with the
+run tag, integers fit the int32 that torch and the kernels take (a seed of 2**64 is refused, not wrapped),
+floats are finite (`.inf` is not a learning rate), device indices are ASCII digits, layer ranges and
+limits stay within what a model and a data set can have.
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ from qc2c.kv.selection import SELECTORS
 from qc2c.plugins import Plugins
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
-DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
+MAX_NAME_LEN = 100  # run folder <name>-<run_key[:10]> stays far below the 255 bytes of a file name
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]{1,3})$"  # [0-9], not \d: pydantic's \d takes any Unicode digit
+MAX_INT = 2**31 - 1  # seeds, sizes and counts: the int32 range torch, numpy and the C++ kernels accept
+MAX_LAYER = 4095  # layer indices in precision overrides (a range is expanded into a tuple)
+MAX_NEW_TOKENS = 4096  # tokens one generated answer may take
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
 PATTERN_HELP = {  # what each pattern allows, in words, for error messages
@@ -46,12 +55,14 @@ def _parse_layers(value: object) -> tuple[int, ...]:
         if not match:
             raise ValueError(f"layer range {value!r} is malformed (allowed: 'A-B', inclusive, or a list)")
         first, last = int(match[1]), int(match[2])
+        if last > MAX_LAYER:
+            raise ValueError(f"layer range {value!r} goes past layer {MAX_LAYER}")
         if first > last:
             raise ValueError(f"layer range {value!r} is reversed (write '{last}-{first}')")
         return tuple(range(first, last + 1))
     if isinstance(value, list | tuple) and value:
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-            raise ValueError(f"layer list {list(value)} must hold non-negative integers")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_LAYER for v in value):
+            raise ValueError(f"layer list {list(value)} must hold non-negative integers up to {MAX_LAYER}")
         if any(b <= a for a, b in zip(value, value[1:])):
             raise ValueError(f"layer list {list(value)} must be strictly increasing, without repeats")
         return tuple(value)
@@ -62,24 +73,26 @@ def _parse_limit(value: object) -> int | tuple[int, int] | None:
     """null (all), N (the first N items) or [start, end) → None | int | (start, end)."""
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_INT:
         return value
     if isinstance(value, list | tuple) and len(value) == 2:
         start, end = value
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in value) and 0 <= start < end:
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value) and 0 <= start < end <= MAX_INT:
             return (start, end)
-    raise ValueError(f"limit {value!r} is not allowed (allowed: null, N > 0, or [start, end) with start < end)")
+    allowed = f"null, N > 0, or [start, end) with start < end; at most {MAX_INT}"
+    raise ValueError(f"limit {value!r} is not allowed (allowed: {allowed})")
 
 
-Fraction = Annotated[float, Strict(), Field(gt=0, le=1)]
-UnitInterval = Annotated[float, Strict(), Field(ge=0, lt=1)]
-PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
-NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
-PositiveInt = Annotated[int, Strict(), Field(gt=0)]
-NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+Fraction = Annotated[float, Strict(), Field(gt=0, le=1, allow_inf_nan=False)]
+UnitInterval = Annotated[float, Strict(), Field(ge=0, lt=1, allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Strict(), Field(gt=0, le=MAX_INT)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0, le=MAX_INT)]
+TokenCount = Annotated[int, Strict(), Field(gt=0, le=MAX_NEW_TOKENS)]
 StrictBool = Annotated[bool, Strict()]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
-RunName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+RunName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=MAX_NAME_LEN)]
 Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
 HubRepo = Annotated[str, StringConstraints(pattern=REPO_PATTERN)]
 LayerRange = Annotated[tuple[int, ...], BeforeValidator(_parse_layers)]
