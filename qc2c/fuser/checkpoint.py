@@ -8,6 +8,8 @@
 
 Upstream loads with `strict=False`; qc2c refuses missing or unexpected keys, any class but C2CProjector
 and partial `final/` folders, because a silently half-loaded fuser gives plausible but wrong numbers.
+A file that cannot be read (truncated .pt, non-UTF-8 JSON), weights holding NaN/Inf and malformed
+projector_config entries are refused too, each naming the file and what is wrong, before any model runs.
 
 Checkpoint identity (`fuser_sha256`): sha256 over the files the loader reads, in sorted order of their path
 relative to the fuser root (`config.json`, `final/...`), each contributing the line
@@ -154,9 +156,30 @@ def fuser_sha256(path: str | Path) -> str:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise FuserError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FuserError(f"{path}: cannot be read ({type(e).__name__}: {e}); re-download or re-copy it") from None
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    """torch.load of one projector file; a truncated or corrupt file (OSError: [Errno 22], unpickling and zip
+    errors, which name no file) becomes a FuserError naming it, and non-finite weights are refused."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file; all mean "unreadable"
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        raise FuserError(
+            f"{path}: not a readable PyTorch state_dict ({type(e).__name__}: {why}); the file is truncated or "
+            "corrupt: re-download or re-copy the fuser"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FuserError(f"{path}: holds a {type(state).__name__}, not a state_dict of tensors")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise FuserError(f"{path}: weights {bad[:5]} hold NaN or Inf values (a diverged training run?)")
+    return state
 
 
 def load_projector(final: Path, i: int) -> tuple[C2CProjector, dict[str, Any]]:
@@ -170,7 +193,7 @@ def load_projector(final: Path, i: int) -> tuple[C2CProjector, dict[str, Any]]:
         projector = C2CProjector(**init_args)
     except TypeError as e:
         raise FuserError(f"{meta_path}: init_args: {e}") from None
-    state = torch.load(final / f"projector_{i}.pt", map_location="cpu", weights_only=True)
+    state = _read_state(final / f"projector_{i}.pt")
     strict_load(projector, state, final / f"projector_{i}.pt")
     return projector.eval(), init_args
 
@@ -202,16 +225,28 @@ def parse_projector_config(path: Path, n_projectors: int) -> tuple[dict[int, int
     raw = _read_json(path)
     try:
         per_layer = raw["0"]["1"]
-    except (KeyError, TypeError):
+        per_layer.items()
+    except (KeyError, TypeError, AttributeError):
         raise FuserError(f"{path}: expected {{'0': {{'1': {{layer: [[source, projector]]}}}}}}") from None
     layer_map, projector_index = {}, {}
     for key, pairs in per_layer.items():
-        t = int(key)
-        src, p = int(pairs[0][0]), int(pairs[0][1])
+        try:
+            t, src, p = int(key), _int(pairs[0][0]), _int(pairs[0][1])
+        except (ValueError, TypeError, IndexError, KeyError):
+            raise FuserError(
+                f"{path}: layer {key!r}: expected a non-empty list [[source_layer, projector_index], ...] of "
+                f"integers (found: {json.dumps(pairs)[:80]})"
+            ) from None
         if not 0 <= p < n_projectors:
             raise FuserError(f"{path}: layer {t}: projector index {p} out of range (0..{n_projectors - 1})")
         layer_map[t], projector_index[t] = src, p
     return dict(sorted(layer_map.items())), dict(sorted(projector_index.items()))
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
 
 
 def load_fuser_dir(path: str | Path, *, source: str | None = None) -> Fuser:

@@ -140,3 +140,48 @@ def test_hub_reference_reads_the_hf_cache_snapshot(tmp_path, monkeypatch):
     by_dict = load_fuser({"repo": "nics-efc/C2C_Fuser", "subfolder": "pair_Fuser/final", "revision": "main"})
     assert by_string.sha256 == by_dict.sha256 == expected
     assert by_string.source == "hub:nics-efc/C2C_Fuser/pair_Fuser/final@main"
+
+
+def test_a_truncated_projector_file_is_named(tmp_path):
+    root = write(tmp_path / "f")
+    pt = root / "final" / "projector_1.pt"
+    pt.write_bytes(pt.read_bytes()[: pt.stat().st_size // 2])
+    with pytest.raises(FuserError, match=r"projector_1\.pt: not a readable PyTorch state_dict .*truncated or corrupt"):
+        load_fuser(root)
+
+
+def test_nan_weights_are_refused_naming_the_file_and_key(tmp_path):
+    root = write(tmp_path / "f")
+    pt = root / "final" / "projector_2.pt"
+    state = torch.load(pt, weights_only=True)
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key].clone().fill_(float("nan"))
+    torch.save(state, pt)
+    with pytest.raises(FuserError, match=rf"projector_2\.pt: weights \['{key}'\] hold NaN or Inf"):
+        load_fuser(root)
+
+
+@pytest.mark.parametrize("entry", [[], [[]], [[0]], "x", [["a", 0]], [[0, True]]])
+def test_a_malformed_projector_config_entry_is_named(tmp_path, entry):
+    root = write(tmp_path / "f")
+    config = root / "final" / "projector_config.json"
+    data = json.loads(config.read_text())
+    data["0"]["1"]["1"] = entry
+    config.write_text(json.dumps(data))
+    with pytest.raises(FuserError, match=r"projector_config\.json: layer '1': expected a non-empty list"):
+        load_fuser(root)
+
+
+def test_plan_names_a_damaged_fuser_file_before_any_model_runs(tmp_path, capsys):
+    from runner.__main__ import main
+
+    root = write(tmp_path / "f")
+    (root / "final" / "projector_0.pt").write_bytes(b"PK\x03\x04 truncated")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "schema: 1\nname: damaged\npair: {receiver: tiny:qwen3, sharer: tiny:qwen2}\n"
+        f"fuser: {{path: '{root}'}}\neval: {{datasets: [mini]}}\n"
+    )
+    assert main(["plan", str(manifest), "--runs-dir", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert "projector_0.pt: not a readable PyTorch state_dict" in err and "Traceback" not in err
