@@ -2,8 +2,10 @@
 
 Durability: each batch's records are appended and fsync'd before the next batch starts, so a SIGKILL loses
 at most the batch in flight and a re-run resumes from the progress files (no sample scored twice, none
-lost). SIGTERM / SIGINT / SIGUSR1 / SIGHUP only set a flag; the loop stops after the current batch is on disk,
-marks status.json "preempted" and returns EXIT_PREEMPTED (75), which Slurm's requeue path checks.
+lost). SIGTERM / SIGINT / SIGUSR1 / SIGHUP set a flag that the loop checks between batches; while a batch is
+being scored (which writes nothing, and may be a long generation) the signal abandons it at once. Either way
+the records on disk are whole batches; status.json says "preempted" and the exit code is EXIT_PREEMPTED (75),
+which Slurm's requeue path checks.
 Per-sample exceptions are recorded in the progress line; more than runtime.max_sample_errors fails the run.
 A run that scored nothing is never complete.
 """
@@ -11,6 +13,7 @@ A run that scored nothing is never complete.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
 import signal
@@ -41,6 +44,11 @@ class RunFailed(Exception):
     """The run cannot complete (too many sample errors, nothing scored, preflight refusal)."""
 
 
+class _StopNow(BaseException):
+    """Raised by the signal handler inside `StopFlag.interruptible` calls. A BaseException, so that the
+    scorers' per-sample `except Exception` does not record a stop signal as a sample error."""
+
+
 class StopFlag:
     """Set by SIGTERM / SIGINT / SIGUSR1 / SIGHUP; checked between batches. SIGHUP is what a closing shell
     sends its background jobs: it flushes and releases like a preemption instead of dying at once (exit 129)
@@ -51,6 +59,7 @@ class StopFlag:
     def __init__(self) -> None:
         self.signal: int | None = None
         self._old: dict[int, Any] = {}
+        self._armed = False
 
     def install(self) -> None:
         for sig in self.SIGNALS:
@@ -62,6 +71,28 @@ class StopFlag:
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.signal = signum
+        if self._armed:
+            self._armed = False
+            raise _StopNow
+
+    def interruptible(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn`, abandoned at once when a stop signal arrives during it (Preempted), instead of finishing first:
+        a generation of max_new_tokens per sample can take minutes, more than a scheduler's grace period. Only
+        for calls that write nothing (scoring a batch): what they computed is dropped and scored on resume."""
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                self._armed = True
+                try:
+                    self.check()
+                    return fn(*args, **kwargs)
+                finally:
+                    self._armed = False
+            except _StopNow:
+                raise Preempted(f"received {signal.Signals(self.signal).name} while scoring a batch") from None
+
+        return call
 
     def check(self) -> None:
         if self.signal is not None:
@@ -237,6 +268,8 @@ def run_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Any = N
 
         t0 = time.monotonic()
         session = load_session(plan.manifest, plan.fuser_ref, plan.settings)
+        for scorer in session.scorers.values():  # a stop signal abandons the batch in flight (nothing written)
+            scorer.score_rows = run.stop.interruptible(scorer.score_rows)
         run.log.info(
             "loaded models on %s in %.1f s; settings: %s",
             session.device,

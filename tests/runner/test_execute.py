@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from runner.execute import Preempted, StopFlag, run_plan
-from runner.exitcodes import EXIT_OK, EXIT_RUN_FAILED
+from runner.exitcodes import EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
 from runner.manifest import load_manifest
 from runner.plan import make_plan
 from runner.registry import Registry
@@ -77,3 +78,48 @@ def test_resume_refuses_a_dataset_that_changed(tmp_path: Path) -> None:
     (plan.run_dir / "progress" / "mini.fingerprint").write_text("0" * 64 + "\n")
     assert run_plan(plan) == EXIT_RUN_FAILED
     assert "items changed since this run started" in Registry(tmp_path / "runs").get(plan.run_key).reason
+
+
+def test_a_stop_signal_abandons_a_long_scoring_call_at_once() -> None:
+    """Within a batch (a long generation), not after it; the scorers' per-sample `except Exception` must
+    not swallow it as a sample error."""
+    stop = StopFlag()
+    stop.install()
+
+    def long_generation() -> str:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+        except Exception:  # noqa: BLE001 - as the scorers do per sample
+            return "recorded as a sample error"
+        return "finished"
+
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(Preempted, match="SIGTERM while scoring a batch"):
+            stop.interruptible(long_generation)()
+        assert time.monotonic() - t0 < 5
+    finally:
+        stop.restore()
+
+
+def test_a_run_stopped_inside_a_batch_is_preempted_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    from qc2c.eval.score import SettingScorer
+
+    path = tmp_path / "gen.yaml"
+    path.write_text(BASE.format(name="gen", limit=4))
+    real, killed_at = SettingScorer.score_rows, []
+
+    def stuck(self, items):
+        killed_at.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)  # a generation far longer than the grace period
+        return real(self, items)
+
+    monkeypatch.setattr(SettingScorer, "score_rows", stuck)
+    plan = make_plan(load_manifest(path), source=path, runs_dir=tmp_path / "runs")
+    assert run_plan(plan) == EXIT_PREEMPTED
+    assert time.monotonic() - killed_at[0] < 20  # not the 60 s the batch would take
+    assert json.loads((plan.run_dir / "status.json").read_text())["state"] == "preempted"
+    monkeypatch.setattr(SettingScorer, "score_rows", real)
+    assert run_plan(make_plan(load_manifest(path), source=path, runs_dir=tmp_path / "runs")) == EXIT_OK
