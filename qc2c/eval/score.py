@@ -142,6 +142,14 @@ def greedy_decode(
     return generated
 
 
+def pad_and_eos(tokenizer: Any, model: Any) -> tuple[int, set[int]]:
+    """The pad id (the EOS when the tokenizer has none) and the EOS ids greedy decoding of `model` stops at."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = eos if eos is not None else tokenizer.eos_token_id
+    return pad_id, set(eos) if isinstance(eos, list | tuple) else {eos}
+
+
 @dataclass
 class SettingScorer:
     """Scores batches of items for one setting.
@@ -162,12 +170,7 @@ class SettingScorer:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r} (allowed: {', '.join(PROTOCOLS)})")
-        self.pad_id = self.tokenizer.pad_token_id
-        if self.pad_id is None:
-            self.pad_id = self.tokenizer.eos_token_id
-        eos = getattr(getattr(self.decoder, "generation_config", None), "eos_token_id", None)
-        eos = eos if eos is not None else self.tokenizer.eos_token_id
-        self.eos_ids = set(eos) if isinstance(eos, list | tuple) else {eos}
+        self.pad_id, self.eos_ids = pad_and_eos(self.tokenizer, self.decoder)
 
     def use_dataset(self, items: Sequence[Any]) -> None:
         """Told the evaluated items of a dataset before its batches (settings that pair items use it)."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from qc2c.eval.batching import left_pad
 from qc2c.eval.prompts import RenderedPrompt, render, render_analysis, with_context
-from qc2c.eval.score import RowScore, SettingScorer, error_text, greedy_decode, plain_prefill
+from qc2c.eval.score import RowScore, SettingScorer, error_text, greedy_decode, pad_and_eos, plain_prefill
 
 KINDS = ("text_answer", "text_analysis")
 
@@ -50,12 +50,7 @@ class TextScorer(SettingScorer):
         super().__post_init__()
         if self.name not in KINDS:
             raise ValueError(f"unknown text setting {self.name!r} (allowed: {', '.join(KINDS)})")
-        self.sharer_pad = self.sharer_tokenizer.pad_token_id
-        if self.sharer_pad is None:
-            self.sharer_pad = self.sharer_tokenizer.eos_token_id
-        eos = getattr(getattr(self.sharer, "generation_config", None), "eos_token_id", None)
-        eos = eos if eos is not None else self.sharer_tokenizer.eos_token_id
-        self.sharer_eos = set(eos) if isinstance(eos, list | tuple) else {eos}
+        self.sharer_pad, self.sharer_eos = pad_and_eos(self.sharer_tokenizer, self.sharer)
 
     def sharer_prompt(self, item: Any) -> RenderedPrompt:
         if self.name == "text_answer":

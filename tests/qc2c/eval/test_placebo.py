@@ -19,18 +19,6 @@ N_ITEMS = 10
 
 
 @pytest.fixture(scope="module")
-def pair():
-    return load_pair("tiny:qwen3", "tiny:qwen2", dtype=torch.float32, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def fuser():
-    from qc2c.fuser.checkpoint import load_fuser
-
-    return load_fuser("tiny:qwen3+qwen2")
-
-
-@pytest.fixture(scope="module")
 def items():
     return load_mc("mini", limit=N_ITEMS).items
 
@@ -62,8 +50,8 @@ def test_derangement_refuses_a_single_item() -> None:
         derangement(["only"], seed=0)
 
 
-def test_partner_ids_are_recorded_differ_and_do_not_depend_on_batching(pair, fuser, items) -> None:
-    placebo = _scorers(pair, fuser)["c2c_placebo"]
+def test_partner_ids_are_recorded_differ_and_do_not_depend_on_batching(tiny_pair, tiny_fuser, items) -> None:
+    placebo = _scorers(tiny_pair, tiny_fuser)["c2c_placebo"]
     one = _score(placebo, items, 1)
     four = _score(placebo, list(reversed(items)), 4)[::-1]
     assert all(r.error is None for r in one + four), [r.error for r in one + four if r.error]
@@ -78,10 +66,10 @@ def test_partner_ids_are_recorded_differ_and_do_not_depend_on_batching(pair, fus
 
 
 @pytest.mark.parametrize("protocol", ["logits", "generate"])
-def test_placebo_on_identical_prompts_equals_c2c_fp16(pair, fuser, items, protocol: str) -> None:
+def test_placebo_on_identical_prompts_equals_c2c_fp16(tiny_pair, tiny_fuser, items, protocol: str) -> None:
     """Partners whose prompt is the item's own: the fused message is the item's own, so the rows are c2c_fp16's."""
     twins = [replace(items[0], id=f"twin{i}") for i in range(4)]
-    scorers = _scorers(pair, fuser, protocol)
+    scorers = _scorers(tiny_pair, tiny_fuser, protocol)
     fp16 = _score(scorers["c2c_fp16"], twins, 4)
     placebo = _score(scorers["c2c_placebo"], twins, 4)
     assert [r.pred for r in placebo] == [r.pred for r in fp16]
@@ -92,8 +80,8 @@ def test_placebo_on_identical_prompts_equals_c2c_fp16(pair, fuser, items, protoc
             assert max(abs(a.option_probs[k] - b.option_probs[k]) for k in a.option_probs) < 1e-6
 
 
-def test_placebo_fuses_the_partners_message_not_the_items_own(pair, fuser, items) -> None:
-    scorers = _scorers(pair, fuser)
+def test_placebo_fuses_the_partners_message_not_the_items_own(tiny_pair, tiny_fuser, items) -> None:
+    scorers = _scorers(tiny_pair, tiny_fuser)
     fp16 = _score(scorers["c2c_fp16"], items, 5)
     placebo = _score(scorers["c2c_placebo"], items, 5)
     diff = max(abs(a.option_probs[k] - b.option_probs[k]) for a, b in zip(fp16, placebo) for k in a.option_probs)

@@ -27,21 +27,16 @@ def _scorers(pair, protocol="logits"):
 
 
 @pytest.fixture(scope="module")
-def same_tokenizer_pair():
-    return load_pair("tiny:qwen3", "tiny:qwen2", dtype=torch.float32, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def aligned_pair():
     return load_pair("tiny:qwen3", "tiny:llama", dtype=torch.float32, device="cpu")
 
 
 @pytest.mark.parametrize("setting", ["text_answer", "text_analysis"])
-def test_bytes_are_the_utf8_bytes_of_the_recorded_text(same_tokenizer_pair, items, setting: str) -> None:
-    scorer = _scorers(same_tokenizer_pair)[setting]
+def test_bytes_are_the_utf8_bytes_of_the_recorded_text(tiny_pair, items, setting: str) -> None:
+    scorer = _scorers(tiny_pair)[setting]
     rows = scorer.score_rows(items)
     assert all(r.error is None for r in rows), [r.error for r in rows if r.error]
-    tok = same_tokenizer_pair.receiver_tokenizer
+    tok = tiny_pair.receiver_tokenizer
     for row in rows:
         text = row.message["sharer_text"]
         assert row.message["nbytes"] == len(text.encode("utf-8")) == row.message["nbytes_breakdown"]["payload"]
@@ -57,16 +52,16 @@ def test_the_receiver_reads_the_text_before_the_question(items) -> None:
     assert item.question.index("a note") < item.question.index(items[0].question)
 
 
-def test_text_settings_do_not_depend_on_batching(same_tokenizer_pair, items) -> None:
-    scorer = _scorers(same_tokenizer_pair, "generate")["text_analysis"]
+def test_text_settings_do_not_depend_on_batching(tiny_pair, items) -> None:
+    scorer = _scorers(tiny_pair, "generate")["text_analysis"]
     together = scorer.score_rows(items)
     alone = [scorer.score_rows([it])[0] for it in items]
     assert [r.message["sharer_text"] for r in together] == [r.message["sharer_text"] for r in alone]
     assert [r.pred for r in together] == [r.pred for r in alone]
 
 
-def test_the_answer_and_the_analysis_are_different_texts(same_tokenizer_pair, items) -> None:
-    scorers = _scorers(same_tokenizer_pair)
+def test_the_answer_and_the_analysis_are_different_texts(tiny_pair, items) -> None:
+    scorers = _scorers(tiny_pair)
     answer = [r.message["sharer_text"] for r in scorers["text_answer"].score_rows(items)]
     analysis = [r.message["sharer_text"] for r in scorers["text_analysis"].score_rows(items)]
     assert answer != analysis
