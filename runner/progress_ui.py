@@ -71,6 +71,29 @@ def results_table(title: str, results: list[Any]) -> Table:
     return table
 
 
+def subjects_table(results: list[Any]) -> Table | None:
+    """Per subject (datasets whose results carry subjects): accuracy and the paired test vs the receiver."""
+    rows = [(r, name, s) for r in results for name, s in r.settings.items() if s.subjects]
+    if not rows:
+        return None
+    subjects = sorted({subject for _, _, s in rows for subject in s.subjects})
+    table = Table(title="per subject: accuracy (n) · difference vs receiver [McNemar p]")
+    for col in ("dataset", "setting", *subjects):
+        table.add_column(col, justify="left" if col in ("dataset", "setting") else "right")
+    for result, name, s in rows:
+        cells = []
+        for subject in subjects:
+            part = s.subjects.get(subject)
+            if part is None:
+                cells.append("-")
+                continue
+            vs = part.paired.get("receiver")
+            extra = f" · {vs.diff:+.3f} [p {vs.mcnemar_p:.2g}]" if vs is not None else ""
+            cells.append(f"{part.accuracy:.3f} ({part.n}){extra}")
+        table.add_row(result.dataset.name, name, *cells)
+    return table
+
+
 def sweep_table(rows: list[dict[str, Any]]) -> Table:
     """One row per manifest of a sweep: name, decision, exit code, run folder."""
     table = Table(title="sweep")

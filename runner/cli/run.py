@@ -12,14 +12,17 @@ one locked compare-and-set in runs/registry.json, so two copies never run togeth
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from pathlib import Path
 from typing import Any
 
+from runner.cli.plan import ALLOW_DOWNLOADS_HELP
 from runner.exitcodes import EXIT_ALREADY_RUNNING, EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
 
 EPILOG = """examples:
   python -m runner run manifests/smoke.yaml                  # make run
+  python -m runner run m7_align1                             # a bare name: manifests/ or manifests/sweeps/
   python -m runner run manifests/m2_int4.yaml --container native
   python -m runner run manifests/sweeps/m2_schemes.yaml      # every member; complete ones are skipped
   QC2C_RUNS_DIR=/scratch/runs python -m runner run manifests/smoke.yaml
@@ -42,7 +45,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="where to execute (default: the manifest's runtime.container)",
     )
     parser.add_argument("--runs-dir", type=Path, default=None, help="runs folder (default: runs/ or $QC2C_RUNS_DIR)")
+    parser.add_argument("--allow-downloads", action="store_true", help=ALLOW_DOWNLOADS_HELP)
     parser.set_defaults(func=run)
+
+
+MANIFEST_DIRS = (Path("manifests"), Path("manifests") / "sweeps")  # where a bare name is looked for
+
+
+def find_manifest(path: Path) -> Path:
+    """`path` itself when it exists; else a bare name (`m7_align1` or `m7_align1.yaml`, as the design card
+    writes it) found in manifests/ or manifests/sweeps/ of the working directory; else `path` unchanged."""
+    if path.exists() or len(path.parts) != 1:
+        return path
+    names = [path.name] if path.suffix in (".yaml", ".yml") else [f"{path.name}.yaml", f"{path.name}.yml"]
+    found = [d / n for d in MANIFEST_DIRS for n in names if (d / n).is_file()]
+    return found[0] if found else path
 
 
 def load_manifests(path: Path) -> list[Any]:
@@ -52,7 +69,10 @@ def load_manifests(path: Path) -> list[Any]:
     if not path.is_file():
         from runner.manifest import ManifestError
 
-        raise ManifestError([f"{path}:1: (file): no such manifest file"])
+        known = {p.stem: p for d in (path.parent, *MANIFEST_DIRS) for p in sorted(d.glob("*.y*ml"))}
+        close = difflib.get_close_matches(path.stem, list(known), n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(str(known[c]) for c in close)}?)" if close else ""
+        raise ManifestError([f"{path}:1: (file): no such manifest file{hint}"])
     return expand_file(path)
 
 
@@ -86,6 +106,10 @@ def container_info(runtime: str, reason: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from runner.preflight import offline_unless
+
+    offline_unless(args.allow_downloads)
+    args.manifest = find_manifest(args.manifest)
     manifests = load_manifests_or_report(args.manifest)
     if manifests is None:
         return EXIT_BAD_INPUT
@@ -106,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 def run_native(source: Path, manifests: list[Any], *, runs_dir: Path | None, container: dict[str, Any]) -> int:
     from runner.execute import run_plan
     from runner.plan import make_plan
-    from runner.progress_ui import ProgressUI, print_table, results_table, sweep_table
+    from runner.progress_ui import ProgressUI, print_table, results_table, subjects_table, sweep_table
     from runner.summarize import read_results
 
     rows, all_results, worst = [], [], EXIT_OK
@@ -138,6 +162,9 @@ def run_native(source: Path, manifests: list[Any], *, runs_dir: Path | None, con
         worst = max(worst, row["exit"])
     if all_results:
         print_table(results_table(f"results ({source})", all_results))
+        per_subject = subjects_table(all_results)
+        if per_subject is not None:
+            print_table(per_subject)
     if len(manifests) > 1:
         print_table(sweep_table(rows))
     return worst

@@ -30,3 +30,20 @@ def test_no_subject_block_for_one_subject_or_missing_subjects():
     assert setting_result(one, "c2c_fp16", ["receiver", "c2c_fp16"], seed=0).subjects is None
     mixed = _records([("shared", True, True), (None, True, False), ("sharer_only", False, True)])
     assert setting_result(mixed, "c2c_fp16", ["receiver", "c2c_fp16"], seed=0).subjects is None
+
+
+def test_the_run_summary_prints_a_subject_table():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from runner.progress_ui import subjects_table
+
+    records = _records([("shared", True, True)] * 4 + [("sharer_only", False, True)] * 4)
+    settings = {s: setting_result(records, s, ["receiver", "c2c_fp16"], seed=0) for s in ("receiver", "c2c_fp16")}
+    result = SimpleNamespace(dataset=SimpleNamespace(name="demo"), settings=settings)
+    console = Console(width=160, record=True)
+    console.print(subjects_table([result]))
+    text = console.export_text()
+    assert "sharer_only" in text and "1.000 (4) · +1.000" in text
+    assert subjects_table([SimpleNamespace(dataset=result.dataset, settings={})]) is None
