@@ -2,6 +2,7 @@
 
     python -m qc2c.prefetch models Qwen/Qwen3-0.6B Qwen/Qwen2.5-0.5B-Instruct [--revision main]
     python -m qc2c.prefetch datasets openbookqa arc_challenge mmlu_redux [--split test]
+    python -m qc2c.prefetch train-data teknium/OpenHermes-2.5 [--split train]   # a kind: train manifest's data
 
 Models go through `huggingface_hub.snapshot_download`, datasets through the same `datasets.load_dataset` calls
 evaluation makes (so what is cached is exactly what a run reads), then each set is converted once to check its
@@ -46,14 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="kind", required=True, metavar="{models,datasets}")
+    sub = parser.add_subparsers(dest="kind", required=True, metavar="{models,datasets,train-data}")
     models = sub.add_parser("models", help="snapshot HF model repositories (or build tiny:<name> models)")
     models.add_argument("refs", nargs="+", metavar="MODEL", help="hub id (owner/name) or tiny:<name>")
     models.add_argument("--revision", default="main", help="branch, tag or commit for every MODEL (default: main)")
     data = sub.add_parser("datasets", help="cache the hub files of qc2c datasets")
     data.add_argument("names", nargs="+", metavar="DATASET", help=f"one of: {', '.join(DATASETS.names())}")
     data.add_argument("--split", default="test", help="split to fetch (default: test)")
+    train = sub.add_parser("train-data", help="cache a chat dataset that a kind: train manifest names")
+    train.add_argument("names", nargs="+", metavar="DATASET", help="hub id of train.data.dataset")
+    train.add_argument("--split", default="train", help="split to fetch (default: train)")
     return parser
+
+
+def fetch_train_data(name: str, split: str) -> str:
+    """The same `datasets.load_dataset(name, split=...)` call training makes (qc2c.train.data.read_hf)."""
+    from qc2c.train.data import read_hf
+
+    return f"cached {name} (split {split}): {len(read_hf(name, split))} conversations"
 
 
 def fetch_model(ref: str, revision: str) -> str:
@@ -92,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             return EXIT_BAD_INPUT
         jobs: list[tuple[str, Callable[[], str]]] = [(n, lambda n=n: fetch_dataset(n, args.split)) for n in args.names]
+    elif args.kind == "train-data":
+        jobs = [(n, lambda n=n: fetch_train_data(n, args.split)) for n in args.names]
     else:
         jobs = [(r, lambda r=r: fetch_model(r, args.revision)) for r in args.refs]
     print(f"HF_TOKEN is {'set' if os.environ.get('HF_TOKEN') else 'not set'}", file=sys.stderr)
@@ -102,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as err:  # one line per failed item; the others are still tried
             n_failed += 1
             message = " ".join(f"{type(err).__name__}: {err}".split())
-            print(redact(f"prefetch: {args.kind[:-1]} {label}: {message}"), file=sys.stderr)
+            print(redact(f"prefetch: {args.kind.removesuffix('s')} {label}: {message}"), file=sys.stderr)
     return EXIT_FAILED if n_failed else EXIT_OK
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from runner.exitcodes import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED
 
+ALLOW_DOWNLOADS_HELP = "let Hugging Face libraries download (default: offline, HF_HUB_OFFLINE=1 unless set)"
+
 EPILOG = """examples:
   python -m runner plan manifests/smoke.yaml
   python -m runner plan manifests/m7_align1.yaml --json      # {"run_key", "run_dir", "decision", "problems"}
@@ -33,20 +35,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per manifest")
     parser.add_argument("--no-preflight", action="store_true", help="skip the model and fuser checks")
     parser.add_argument("--runs-dir", type=Path, default=None)
+    parser.add_argument("--allow-downloads", action="store_true", help=ALLOW_DOWNLOADS_HELP)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.cli.run import load_manifests_or_report
+    from runner.cli.run import find_manifest, load_manifests_or_report
     from runner.plan import make_plan
+    from runner.preflight import offline_unless, preflight_problems
 
+    offline_unless(args.allow_downloads)
+    args.manifest = find_manifest(args.manifest)
     manifests = load_manifests_or_report(args.manifest)
     if manifests is None:
         return EXIT_BAD_INPUT
     worst = EXIT_OK
     for manifest in manifests:
         plan = make_plan(manifest, source=args.manifest, runs_dir=args.runs_dir)
-        if not plan.problems and not args.no_preflight and plan.decision != "skip" and manifest.kind == "eval":
+        if not args.no_preflight and plan.decision != "skip":
             plan.problems += preflight_problems(plan)
         if args.json:
             print(json.dumps(plan.to_json(), sort_keys=True))
@@ -61,13 +67,3 @@ def run(args: argparse.Namespace) -> int:
         if plan.problems:
             worst = EXIT_RUN_FAILED
     return worst
-
-
-def preflight_problems(plan) -> list[str]:
-    from runner.session import preflight
-
-    try:
-        preflight(plan.manifest, plan.fuser_ref)
-    except Exception as exc:  # noqa: BLE001 - every load failure is a preflight problem, one line each
-        return list(getattr(exc, "problems", None) or [f"preflight: {type(exc).__name__}: {exc}"])
-    return []

@@ -91,8 +91,84 @@ def test_from_run_resolves_to_final_of_latest_complete_run(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("fuser", ['{path: "tiny:qwen3+llama"}'])
 def test_preflight_refuses_a_fuser_that_does_not_fit_the_pair(tmp_path: Path, fuser: str) -> None:
-    from runner.cli.plan import preflight_problems
+    from runner.preflight import preflight_problems
 
     m, path = _manifest(tmp_path, "p3", fuser=fuser)
     problems = preflight_problems(make_plan(m, source=path, runs_dir=tmp_path / "runs"))
     assert problems and all(p.startswith("fuser: ") for p in problems)
+
+
+TRAIN = """\
+schema: 1
+name: {name}
+milestone: ptest
+kind: train
+pair: {{receiver: "tiny:qwen3", sharer: "tiny:qwen2"}}
+train:
+  data: {data}
+runtime: {{device: {device}, dtype: float32, container: native}}
+"""
+
+
+def _offline(monkeypatch) -> None:
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(var, "1")  # what runner plan/run set by default; restored after the test
+
+
+def test_plan_preflights_a_train_manifest_and_reports_every_problem(tmp_path: Path, monkeypatch, capsys) -> None:
+    from runner.__main__ import main
+
+    _offline(monkeypatch)
+    path = tmp_path / "t1.yaml"
+    path.write_text(TRAIN.format(name="t1", data=f"{{jsonl: {tmp_path / 'nowhere.jsonl'}}}", device="cuda:7"))
+    assert main(["plan", str(path), "--runs-dir", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert "runtime.device: 'cuda:7' requested but no CUDA device is visible" in err
+    assert "nowhere.jsonl:1: train.data.jsonl: no such file" in err and "Traceback" not in err
+
+
+def test_an_uncached_train_dataset_names_the_prefetch_command(tmp_path: Path, monkeypatch) -> None:
+    from runner.preflight import preflight_problems
+
+    _offline(monkeypatch)
+    path = tmp_path / "t2.yaml"
+    path.write_text(TRAIN.format(name="t2", data="{dataset: qc2c-test/surely-not-cached}", device="cpu"))
+    problems = preflight_problems(make_plan(load_manifest(path), source=path, runs_dir=tmp_path / "runs"))
+    assert len(problems) == 1 and problems[0].startswith("train.data.dataset: 'qc2c-test/surely-not-cached'")
+    assert "python -m qc2c.prefetch train-data qc2c-test/surely-not-cached --split train" in problems[0]
+
+
+def test_runs_are_offline_unless_downloads_are_allowed(monkeypatch) -> None:
+    import os
+
+    from runner.preflight import OFFLINE_VARS, offline_unless
+
+    env = {"HF_DATASETS_OFFLINE": "0"}  # a variable the user set stays as set
+    monkeypatch.setattr(os, "environ", env)
+    offline_unless(True)
+    assert env == {"HF_DATASETS_OFFLINE": "0"}
+    offline_unless(False)
+    assert env == {**dict.fromkeys(OFFLINE_VARS, "1"), "HF_DATASETS_OFFLINE": "0"}
+
+
+def test_a_bare_manifest_name_is_found_in_manifests_or_says_did_you_mean(tmp_path, monkeypatch, capsys) -> None:
+    from runner.__main__ import main
+
+    (tmp_path / "manifests" / "sweeps").mkdir(parents=True)
+    (tmp_path / "manifests" / "m7_align1.yaml").write_text(BASE.format(name="m7_align1", fuser="{path: tiny}"))
+    monkeypatch.chdir(tmp_path)
+    for arg in ("m7_align1.yaml", "m7_align1"):
+        assert main(["plan", arg, "--no-preflight", "--runs-dir", "runs"]) in (0, 1)
+        assert "run_key" in capsys.readouterr().out
+    assert main(["plan", "m7_algn1", "--no-preflight"]) == 2
+    assert "no such manifest file (did you mean manifests/m7_align1.yaml?)" in capsys.readouterr().err
+
+
+def test_a_renamed_copy_of_a_complete_run_names_the_folder_that_holds_it(tmp_path: Path) -> None:
+    m, path = _manifest(tmp_path, "orig")
+    runs = tmp_path / "runs"
+    first = make_plan(m, source=path, runs_dir=runs)
+    Registry(runs).set_status(first.run_key, "complete", run_dir=str(first.run_dir), manifest="orig")
+    copy, copy_path = _manifest(tmp_path, "renamed")
+    plan = make_plan(copy, source=copy_path, runs_dir=runs)
+    assert plan.decision == "skip" and plan.run_dir == first.run_dir

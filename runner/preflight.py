@@ -1,0 +1,95 @@
+"""What `runner plan` checks before a run of any kind, every problem at once: the device, both models, the
+fuser (the checkpoint alone when the models are missing, so its problems are not hidden behind theirs), and
+the data (eval datasets, or a train manifest's conversations) — all from local files and the HF cache.
+
+Runs are offline unless downloads are allowed explicitly (`--allow-downloads`): `offline_unless` sets the
+Hugging Face offline switches before any HF library is imported, so a missing dataset is one line naming the
+prefetch command, not five network retries and a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def offline_unless(allowed: bool) -> None:
+    """Turn the HF offline switches on (variables the user set explicitly are left as they are)."""
+    if not allowed:
+        for var in OFFLINE_VARS:
+            os.environ.setdefault(var, "1")
+
+
+def preflight_problems(plan: Any) -> list[str]:
+    """Every problem found for `plan` (a runner.plan.Plan), each one line `field: what is wrong`."""
+    m = plan.manifest
+    problems = _device_problems(m) + _model_and_fuser_problems(plan)
+    if m.kind == "eval" and m.eval is not None:
+        problems += _eval_data_problems(m)
+    if m.kind == "train" and m.train is not None:
+        problems += _train_data_problems(m)
+    return problems
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+
+
+def _device_problems(m: Any) -> list[str]:
+    from runner.session import PreflightError, resolve_device
+
+    try:
+        resolve_device(m.runtime.device)
+    except PreflightError as exc:
+        return list(exc.problems)
+    return []
+
+
+def _model_and_fuser_problems(plan: Any) -> list[str]:
+    from qc2c.fuser.checkpoint import FuserError, load_fuser
+    from runner.session import preflight
+
+    try:
+        preflight(plan.manifest, plan.fuser_ref)
+        return []
+    except Exception as exc:  # noqa: BLE001 - every load failure is a preflight problem, one line each
+        problems = list(getattr(exc, "problems", None) or [f"preflight: {_one_line(exc)}"])
+    if plan.fuser_ref is not None and all(p.startswith("pair.") for p in problems):
+        try:  # the models are missing, so the fit was not checked: the checkpoint itself still can be
+            load_fuser(plan.fuser_ref, sha256=plan.manifest.fuser.sha256)
+        except FuserError as exc:
+            problems.append(f"fuser: {exc}")
+    return problems
+
+
+def _eval_data_problems(m: Any) -> list[str]:
+    from qc2c.eval.datasets import load_mc
+
+    problems = []
+    for name in m.eval.datasets:
+        try:
+            load_mc(name, split=m.eval.split, limit=m.eval.limit)
+        except Exception as exc:  # noqa: BLE001 - a dataset that cannot be loaded here, whatever the reason
+            problems.append(f"eval.datasets: {name}: {_one_line(exc)}")
+    return problems
+
+
+def _train_data_problems(m: Any) -> list[str]:
+    from qc2c.train.data import DataError, load_conversations
+
+    data = m.train.data.model_dump(mode="json")
+    try:
+        load_conversations({**data, "limit": 1})
+    except DataError as exc:
+        return [f"train.data: {exc}"]
+    except Exception as exc:  # noqa: BLE001 - the HF datasets library raises many types for a cache miss
+        if data.get("jsonl"):
+            return [f"train.data.jsonl: {data['jsonl']}: {_one_line(exc)}"]
+        fetch = f"python -m qc2c.prefetch train-data {data['dataset']} --split {data.get('split', 'train')}"
+        return [
+            f"train.data.dataset: {data['dataset']!r} cannot be loaded here ({_one_line(exc)[:200]}); on a machine "
+            f"with hub access run `{fetch}` and copy the HF cache, or give train.data.jsonl"
+        ]
+    return []
