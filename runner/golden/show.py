@@ -25,7 +25,7 @@ def build_table(golden: GoldenFile, milestone: str | None = None) -> Table:
         delta = f"{paired.diff:+.3f}" if paired else ("ref" if row.setting == "c2c_fp16" else "—")
         text = [
             row.manifest + (f" (+{repeats - 1})" if repeats > 1 else ""),
-            row.family if row.setting == COMPRESSED else row.setting,
+            (row.family + (" (oracle)" if row.metrics.oracle else "")) if row.setting == COMPRESSED else row.setting,
             row.dataset.name,
         ]
         table.add_row(
