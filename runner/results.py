@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,7 +35,13 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # an infinite value (a KL where the setting ruled out the reference's answer) is the JSON string
+    # "Infinity": files stay standard JSON, and a bare Infinity / NaN token in one is refused as a hand edit
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, ser_json_inf_nan="strings")
+
+    def dump(self, exclude: set[str] | None = None) -> dict[str, Any]:
+        """Plain JSON data (non-finite floats as strings), what the files hold."""
+        return json.loads(self.model_dump_json(by_alias=True, exclude=exclude))
 
 
 def _ordered(value: tuple[float, float]) -> tuple[float, float]:
@@ -225,6 +232,9 @@ class DatasetResult(Part):
     )
     precision: PrecisionView | None = Field(description="per-layer precision of the compressed setting")
     provenance: ProvenanceSummary = Field(description="summary of provenance.json")
+    progress_sha256: Sha256 | None = Field(
+        None, description="sha256 of the progress/<dataset>.jsonl lines these numbers were computed from"
+    )
 
     @model_validator(mode="after")
     def _setting_names(self) -> DatasetResult:
@@ -236,9 +246,6 @@ class DatasetResult(Part):
         if self.kv is None and COMPRESSED in self.settings:
             raise ValueError(f"settings has '{COMPRESSED}' but kv is null (the compressed setting is the kv section)")
         return self
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
 
 
 class ResultsError(ValueError):
@@ -258,17 +265,34 @@ def format_validation_error(prefix: str, exc: ValidationError) -> list[str]:
     return lines
 
 
+class NonStandardJSON(ValueError):
+    """A bare NaN / Infinity / -Infinity token: not JSON, and never written by qc2c (message: `line: ...`)."""
+
+
+def strict_json(text: str, **hooks: Any) -> Any:
+    """json.loads that refuses NaN / Infinity tokens (Python accepts them), naming the line of the first one."""
+
+    def refuse(token: str) -> Any:
+        match = re.search(rf"[:\[,]\s*{re.escape(token)}\s*[,\]}}\n]", text)
+        line = text.count("\n", 0, match.start()) + 1 if match else 0
+        raise NonStandardJSON(f"{line}: json: non-standard value {token} (not JSON; edited by hand?)")
+
+    return json.loads(text, parse_constant=refuse, **hooks)
+
+
 def load_result(path: str | Path) -> DatasetResult:
     """Read and validate one results file; every problem is raised at once as a ResultsError."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = strict_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ResultsError([f"{path}: file not found"]) from None
     except (UnicodeDecodeError, OSError) as exc:
         raise ResultsError([f"{path}: unreadable: {exc}"]) from None
     except json.JSONDecodeError as exc:
         raise ResultsError([f"{path}:{exc.lineno}: json: {exc.msg}"]) from None
+    except NonStandardJSON as exc:
+        raise ResultsError([f"{path}:{exc}"]) from None
     try:
         return DatasetResult.model_validate(data)
     except ValidationError as exc:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qc2c.kv.selection import is_oracle
-from runner.records import read_progress
+from runner.records import progress_sha256, read_progress
 from runner.registry import now_iso
 from runner.results import (
     COMPRESSED,
@@ -191,8 +191,8 @@ def build_result(
     plan: Any, session: Any, dataset: str, info: dict[str, Any], provenance: dict[str, Any]
 ) -> DatasetResult:
     m = plan.manifest
-    progress = read_progress(plan.run_dir / "progress" / f"{dataset}.jsonl")
-    records = progress.records
+    progress_path = plan.run_dir / "progress" / f"{dataset}.jsonl"
+    records = read_progress(progress_path).records
     settings = plan.settings
     seed = m.runtime.seed
     oracle = COMPRESSED if is_oracle(m.kv.selection.method) else None  # the setting whose selection is an oracle
@@ -231,6 +231,7 @@ def build_result(
                 image_digest=(provenance.get("container") or {}).get("image_digest"),
                 created=now_iso(),
             ),
+            "progress_sha256": progress_sha256(progress_path),
         }
     )
 

@@ -100,10 +100,14 @@ def _merge(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from runner.golden.merge import GOLDEN_JSON, check_golden
 
-    problems = check_golden(args.golden_dir)
+    unverified: list[str] = []
+    problems = check_golden(args.golden_dir, unverified)
+    for line in unverified:
+        print(f"golden check: not verified against its run folder: {line}", file=sys.stderr)
     if problems:
         return _fail(problems)
-    print(f"golden check: {args.golden_dir / GOLDEN_JSON} is valid")
+    note = f" ({len(unverified)} row(s) not verified: run folder absent)" if unverified else ""
+    print(f"golden check: {args.golden_dir / GOLDEN_JSON} is valid{note}")
     return EXIT_OK
 
 

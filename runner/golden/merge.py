@@ -2,7 +2,8 @@
 
 All or nothing: every results file of every run folder is turned into rows and checked by every rule
 (runner.golden.validate); if any problem is left after --allow waivers, nothing is written and every problem
-is returned. The read-modify-write happens under `fsio.locked(golden_runs.json)` with an atomic replace, so
+is returned. Each row is sealed with its content hashes (runner.golden.integrity); a merge refuses a store
+whose existing rows no longer match their seals, so a hand edit is never carried forward under a new seal. The read-modify-write happens under `fsio.locked(golden_runs.json)` with an atomic replace, so
 concurrent merges lose nothing, and rows are serialized with sorted keys, so merging the same run twice
 leaves the file byte-identical.
 """
@@ -19,16 +20,27 @@ from typing import Any
 from pydantic import ValidationError
 
 from runner import fsio
+from runner.golden.integrity import file_sha256, mismatch, seal, seal_problems
 from runner.golden.validate import (
+    ALLOWABLE,
+    GOLDEN_SCHEMA,
     KEPT_HINT,
     GoldenFile,
     GoldenRow,
     RuleContext,
     check_row,
+    differences,
     resolve_allow,
     setting_family,
 )
-from runner.results import DatasetResult, ResultsError, format_validation_error, load_result
+from runner.results import (
+    DatasetResult,
+    NonStandardJSON,
+    ResultsError,
+    format_validation_error,
+    load_result,
+    strict_json,
+)
 
 GOLDEN_JSON = "golden_runs.json"
 SUMMARY_MD = "golden_summary.md"
@@ -60,17 +72,22 @@ def load_golden(path: Path) -> GoldenFile:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return GoldenFile.model_validate({"schema": 1, "rows": {}})
+        return GoldenFile.model_validate({"schema": GOLDEN_SCHEMA, "rows": {}})
     except (OSError, UnicodeDecodeError) as exc:
         raise GoldenFileError([f"{path}: unreadable: {exc}"]) from None
     try:
-        data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+        data = strict_json(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise GoldenFileError([f"{path}:{exc.lineno}: json: {exc.msg}"]) from None
+    except NonStandardJSON as exc:
+        raise GoldenFileError([f"{path}:{exc}"]) from None
     except DuplicateKey as exc:
         raise GoldenFileError(
             [f"{path}: json: key {exc} appears twice (a hand merge?); one row would be lost"]
         ) from None
+    if isinstance(data, dict) and data.get("schema") == 1:
+        raise GoldenFileError([f"{path}: schema: 1 is a store from before content hashes; move it aside and merge the "
+                               "runs again (python -m runner golden merge --all)"])  # fmt: skip
     try:
         golden = GoldenFile.model_validate(data)
     except ValidationError as exc:
@@ -100,11 +117,12 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def dump_golden(golden: GoldenFile) -> str:
-    return json.dumps(golden.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
+    return json.dumps(golden.dump(), indent=2, sort_keys=True) + "\n"
 
 
-def rows_from_result(result: DatasetResult, run_dir: str) -> list[GoldenRow]:
-    """One row per setting of a results file; baselines carry no precision view (they send fp16 or nothing)."""
+def rows_from_result(result: DatasetResult, run_dir: str, results_sha256: str | None = None) -> list[GoldenRow]:
+    """One row per setting of a results file (unsealed); baselines carry no precision view (they send fp16 or
+    nothing). `results_sha256`: the hash of the file `result` was read from."""
     shared: dict[str, Any] = {
         "run_key": result.run_key,
         "manifest": result.manifest,
@@ -117,6 +135,8 @@ def rows_from_result(result: DatasetResult, run_dir: str) -> list[GoldenRow]:
         "bytes_closed_form_drift": result.bytes_closed_form_drift,
         "provenance": result.provenance,
         "run_dir": run_dir,
+        "progress_sha256": result.progress_sha256,
+        "results_sha256": results_sha256,
     }
     return [
         GoldenRow(
@@ -174,11 +194,12 @@ def collect_rows(
             except ResultsError as exc:
                 problems += [_as_schema_problem(p, path) for p in exc.problems]
                 continue
-            for row in rows_from_result(result, display_run_dir(run_dir, golden_dir)):
+            for row in rows_from_result(result, display_run_dir(run_dir, golden_dir), file_sha256(path)):
                 ctx = RuleContext(registry=registry or {}, registry_path=reg_path, run_dir=run_dir, existing=seen)
                 skip = ("run_is_complete",) if registry is None else ()
                 found, row = check_row(row, ctx, allow, skip=skip)
                 problems += [f"{path}: {p}" for p in found if f"{path}: {p}" not in problems]
+                row = seal(row)
                 rows.append(row)
                 seen.setdefault(row.key, row)
     return rows, problems
@@ -215,6 +236,10 @@ def merge_runs(
             golden = load_golden(path)
         except GoldenFileError as exc:
             report.problems = exc.problems
+            return report
+        broken = [f"{path}: {key}: {p}" for key, row in golden.rows.items() for p in seal_problems(row)]
+        if broken:
+            report.problems = broken + [f"{path}: fix or remove those rows first (golden check lists every problem)"]
             return report
         rows, problems = collect_rows(
             [Path(d) for d in run_dirs],
@@ -297,13 +322,15 @@ def _peek_run_key(path: Path) -> str | None:
         return None
 
 
-def check_golden(golden_dir: str | os.PathLike[str]) -> list[str]:
-    """Validate the whole store: JSON, schema, keys, and every rule checkable from a row alone.
+def check_golden(golden_dir: str | os.PathLike[str], unverified: list[str] | None = None) -> list[str]:
+    """Validate the whole store: JSON, schema, keys, seals, waivers and every rule; problems are `file: key: rule: why`.
 
-    The registry and provenance-file rules need the run folders and are checked at merge time; a row's
-    recorded `allowed` rules stay waived, anything else a hand edit broke is reported as `file: key: rule: why`.
+    A row whose run folder is present is re-verified against it: the results file's hash, the row re-derived
+    from that file, the progress lines' hash and provenance.json. A row whose run folder is absent gets every
+    other check and a line in `unverified` (`key: run folder ... is not present`). The registry is read at merge.
     """
-    path = Path(golden_dir) / GOLDEN_JSON
+    golden_dir = Path(golden_dir)
+    path = golden_dir / GOLDEN_JSON
     if not path.exists():
         return [f"{path}: not found"]
     try:
@@ -312,6 +339,49 @@ def check_golden(golden_dir: str | os.PathLike[str]) -> list[str]:
         return exc.problems
     problems = []
     for key, row in golden.rows.items():
-        found, _ = check_row(row, RuleContext(), row.allowed)
+        run_dir = Path(row.run_dir) if Path(row.run_dir).is_absolute() else golden_dir.resolve().parent / row.run_dir
+        present = run_dir.is_dir()
+        found, _ = check_row(row, RuleContext(run_dir=run_dir if present else None), [])
+        waived = [p for p in found if p.split(": ", 1)[0] in row.allowed]
+        found = [p for p in found if p not in waived] + seal_problems(row) + _waiver_problems(row, waived)
+        if present:
+            found += _folder_problems(row, run_dir)
+        elif unverified is not None:
+            unverified.append(f"{key}: run folder {row.run_dir} is not present")
         problems += [f"{path}: {key}: {p}" for p in found]
     return problems
+
+
+def _waiver_problems(row: GoldenRow, found: list[str]) -> list[str]:
+    """A row's waivers must be ones merge can grant, recording exactly what the waived rules find now."""
+    problems = [f"allowed: {name} can never be waived" for name in row.allowed if name not in ALLOWABLE]
+    if sorted(found) != sorted(row.waived):
+        problems.append(
+            f"allowed: the row records waived problems {row.waived} but its waived rules find {found} "
+            "(a waiver added or edited by hand?)"
+        )
+    return problems
+
+
+def _folder_problems(row: GoldenRow, run_dir: Path) -> list[str]:
+    """The row is what its results file (unchanged since the merge) says."""
+    results = run_dir / "results" / f"{row.dataset.name}.json"
+    found = mismatch(
+        results, file_sha256, row.results_sha256, "the row says", "the file or the row changed after the merge"
+    )
+    if found:
+        return [f"results_sha256: {p}" for p in found]
+    digest = str(row.results_sha256)  # the file hashes to it (checked above)
+    try:
+        result = load_result(results)
+    except ResultsError as exc:
+        return [f"results_sha256: {p}" for p in exc.problems]
+    twin = next((r for r in rows_from_result(result, row.run_dir, digest) if r.setting == row.setting), None)
+    if twin is None:
+        return [f"results_sha256: {results} has no setting {row.setting!r}"]
+    skip = {"allowed", "waived", "row_sha256"}
+    changed = differences(twin.dump(skip), row.dump(skip))
+    if changed:
+        shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+        return [f"results_sha256: the row differs from {results} (file -> row): {shown}"]
+    return []

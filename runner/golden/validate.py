@@ -7,7 +7,7 @@ belongs in the key; without it the baselines of a run would collide with its com
 Each rule is a small function `rule(row, ctx) -> list[str]` (problems, empty when fine), after
 specs/prior-art.md: rows from one chunk (defect 5), errors counted as results (2), a fuser that silently
 did not load (1), estimated bytes (3). Rules that need the world (the run registry, the run folder, the
-existing golden rows) look at `RuleContext`; `golden check` runs with an empty context and those rules pass.
+existing golden rows) look at `RuleContext`; `golden check` gives them the run folder when it is present.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pydantic import Field
 
 from qc2c.kv.quant import convention_applies
 from qc2c.kv.selection import SELECTORS, is_oracle
+from runner.golden.integrity import results_match_progress
 from runner.results import (
     COMPRESSED,
     NO_FUSER,
@@ -38,7 +39,7 @@ from runner.results import (
     Sha256,
 )
 
-GOLDEN_SCHEMA = 1
+GOLDEN_SCHEMA = 2  # 2: rows carry content hashes (runner.golden.integrity)
 
 
 class GoldenRow(Part):
@@ -64,6 +65,9 @@ class GoldenRow(Part):
     run_dir: str = Field(description="run folder, relative to the repository when inside it")
     allowed: list[str] = Field(default_factory=list, description="rules deliberately waived with --allow")
     waived: list[str] = Field(default_factory=list, description="the problems those rules reported")
+    progress_sha256: Sha256 | None = Field(None, description="sha256 of the progress lines the results came from")
+    results_sha256: Sha256 | None = Field(None, description="sha256 of the results file the row was made from")
+    row_sha256: Sha256 | None = Field(None, description="seal: sha256 of this row's content (runner.golden.integrity)")
 
     @property
     def key(self) -> str:
@@ -84,7 +88,7 @@ class GoldenRow(Part):
 
 
 class GoldenFile(Part):
-    format_version: Literal[1] = Field(alias="schema", description="golden file format version")
+    format_version: Literal[2] = Field(alias="schema", description="golden file format version")
     rows: dict[str, GoldenRow] = Field(default_factory=dict, description="row key -> row")
 
 
@@ -335,6 +339,7 @@ RULES: dict[str, Rule] = {
     "fuser_was_loaded": fuser_was_loaded,
     "bytes_consistent": bytes_consistent,
     "oracle_marked": oracle_marked,
+    "results_match_progress": results_match_progress,
     "no_conflict_with_existing": no_conflict_with_existing,
 }
 

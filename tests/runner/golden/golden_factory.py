@@ -1,6 +1,7 @@
 """Synthetic but realistic run folders for the golden tests (imported by conftest.py and the tests) (results built with the real model).
 
-`run_factory.make(...)` writes runs/<milestone>/<name>-<key10>/ with results/<dataset>.json (DatasetResult:
+`run_factory.make(...)` writes runs/<milestone>/<name>-<key10>/ with progress/<dataset>.jsonl (one id per item),
+results/<dataset>.json (DatasetResult, with the progress lines' hash:
 compressed + receiver + c2c_fp16 settings whose counts, Wilson intervals and paired statistics are computed
 from seeded per-item correctness vectors), provenance.json and an entry in runs/registry.json.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.records import progress_sha256
 from runner.results import DatasetResult, write_result
 
 N_ITEMS = 40  # the bundled mini set's size in these synthetic runs
@@ -189,6 +191,10 @@ class RunFactory:
         run_key = results[0]["run_key"]
         run_dir = self.runs_dir / milestone / f"{name}-{run_key[:10]}"
         for data in results:
+            progress = run_dir / "progress" / f"{data['dataset']['name']}.jsonl"
+            progress.parent.mkdir(parents=True, exist_ok=True)
+            progress.write_text("".join(f'{{"id": "{data["dataset"]["name"]}-{i}"}}\n' for i in range(N_ITEMS)))
+            data["progress_sha256"] = progress_sha256(progress)
             for dotted, value in (patch or {}).items():
                 set_dotted(data, dotted, value)
             if mutate:

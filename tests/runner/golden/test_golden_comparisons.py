@@ -15,7 +15,7 @@ from runner.golden.panels import panels
 from runner.golden.plots import write_plots
 from runner.golden.same_bytes import render_same_bytes
 from runner.golden.summary import render_summary
-from runner.golden.validate import GoldenFile
+from runner.golden.validate import GOLDEN_SCHEMA, GoldenFile
 from runner.results import DatasetResult
 
 
@@ -56,7 +56,7 @@ def data_correct(data: dict) -> list[bool]:
 
 
 def _golden(rows: list) -> GoldenFile:
-    return GoldenFile.model_validate({"schema": 1, "rows": {row.key: row for row in rows}})
+    return GoldenFile.model_validate({"schema": GOLDEN_SCHEMA, "rows": {row.key: row for row in rows}})
 
 
 def _other_items(data: dict) -> None:

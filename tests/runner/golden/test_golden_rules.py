@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from golden_factory import golden_cli as main
 
+from runner.golden.integrity import file_sha256, seal
 from runner.golden.merge import GOLDEN_JSON, dump_golden, rows_from_result
-from runner.golden.validate import ALLOWABLE, RULES, GoldenFile, differences, resolve_allow
+from runner.golden.validate import ALLOWABLE, GOLDEN_SCHEMA, RULES, GoldenFile, differences, resolve_allow
 from runner.results import load_result
 
 CASES = Path(__file__).parent / "cases"
@@ -75,8 +76,9 @@ def test_golden_check_catches_the_bad_row_written_by_hand(name, run_factory, cap
     """The row-only rules also guard the store itself: a bad row that bypassed merge fails `golden check`."""
     case = _case(name)
     run_dir = _bad_run(run_factory, case)
-    rows = rows_from_result(load_result(run_dir / "results" / "mini.json"), str(run_dir))
-    golden = GoldenFile.model_validate({"schema": 1, "rows": {row.key: row for row in rows}})
+    path = run_dir / "results" / "mini.json"
+    rows = [seal(row) for row in rows_from_result(load_result(path), str(run_dir), file_sha256(path))]
+    golden = GoldenFile.model_validate({"schema": GOLDEN_SCHEMA, "rows": {row.key: row for row in rows}})
     run_factory.golden_dir.mkdir()
     (run_factory.golden_dir / GOLDEN_JSON).write_text(dump_golden(golden))
     assert main(["golden", "check", "--golden-dir", str(run_factory.golden_dir)]) == 2
