@@ -224,3 +224,19 @@ def test_the_family_names_the_quantizer_convention_where_it_changes_numbers() ->
     budget = {"bytes_per_sample": 100, "allocator": "greedy", "candidates": ["drop", "int4", "int8"]}
     assert setting_family(COMPRESSED, {"quant": {**quant, "scheme": "fp16"}, "budget": budget}) == "budget+greedy+kivi"
     assert setting_family(COMPRESSED, {"quant": {"scheme": "int4"}, "selection": knorm}) == "int4+knorm"
+
+
+@pytest.mark.parametrize("milestone", [None, "m3"])
+def test_show_is_readable_at_80_columns(run_factory, milestone):
+    """Every line fits, and every number is whole (none folded over two lines or cut with an ellipsis)."""
+    golden = _store(run_factory)
+    console = Console(record=True, width=80)
+    console.print(build_table(golden, milestone, width=80))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    rows = [r for r in golden.rows.values() if milestone is None or r.milestone == milestone]
+    for row in rows:
+        assert f"{row.metrics.accuracy:.3f} ± " in text
+        if row.metrics.bytes:
+            assert f"{row.metrics.bytes.mean:,.0f}" in text
