@@ -24,13 +24,29 @@ def offline_unless(allowed: bool) -> None:
 
 def preflight_problems(plan: Any) -> list[str]:
     """Every problem found for `plan` (a runner.plan.Plan), each one line `field: what is wrong`."""
+    return preflight_report(plan)[0]
+
+
+def preflight_report(plan: Any) -> tuple[list[str], list[str]]:
+    """(problems, warnings) for `plan`; a warning (a precision override that saves no byte) does not stop a run."""
     m = plan.manifest
-    problems = _device_problems(m) + _model_and_fuser_problems(plan)
+    fuser, problems = _model_and_fuser_problems(plan)
+    problems = _device_problems(m) + problems
     if m.kind == "eval" and m.eval is not None:
         problems += _eval_data_problems(m)
     if m.kind == "train" and m.train is not None:
         problems += _train_data_problems(m)
-    return problems
+    return problems, _precision_warnings(m, fuser)
+
+
+def _precision_warnings(m: Any, fuser: Any) -> list[str]:
+    if fuser is None or m.kv.precision is None or not m.kv.precision.overrides:
+        return []
+    from qc2c.kv.precision import ineffective_overrides
+
+    precision = m.kv.precision.model_dump(mode="json")
+    layer_map, n = dict(fuser.layer_map), fuser.n_receiver_layers
+    return ineffective_overrides(precision, scheme=m.kv.quant.scheme, layer_map=layer_map, n_receiver_layers=n)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -47,13 +63,13 @@ def _device_problems(m: Any) -> list[str]:
     return []
 
 
-def _model_and_fuser_problems(plan: Any) -> list[str]:
+def _model_and_fuser_problems(plan: Any) -> tuple[Any, list[str]]:
+    """(the fuser when everything fits, else None; problems)."""
     from qc2c.fuser.checkpoint import FuserError, load_fuser
     from runner.session import preflight
 
     try:
-        preflight(plan.manifest, plan.fuser_ref)
-        return []
+        return preflight(plan.manifest, plan.fuser_ref), []
     except Exception as exc:  # noqa: BLE001 - every load failure is a preflight problem, one line each
         problems = list(getattr(exc, "problems", None) or [f"preflight: {_one_line(exc)}"])
     if plan.fuser_ref is not None and all(p.startswith("pair.") for p in problems):
@@ -61,7 +77,7 @@ def _model_and_fuser_problems(plan: Any) -> list[str]:
             load_fuser(plan.fuser_ref, sha256=plan.manifest.fuser.sha256)
         except FuserError as exc:
             problems.append(f"fuser: {exc}")
-    return problems
+    return None, problems
 
 
 def _eval_data_problems(m: Any) -> list[str]:

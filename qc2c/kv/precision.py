@@ -85,3 +85,29 @@ def resolve_precision(
         if s not in sent or SCHEMES.get(asked[t]).rank > SCHEMES.get(sent[s]).rank:
             sent[s] = asked[t]
     return PrecisionPlan(receiver=asked, sharer=dict(sorted(sent.items())))
+
+
+def ineffective_overrides(
+    precision: Mapping[str, Any] | None, *, scheme: str, layer_map: Mapping[int, int], n_receiver_layers: int
+) -> list[str]:
+    """One line per precision override some of whose receiver layers save nothing: their sharer layer is also
+    read by a receiver layer asking for a more precise scheme, so it is sent at that one (the plan above).
+    Worth a warning at plan time: the manifest reads as a cheaper message than the one sent."""
+    plan = resolve_precision(precision, scheme=scheme, layer_map=layer_map, n_receiver_layers=n_receiver_layers)
+    lines = []
+    for i, override in enumerate((precision or {}).get("overrides") or []):
+        layers = parse_layers(override.get("layers"), n_receiver_layers, f"kv.precision.overrides[{i}].layers")
+        wasted = {t: plan.sharer[layer_map[t]] for t in layers if t in layer_map}
+        wasted = {
+            t: sent
+            for t, sent in wasted.items()
+            if sent != override["scheme"] and plan.receiver[t] == override["scheme"]
+        }
+        if wasted:
+            sent = ", ".join(f"{t}->{layer_map[t]}:{s}" for t, s in sorted(wasted.items()))
+            lines.append(
+                f"kv.precision.overrides.{i}: {override['scheme']} saves nothing on receiver layers "
+                f"{sorted(wasted)}: their sharer layers are read by other receiver layers at a higher precision "
+                f"and sent once, at that one (receiver->sharer:sent {sent})"
+            )
+    return lines

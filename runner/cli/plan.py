@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from runner.cli.run import find_manifest, load_manifests_or_report
     from runner.plan import make_plan
-    from runner.preflight import offline_unless, preflight_problems
+    from runner.preflight import offline_unless, preflight_report
 
     offline_unless(args.allow_downloads)
     args.manifest = find_manifest(args.manifest)
@@ -52,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
     worst = EXIT_OK
     for manifest in manifests:
         plan = make_plan(manifest, source=args.manifest, runs_dir=args.runs_dir)
+        warnings: list[str] = []
         if not args.no_preflight and plan.decision != "skip":
-            plan.problems += preflight_problems(plan)
+            problems, warnings = preflight_report(plan)
+            plan.problems += problems
         if args.json:
             print(json.dumps(plan.to_json(), sort_keys=True))
         else:
@@ -64,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
             )
             for problem in plan.problems:
                 print(f"{args.manifest}: {problem}", file=sys.stderr)
+            for warning in warnings:
+                print(f"{args.manifest}: warning: {warning}", file=sys.stderr)
         if plan.problems:
             worst = EXIT_RUN_FAILED
     return worst

@@ -172,3 +172,19 @@ def test_a_renamed_copy_of_a_complete_run_names_the_folder_that_holds_it(tmp_pat
     copy, copy_path = _manifest(tmp_path, "renamed")
     plan = make_plan(copy, source=copy_path, runs_dir=runs)
     assert plan.decision == "skip" and plan.run_dir == first.run_dir
+
+
+@pytest.mark.parametrize("layers, warned", [("[1]", True), ("[2]", False), ("0-1", False)])
+def test_plan_warns_about_a_precision_override_that_saves_nothing(tmp_path, capsys, layers, warned) -> None:
+    """The tiny fuser feeds receiver layers 0 and 1 from sharer layer 0, sent once at the higher precision."""
+    from runner.__main__ import main
+
+    path = tmp_path / "prec.yaml"
+    path.write_text(
+        BASE.format(name="prec", fuser='{path: "tiny:qwen3+qwen2"}')
+        + f"kv:\n  quant: {{scheme: int8}}\n  precision:\n    overrides: [{{layers: {layers}, scheme: int2}}]\n"
+    )
+    assert main(["plan", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    err = capsys.readouterr().err
+    expected = "warning: kv.precision.overrides.0: int2 saves nothing on receiver layers [1]: "
+    assert (expected in err) is warned, err
