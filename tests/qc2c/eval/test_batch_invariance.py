@@ -9,13 +9,11 @@ only difference left, about 1e-7 here).
 from __future__ import annotations
 
 import pytest
-import torch
 
 from qc2c.eval.batching import by_length
 from qc2c.eval.datasets import load_mc
 from qc2c.eval.score import SettingScorer, c2c_prefill
 from qc2c.kv.codec import build_codec
-from qc2c.models.pair import load_pair
 
 KVS = {
     "smoke": {"quant": {"scheme": "int4", "group_size": 32}, "selection": {"method": "knorm", "keep": 0.5}},
@@ -27,20 +25,13 @@ MESSAGE_KEYS = ("nbytes", "nbytes_breakdown", "nbytes_closed_form", "n_tokens_se
 
 
 @pytest.fixture(scope="module")
-def pair():
-    return load_pair("tiny:qwen3", "tiny:qwen2", dtype=torch.float32, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def items():
     return by_length(load_mc("mini", limit=16).items)  # the runner's batch order: lengths differ within a batch
 
 
 @pytest.mark.parametrize("name", sorted(KVS))
-def test_batch_of_sixteen_equals_one_at_a_time_bytes_exactly(pair, items, name: str) -> None:
-    from qc2c.fuser.checkpoint import load_fuser
-
-    fuser = load_fuser("tiny:qwen3+qwen2")
+def test_batch_of_sixteen_equals_one_at_a_time_bytes_exactly(tiny_pair, tiny_fuser, items, name: str) -> None:
+    pair, fuser = tiny_pair, tiny_fuser
     codec = build_codec(KVS[name], layer_map=fuser.layer_map, n_sharer_layers=pair.sharer.config.num_hidden_layers,
                         n_receiver_layers=pair.receiver.config.num_hidden_layers)  # fmt: skip
     prefill = c2c_prefill(pair.receiver, pair.sharer, fuser, codec)
