@@ -35,7 +35,7 @@ FUSER_MANIFESTS: dict[str, str] = {
 PARALLEL_FIRST = ("receiver+sharer", "receiver+sharer_llama")  # independent: trained side by side
 
 # A reduced world and budget for the rebuild test (minutes, not an hour); not a zoo anyone should ship.
-REDUCED_WORLD = {"entities_per_split": 12}
+REDUCED_WORLD = {"entities": (8, 8, 6)}
 REDUCED_PRETRAIN = {"max_steps": 20, "probe_every": 10, "batch_size": 16, "question_batch_size": 8, "probe_size": 32}
 REDUCED_FUSER_STEPS = 4
 
@@ -77,38 +77,43 @@ def _manifest_for(name: str, staging_runs: Path, reduced: bool) -> Path:
 
 def _train_fusers(names: list[str], staging: Path, runs: Path, reduced: bool) -> dict[str, Any]:
     """Run the training manifests of `names` side by side (one thread each); copy each fuser into the zoo."""
-    from runner.manifest import load_manifest
-    from runner.plan import make_plan
-
     env = {**os.environ, "QC2C_DEMO_ZOO": str(staging), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    procs, manifests = {}, {}
+    procs, manifests, stats = {}, {}, {}
     for name in names:
-        if (staging / "fusers" / name / "final").is_dir():
-            _say(f"fuser {name}: already built")
-            continue
         manifests[name] = _manifest_for(name, runs, reduced)
+        if (staging / "fusers" / name / "final").is_dir():
+            stats[name] = _fuser_stats(_run_dir(manifests[name], staging, runs))
+            _say(f"fuser {name}: already built ({stats[name]})")
+            continue
         cmd = [sys.executable, "-m", "runner", "run", str(manifests[name]), "--runs-dir", str(runs)]
         log = (runs / f"{name}.log").open("a", encoding="utf-8")
         _say(f"fuser {name}: training ({manifests[name].name}; log {runs / (name + '.log')})")
         procs[name] = (subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log)
-    stats: dict[str, Any] = {}
     for name, (proc, log) in procs.items():
         code = proc.wait()
         log.close()
         if code != 0:
             raise RuntimeError(f"fuser {name}: training exited {code}; see {runs / (name + '.log')}")
-        with _env(QC2C_DEMO_ZOO=str(staging)):
-            plan = make_plan(load_manifest(manifests[name]), source=manifests[name], runs_dir=runs)
+        run_dir = _run_dir(manifests[name], staging, runs)
         target = staging / "fusers" / name
         tmp = target.with_name(f".{name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        shutil.copy2(plan.run_dir / "config.json", tmp / "config.json")
-        shutil.copytree(plan.run_dir / "final", tmp / "final")
+        shutil.copy2(run_dir / "config.json", tmp / "config.json")
+        shutil.copytree(run_dir / "final", tmp / "final")
         os.replace(tmp, target)
-        stats[name] = _fuser_stats(plan.run_dir)
+        stats[name] = _fuser_stats(run_dir)
         _say(f"fuser {name}: {stats[name]}")
     return stats
+
+
+def _run_dir(manifest: Path, staging: Path, runs: Path) -> Path:
+    """The run folder `runner run` uses for `manifest` (the demo zoo being built is the one it resolves)."""
+    from runner.manifest import load_manifest
+    from runner.plan import make_plan
+
+    with _env(QC2C_DEMO_ZOO=str(staging)):
+        return make_plan(load_manifest(manifest), source=manifest, runs_dir=runs).run_dir
 
 
 def _fuser_stats(run_dir: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections import defaultdict
 
 from runner.golden.panels import panels
 from runner.golden.same_bytes import render_same_bytes
+from runner.golden.subjects import subject_lines
 from runner.golden.validate import GoldenFile, GoldenRow
 from runner.results import BASELINES, COMPRESSED
 
@@ -44,9 +45,11 @@ def render_summary(golden: GoldenFile) -> str:
     for milestone in sorted(by_milestone):
         lines += [f"## {milestone}", ""]
         for panel in panels(by_milestone[milestone]):
+            table = _dedupe(sorted(panel.rows, key=_order))
             lines += [f"### {panel.dataset} · {panel.pair}", "", HEADER, RULE]
-            lines += [_line(row, repeats) for row, repeats in _dedupe(sorted(panel.rows, key=_order))]
+            lines += [_line(row, repeats) for row, repeats in table]
             lines.append("")
+            lines += subject_lines(table)
     same_bytes = render_same_bytes(golden)
     if by_milestone:
         lines += ["## same bytes: compressed KV vs text", ""]
