@@ -84,6 +84,7 @@ def _outcome(runs: Path) -> tuple[list[dict], dict]:
     for setting in result["settings"].values():
         setting.pop("timing")  # wall-clock seconds differ between runs; everything else must not
     result.pop("provenance")  # creation time and commit (others may commit while the test runs) are not metrics
+    result.pop("progress_sha256")  # the hash of progress lines that carry their wall-clock timing
     per_sample = sorted(
         (
             {"id": r["id"], **{s: (v["pred"], v["option_probs"], v.get("nbytes")) for s, v in r["settings"].items()}}
