@@ -193,7 +193,8 @@ def execute_lifecycle(plan: Plan, body: Callable[[RunHandles], str], *, echo: bo
         print(f"{plan.run_dir}: {exc}; not started twice (exit {EXIT_ALREADY_RUNNING})", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
     plan.decision, plan.reason = decide(before, plan.run_dir)  # what the plan read may be stale by now
-    if plan.decision == "skip":
+    if plan.decision == "skip":  # completed by another copy since the plan was made
+        plan.run_dir = Path(before.run_dir) if before is not None and before.run_dir else plan.run_dir
         print(f"{plan.run_dir}: skip ({plan.reason})", file=sys.stderr)
         return EXIT_OK
     log = logging.getLogger(f"qc2c.run.{plan.run_dir}")  # configured by open_log once the folder exists
