@@ -43,7 +43,8 @@ def _cells(row, repeats: int, milestone: str | None, narrow: bool) -> list[str]:
     m = row.metrics
     paired = m.paired.get("c2c_fp16")
     run = row.manifest + (f" (+{repeats - 1})" if repeats > 1 else "")
-    setting = row.family if row.setting == COMPRESSED else row.setting
+    oracle = " (oracle)" if row.metrics.oracle else ""  # marked like the summary's oracle selections
+    setting = row.family + oracle if row.setting == COMPRESSED else row.setting
     delta = f"{paired.diff:+.3f}" if paired else ("ref" if row.setting == "c2c_fp16" else "—")
     nbytes = f"{m.bytes.mean:,.0f}" if m.bytes else "—"
     n = f"{m.n}/{row.dataset.n_expected}"
