@@ -19,18 +19,6 @@ N_ITEMS = 12
 
 
 @pytest.fixture(scope="module")
-def pair():
-    return load_pair("tiny:qwen3", "tiny:qwen2", dtype=torch.float32, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def fuser():
-    from qc2c.fuser.checkpoint import load_fuser
-
-    return load_fuser("tiny:qwen3+qwen2")
-
-
-@pytest.fixture(scope="module")
 def items():
     return load_mc("mini", limit=N_ITEMS).items
 
@@ -53,8 +41,8 @@ def _by_batches(scorer: SettingScorer, items, batch_size: int):
 
 @pytest.mark.parametrize("protocol", ["logits", "generate"])
 @pytest.mark.parametrize("setting", ["receiver", "sharer", "c2c_fp16"])
-def test_batch_of_eight_equals_batch_of_one(pair, fuser, items, setting: str, protocol: str) -> None:
-    scorer = _scorer(pair, fuser, setting, protocol)
+def test_batch_of_eight_equals_batch_of_one(tiny_pair, tiny_fuser, items, setting: str, protocol: str) -> None:
+    scorer = _scorer(tiny_pair, tiny_fuser, setting, protocol)
     one = _by_batches(scorer, items, 1)
     eight = _by_batches(scorer, items, 8)
     assert all(r.error is None for r in one + eight), [r.error for r in one + eight if r.error]
@@ -67,28 +55,28 @@ def test_batch_of_eight_equals_batch_of_one(pair, fuser, items, setting: str, pr
         assert [r.text for r in one] == [r.text for r in eight]
 
 
-def test_c2c_fusion_changes_the_receiver(pair, fuser, items) -> None:
+def test_c2c_fusion_changes_the_receiver(tiny_pair, tiny_fuser, items) -> None:
     """The fused path is not silently the receiver alone (prior-art defect 1)."""
-    alone = _scorer(pair, fuser, "receiver", "logits").score_rows(items)
-    fused = _scorer(pair, fuser, "c2c_fp16", "logits").score_rows(items)
+    alone = _scorer(tiny_pair, tiny_fuser, "receiver", "logits").score_rows(items)
+    fused = _scorer(tiny_pair, tiny_fuser, "c2c_fp16", "logits").score_rows(items)
     diff = max(abs(a.option_probs[k] - b.option_probs[k]) for a, b in zip(alone, fused) for k in a.option_probs)
     assert diff > 1e-3
 
 
-def test_logits_probabilities_sum_to_one_and_pred_is_argmax(pair, fuser, items) -> None:
-    for row in _scorer(pair, fuser, "receiver", "logits").score_rows(items[:4]):
+def test_logits_probabilities_sum_to_one_and_pred_is_argmax(tiny_pair, tiny_fuser, items) -> None:
+    for row in _scorer(tiny_pair, tiny_fuser, "receiver", "logits").score_rows(items[:4]):
         assert abs(sum(row.option_probs.values()) - 1.0) < 1e-9
         assert row.pred == max(row.option_probs, key=row.option_probs.get)
 
 
-def test_generate_records_text_and_extraction_rule(pair, fuser, items) -> None:
-    row = _scorer(pair, fuser, "receiver", "generate").score_rows(items[:1])[0]
+def test_generate_records_text_and_extraction_rule(tiny_pair, tiny_fuser, items) -> None:
+    row = _scorer(tiny_pair, tiny_fuser, "receiver", "generate").score_rows(items[:1])[0]
     assert row.text is not None and row.extraction in ("phrase", "standalone", "word_boundary", "any_char", "none")
 
 
-def test_bad_item_gets_an_error_and_the_rest_of_the_batch_scores(pair, fuser, items) -> None:
+def test_bad_item_gets_an_error_and_the_rest_of_the_batch_scores(tiny_pair, tiny_fuser, items) -> None:
     bad = replace(items[1], labels=["A", "B"])  # two labels for four choices: the prompt cannot be rendered
-    scorer = _scorer(pair, fuser, "c2c_fp16", "logits")
+    scorer = _scorer(tiny_pair, tiny_fuser, "c2c_fp16", "logits")
     rows = scorer.score_rows([items[0], bad, items[2]])
     assert rows[1].error and "one label per choice" in rows[1].error and rows[1].pred is None
     good = scorer.score_rows([items[0], items[2]])
@@ -112,9 +100,9 @@ def test_aligned_pair_scores_row_by_row_identically(protocol: str, items) -> Non
     assert [r.pred for r in together] == [r.pred for r in alone]
 
 
-def test_c2c_timing_splits_stages_and_leaves_no_hooks(pair, fuser, items) -> None:
-    row = _scorer(pair, fuser, "c2c_fp16", "logits").score_rows(items[:2])[0]
+def test_c2c_timing_splits_stages_and_leaves_no_hooks(tiny_pair, tiny_fuser, items) -> None:
+    row = _scorer(tiny_pair, tiny_fuser, "c2c_fp16", "logits").score_rows(items[:2])[0]
     t = row.timing
     assert t["sharer_prefill_s"] > 0 and t["receiver_s"] > 0 and t["fuse_s"] >= 0
     assert t["sharer_prefill_s"] + t["receiver_s"] + t["fuse_s"] <= t["c2c_prefill_s"] + 1e-9
-    assert not pair.receiver._forward_hooks and not pair.sharer._forward_pre_hooks
+    assert not tiny_pair.receiver._forward_hooks and not tiny_pair.sharer._forward_pre_hooks
