@@ -31,11 +31,17 @@ SYLLABLES = tuple(c + v for c in CONSONANTS for v in VOWELS)  # 70 open syllable
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "color": ("red", "blue", "green", "yellow"),
     "home": ("forest", "desert", "island", "mountain"),
+    "pet": ("cat", "dog", "horse", "owl"),
 }
-QUESTIONS = {"color": "What is the color of {name}?", "home": "Where does {name} live?"}
+QUESTIONS = {
+    "color": "What is the color of {name}?",
+    "home": "Where does {name} live?",
+    "pet": "Which pet does {name} keep?",
+}
 STATEMENTS = {
     "color": ("{name}'s color is {value}.", "The color of {name} is {value}."),
     "home": ("{name} lives in the {value}.", "The home of {name} is the {value}."),
+    "pet": ("{name} keeps a {value}.", "The pet of {name} is a {value}."),
 }
 SPLITS = ("A", "B", "C")
 SUBJECTS = {"A": "shared", "B": "sharer_only"}  # the test split's subjects; C never appears in it
@@ -47,7 +53,10 @@ class WorldSpec:
     """Everything that determines a world; two equal specs give identical worlds and files."""
 
     seed: int = 0
-    entities_per_split: int = 120  # entities in each of A, B, C
+    # entities in A, B, C (x3 attributes = facts): 210 + 210 test items; few entities with several facts each,
+    # because telling 3-syllable names apart is what the small sharers learn slowest (360 entities with two
+    # facts each did not train in 20 minutes on two cores; 180 with three do)
+    entities: tuple[int, int, int] = (70, 70, 40)
     train_variants: int = 1  # copies of each fact's question in the fuser's training data (epochs repeat them)
 
 
@@ -116,7 +125,7 @@ class World:
     def names(self) -> tuple[str, ...]:
         """Distinct three-syllable names, capitalised; drawn without replacement from the seed."""
         rng = rng_for(self.spec.seed, "names")
-        n = 3 * self.spec.entities_per_split
+        n = sum(self.spec.entities)
         seen: dict[str, None] = {}
         while len(seen) < n:
             name = "".join(rng.choice(SYLLABLES) for _ in range(3)).capitalize()
@@ -126,10 +135,9 @@ class World:
     @cached_property
     def facts(self) -> tuple[Fact, ...]:
         rng = rng_for(self.spec.seed, "values")
-        per = self.spec.entities_per_split
+        splits = [s for s, n in zip(SPLITS, self.spec.entities) for _ in range(n)]
         out = []
-        for i, name in enumerate(self.names):
-            split = SPLITS[i // per]
+        for i, (name, split) in enumerate(zip(self.names, splits)):
             for attr, values in ATTRIBUTES.items():
                 out.append(Fact(name, attr, rng.choice(values), split, i))
         return tuple(out)

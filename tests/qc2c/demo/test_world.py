@@ -19,10 +19,10 @@ def test_world_is_deterministic_and_seeded():
 def test_splits_are_disjoint_and_cover_every_entity():
     world = World()
     by_split = {s: {f.entity for f in world.facts_of(s)} for s in "ABC"}
-    assert all(len(v) == world.spec.entities_per_split for v in by_split.values())
+    assert [len(by_split[s]) for s in "ABC"] == list(world.spec.entities)
     assert not (by_split["A"] & by_split["B"]) and not (by_split["A"] & by_split["C"])
     assert not (by_split["B"] & by_split["C"])
-    assert len(world.facts) == 3 * world.spec.entities_per_split * len(ATTRIBUTES)
+    assert len(world.facts) == sum(world.spec.entities) * len(ATTRIBUTES)
 
 
 def test_fuser_training_data_never_mentions_a_b_entity(tmp_path):
@@ -33,7 +33,8 @@ def test_fuser_training_data_never_mentions_a_b_entity(tmp_path):
     assert not [n for n in b_names if n in text]
     rows = [json.loads(x) for x in text.splitlines()]
     assert {r["fact"][0] for r in rows} == {"A", "C"}
-    assert len(rows) == 2 * world.spec.entities_per_split * len(ATTRIBUTES) * world.spec.train_variants
+    a, _, c = world.spec.entities
+    assert len(rows) == (a + c) * len(ATTRIBUTES) * world.spec.train_variants
 
 
 def test_test_split_has_both_subjects_and_valid_answers(tmp_path):
