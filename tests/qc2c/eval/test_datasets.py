@@ -31,7 +31,7 @@ def _arc_row(rid: str, labels: list[str], answer: str) -> dict:
 
 
 def test_registered_names_are_the_agreed_ones():
-    assert DATASETS.names() == ("arc_challenge", "mini", "mmlu_redux", "openbookqa")
+    assert DATASETS.names() == ("arc_challenge", "demo", "mini", "mmlu_redux", "openbookqa")
     with pytest.raises(UnknownPlugin, match="did you mean 'openbookqa'"):
         DATASETS.get("openbook")
 
