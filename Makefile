@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-MANIFEST ?= manifests/smoke.yaml
+MANIFEST ?= manifests/demo.yaml
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.stamp-setup
 

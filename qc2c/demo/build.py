@@ -73,7 +73,7 @@ def build_models(
     `pretrain` overrides PretrainSpec fields for every model (a reduced build for tests). Progress lines go
     to `root/build.log` (one JSON object per probe).
     """
-    names = list(only or DEMO_MODELS)
+    names = list(DEMO_MODELS if only is None else only)
     for name in names:
         if name not in DEMO_MODELS:
             raise ValueError(f"unknown demo model {name!r} (known: {', '.join(DEMO_MODELS)})")
@@ -82,6 +82,8 @@ def build_models(
         if bad:
             raise ValueError(f"unknown pretraining settings: {', '.join(sorted(bad))}")
     root.mkdir(parents=True, exist_ok=True)
+    if not names:
+        return []
     jobs = [(n, asdict(world.spec), str(root), pretrain, str(root / "build.log")) for n in names]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         return pool.map(_build_one, jobs)

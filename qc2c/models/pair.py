@@ -66,7 +66,9 @@ def resolve_model_dir(ref: str, revision: str = "main") -> Path:
             raise ModelNotAvailable(f"{path}: not a Hugging Face model folder (no config.json)")
         return path
     if ref.startswith((".", "/", "~")) or ref.count("/") != 1:
-        raise ModelNotAvailable(f"{ref}: no such model folder, and not an HF repo id (owner/name) tiny:<name> or demo:<name>")
+        raise ModelNotAvailable(
+            f"{ref}: no such model folder, and not an HF repo id (owner/name) tiny:<name> or demo:<name>"
+        )
     return _hub_snapshot(ref, revision)
 
 
