@@ -19,9 +19,10 @@ names `make demo-zoo`, never a silent rebuild.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
+
+from qc2c.fuser.checkpoint import file_sha256
 
 PREFIX = "demo:"
 MODELS = ("receiver", "sharer", "sharer_llama")
@@ -68,14 +69,6 @@ def resolve_demo_fuser(ref: str) -> Path:
 
 def dataset_file(split: str) -> Path:
     return zoo_root() / "data" / "demo" / f"{split}.jsonl"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def zoo_files(root: Path) -> list[Path]:

@@ -136,7 +136,7 @@ def checkpoint_files(final: Path) -> list[Path]:
     return files
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -150,7 +150,7 @@ def fuser_sha256(path: str | Path) -> str:
     root = final.parent
     h = hashlib.sha256()
     for file in sorted(checkpoint_files(final), key=lambda p: p.relative_to(root).as_posix()):
-        h.update(f"{file.relative_to(root).as_posix()}\0{_file_sha256(file)}\n".encode())
+        h.update(f"{file.relative_to(root).as_posix()}\0{file_sha256(file)}\n".encode())
     return h.hexdigest()
 
 
