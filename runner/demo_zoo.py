@@ -117,7 +117,9 @@ def _run_dir(manifest: Path, staging: Path, runs: Path) -> Path:
 
 
 def _fuser_stats(run_dir: Path) -> dict[str, Any]:
-    lines = [json.loads(x) for x in (run_dir / "diagnostics.jsonl").read_text().splitlines() if x.strip()]
+    from qc2c.train.diagnostics import DiagnosticsLog
+
+    lines = DiagnosticsLog(run_dir / "diagnostics.jsonl").read()
     last = lines[-1] if lines else {}
     evals = [x["eval_loss"] for x in lines if x.get("eval_loss") is not None]
     return {"steps": last.get("step"), "loss": last.get("loss"), "eval_loss": evals[-1] if evals else None,
@@ -130,6 +132,7 @@ def build_zoo(target: Path, *, reduced: bool = False) -> dict[str, Any]:
     from qc2c.demo import zoo
     from qc2c.demo.models import PRETRAINING_RECORD
     from qc2c.demo.world import World, WorldSpec
+    from qc2c.train.checkpointing import publish_folder
 
     target = Path(target).resolve()
     staging = target.with_name(f".{target.name}.build")
@@ -160,13 +163,6 @@ def build_zoo(target: Path, *, reduced: bool = False) -> dict[str, Any]:
     (staging / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     shutil.copy2(REPO_ROOT / "qc2c" / "demo" / "zoo_readme.md", staging / "README.md")
     zoo.write_record(staging)
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    publish_folder(staging, target)
     _say(f"done in {info['total_wall_s']:.0f} s: {target} (run folders kept in {runs})")
     return info

@@ -20,8 +20,8 @@ from typing import Any
 
 from qc2c.demo.models import DEMO_MODELS
 from qc2c.demo.pretrain import PretrainSpec
-from qc2c.demo.world import World, WorldSpec
-from qc2c.eval.prompts import build_prompt
+from qc2c.demo.world import LABELS, World, WorldSpec
+from qc2c.eval.prompts import RESPONSE_TEXT, build_prompt
 
 
 def _write_lines(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -33,10 +33,9 @@ def _write_lines(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def fuser_conversation(question) -> dict[str, Any]:
     """One chat row: the C2C prompt as the user turn, "The correct answer is X" as the assistant's."""
-    labels = ["A", "B", "C", "D"]
-    prompt = build_prompt(question.fact.question, list(question.choices), labels)
+    prompt = build_prompt(question.fact.question, list(question.choices), LABELS[: len(question.choices)])
     return {"messages": [{"role": "user", "content": prompt},
-                         {"role": "assistant", "content": f"The correct answer is {question.answer}"}],
+                         {"role": "assistant", "content": f"{RESPONSE_TEXT} {question.answer}"}],
             "fact": question.fact.key}  # fmt: skip
 
 

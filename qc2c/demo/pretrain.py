@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from qc2c.demo.world import Fact, World, ask, rng_for
+from qc2c.demo.world import Fact, ask, rng_for
 from qc2c.eval.datasets import MCItem
 from qc2c.eval.prompts import option_token_ids, render
 
@@ -143,8 +143,3 @@ class FactTrainer:
                     break
         self.model.eval()
         return {"steps": step, "probe_accuracy": acc, "loss": loss_v, "wall_s": round(time.monotonic() - t0, 1)}
-
-
-def known_facts(world: World, splits: str) -> list[Fact]:
-    """The facts of the given splits ("A" for the receiver, "ABC" for the sharers)."""
-    return world.facts_of(*splits)

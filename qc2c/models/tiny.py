@@ -131,8 +131,13 @@ def _write(name: str, folder: Path) -> None:
     config = hf_config(spec, tokenizer)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     _init_weights(model, spec)
+    save_quietly(model, tokenizer, folder)
+
+
+def save_quietly(model: torch.nn.Module, tokenizer, folder: Path) -> None:
+    """save_pretrained without the "Writing model shards" bar (noise in build and test logs)."""
     was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a "Writing model shards" bar per tiny build is noise in test logs
+    hf_logging.disable_progress_bar()
     try:
         model.save_pretrained(folder)
     finally:

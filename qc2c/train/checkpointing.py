@@ -40,7 +40,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _publish(tmp: Path, target: Path) -> None:
+def publish_folder(tmp: Path, target: Path) -> None:
     """Rename a finished temporary folder into place (replacing an older one of the same name)."""
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -83,7 +83,7 @@ def save_checkpoint(
     write_projectors(tmp, projectors, layer_map, init_args)
     torch.save({**training_state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
     target = out / f"checkpoint-{step}"
-    _publish(tmp, target)
+    publish_folder(tmp, target)
     return target
 
 
@@ -92,7 +92,7 @@ def save_final(
 ) -> Path:
     tmp = _tmp_dir(out, "final")
     write_projectors(tmp, projectors, layer_map, init_args)
-    _publish(tmp, out / "final")
+    publish_folder(tmp, out / "final")
     return out / "final"
 
 
