@@ -1,7 +1,8 @@
 """Shared test configuration: markers, hypothesis profiles, conformance data path, service requirements.
 
 `python -m pytest -q` runs the default suite. Services (sshd, slurm, docker) skip with a reason when missing;
-CI sets QC2C_REQUIRE=sshd,slurm,docker so that those skips become failures.
+CI sets QC2C_REQUIRE=sshd,slurm,docker so that those skips become failures. The C2C conformance data ships
+in tests/data/conformance/c2c, so the conformance tests run in every clone; missing data fails them.
 """
 
 from __future__ import annotations
@@ -21,19 +22,30 @@ settings.register_profile("dev", deadline=None, max_examples=400, suppress_healt
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-def conformance_dir() -> Path | None:
-    """../shared/conformance/c2c beside the checkout, or $QC2C_CONFORMANCE; None when absent."""
+CONFORMANCE_DATA = REPO_ROOT / "tests" / "data" / "conformance" / "c2c"
+
+
+def conformance_dir() -> Path:
+    """The C2C conformance data: $QC2C_CONFORMANCE when set, else tests/data/conformance/c2c (in the repository)."""
     env = os.environ.get("QC2C_CONFORMANCE")
-    path = Path(env) if env else REPO_ROOT.parent / "shared" / "conformance" / "c2c"
-    return path if (path / "reference_float32.pt").is_file() else None
+    return Path(env) if env else CONFORMANCE_DATA
 
 
 @pytest.fixture(scope="session")
 def conformance() -> Path:
+    """The conformance folder. Missing data fails the test: the data ships with the repository, never a skip."""
     path = conformance_dir()
-    if path is None:
-        pytest.skip("conformance data not found (set QC2C_CONFORMANCE or place ../shared/conformance/c2c)")
+    if not (path / "reference_float32.pt").is_file():
+        pytest.fail(f"C2C conformance data not found at {path} (QC2C_CONFORMANCE or tests/data/conformance/c2c)")
     return path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses the conformance data, so `-m conformance` selects them."""
+    for item in items:
+        if "conformance" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.conformance)
 
 
 def _required_services() -> set[str]:

@@ -1,11 +1,14 @@
-"""Reproduce the upstream C2C reference outputs (../shared/conformance/c2c) through the public entry point.
+"""Reproduce the upstream C2C reference outputs (tests/data/conformance/c2c) through the public entry point.
 
-Run: .venv/bin/python -m pytest tests/qc2c/test_conformance.py -q   (skips when the conformance data is absent)
+Run: .venv/bin/python -m pytest tests/qc2c/test_conformance.py -q   (the data ships with the repository)
 Tolerance: max |diff| <= 1e-5 on logits and fused caches (conformance README). The reference was produced with
 eager attention; every case runs with eager and with SDPA (the default everywhere), and both must stay within it.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 import pytest
 import torch
@@ -38,6 +41,16 @@ def pair_b(conformance, request):
         str(f / "models/recv_qwen3"), str(f / "models/sharer_llama"), f / "ckpt/tiny_qwen3+tiny_llama_Fuser",
         alignment="first", attn_implementation=request.param,
     )  # fmt: skip
+
+
+def test_fixture_files_match_their_recorded_hashes(conformance):
+    """The fixtures are the files the reference was computed from (no line-ending or LFS rewrite on the way)."""
+    f = conformance / "fixtures"
+    recorded = json.loads((f / "fixtures_manifest.json").read_text())["files"]
+    present = {p.relative_to(f).as_posix() for p in f.rglob("*") if p.is_file()} - {"fixtures_manifest.json"}
+    assert present == set(recorded)
+    for name, digest in recorded.items():
+        assert hashlib.sha256((f / name).read_bytes()).hexdigest() == digest, name
 
 
 def maxdiff(a, b) -> float:

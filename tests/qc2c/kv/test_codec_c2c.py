@@ -1,6 +1,6 @@
 """The codec as C2C's message path on the conformance fixtures: `python -m pytest tests/qc2c/kv/test_codec_c2c.py -q`.
 
-Skips when ../shared/conformance/c2c is absent. Pair A: receiver 4 layers <- sharer 3 layers, one fused
+Uses tests/data/conformance/c2c (docs/c2c.md). Pair A: receiver 4 layers <- sharer 3 layers, one fused
 section (every prompt token but the last), so each fused position depends only on its own sharer and
 receiver KV: sparse fuse must equal dense fuse at kept positions and the receiver's own KV elsewhere.
 """
