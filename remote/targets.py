@@ -17,6 +17,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from qc2c.errors import ProblemsError
+
 # Same pattern as manifest names: safe in a file name and a Slurm job name (tmux renames '.' and ':', see
 # render.tmux_session). Every pattern is applied with fullmatch: `$` alone also matches before a final
 # newline, so 'smoke\n' would pass and render a launcher that bash rejects.
@@ -118,12 +120,8 @@ class Target(BaseModel):
         return self
 
 
-class TargetError(ValueError):
+class TargetError(ProblemsError):
     """Bad targets file; `.problems` are `file:line: field: message` lines."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def _line_of(node: object, loc: tuple[object, ...]) -> int | None:

@@ -28,6 +28,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from qc2c.errors import ProblemsError
 from runner.input_bounds import MAX_DEPTH, MAX_FILE_BYTES, MAX_INCLUDES, MAX_VALUES, flow_too_deep, include_root
 from runner.schema import PATTERN_HELP, Manifest, Problems
 
@@ -38,12 +39,8 @@ _SECRET = re.compile(r"(^HF_TOKEN$|_TOKEN$|_KEY$|_SECRET$|_PASSWORD$)")
 Loc = tuple[str | int, ...]
 
 
-class ManifestError(ValueError):
+class ManifestError(ProblemsError):
     """Every problem of one manifest (or sweep) file, each as "file:line: dotted.field: message"."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 @dataclass

@@ -19,17 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qc2c.errors import ProblemsError
 from runner.registry import Entry, Registry
 
 DECISIONS = ("new", "resume", "skip", "rerun", "busy")
 
 
-class PlanError(ValueError):
+class PlanError(ProblemsError):
     """A plan-time refusal (missing fuser, from_run without a complete run, ...); `.problems` lists them."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass

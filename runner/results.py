@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from qc2c.errors import ProblemsError
 from qc2c.eval.settings import ALONE, BASELINES, COMPRESSED, NO_FUSER, TEXT  # noqa: F401  (re-exported)
 from runner import fsio
 
@@ -248,12 +249,8 @@ class DatasetResult(Part):
         return self
 
 
-class ResultsError(ValueError):
+class ResultsError(ProblemsError):
     """A results file is unreadable or invalid; `.problems` holds `file: field: message` lines."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def format_validation_error(prefix: str, exc: ValidationError) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from qc2c.errors import ProblemsError
 from qc2c.eval.score import SettingScorer
 from qc2c.eval.settings import build_scorers
 from runner.schema import Text
@@ -17,12 +18,8 @@ from runner.schema import Text
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class PreflightError(ValueError):
+class PreflightError(ProblemsError):
     """The pair and the fuser cannot work together (or cannot be loaded); `.problems` lists why."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass

@@ -11,15 +11,17 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
+from qc2c.errors import ProblemsError
 from qc2c.fuser.checkpoint import Fuser
 
 TRAIN_HINT = "train one with manifests/m7_fuser_train.yaml"
 
 
-class IncompatibleFuser(ValueError):
+class IncompatibleFuser(ProblemsError):
+    """The fuser does not fit the pair; `.problems` lists why, each saying what to do."""
+
     def __init__(self, source: str, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(f"fuser {source} does not fit this pair:\n  - " + "\n  - ".join(problems))
+        super().__init__(problems, f"fuser {source} does not fit this pair:\n  - " + "\n  - ".join(problems))
 
 
 def kv_shape(config: Any) -> tuple[int, int, int]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from qc2c.errors import ProblemsError
 from runner import fsio
 from runner.golden.integrity import file_sha256, mismatch, seal, seal_problems
 from runner.golden.validate import (
@@ -61,10 +62,8 @@ class MergeReport:
         return not self.problems
 
 
-class GoldenFileError(ValueError):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+class GoldenFileError(ProblemsError):
+    """golden.json is unreadable or invalid; `.problems` lists why."""
 
 
 def load_golden(path: Path) -> GoldenFile:
