@@ -23,7 +23,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from runner.execute import REPO_ROOT
+from runner.lifecycle import REPO_ROOT
 
 # fuser name in the zoo -> the training manifest that makes it (trained in this order; the QAT fuser starts
 # from the receiver+sharer fuser, so it comes after it).
@@ -128,11 +128,11 @@ def _fuser_stats(run_dir: Path) -> dict[str, Any]:
 
 def build_zoo(target: Path, *, reduced: bool = False) -> dict[str, Any]:
     """Build the zoo into `target` (replaced when the build completes); returns build.json's content."""
+    from qc2c.atomic import publish_folder
     from qc2c.demo import build as demo_build
     from qc2c.demo import zoo
     from qc2c.demo.models import PRETRAINING_RECORD
     from qc2c.demo.world import World, WorldSpec
-    from qc2c.train.checkpointing import publish_folder
 
     target = Path(target).resolve()
     staging = target.with_name(f".{target.name}.build")

@@ -1,5 +1,8 @@
 """The one door for persistent writes: atomic replace and inter-process locks.
 
+`atomic_write` is qc2c's (`qc2c.atomic`: temp file, fsync, rename, fsync the folder); this module adds JSON,
+full-disk handling, appends and locks.
+
 Progress, registry, results and golden files must survive a kill at any instant (a reader sees the old
 file or the new one, never half of one) and concurrent writers (16 merges at once lose nothing).
 A write that fails raises OSError naming the file it was writing, and a full disk is told apart
@@ -12,7 +15,6 @@ import errno
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,45 +22,10 @@ from typing import Any
 
 from filelock import FileLock
 
+from qc2c.atomic import atomic_write
+from qc2c.atomic import naming_errors as _naming
 
-def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
-    """Write to a temp file in the same folder, fsync it, rename over `path`, fsync the folder. The file gets
-    the mode a plain open() would give (0666 less the umask), not mkstemp's private 0600: run folders and
-    golden files are read by collaborators on shared clusters."""
-    path = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    with _naming(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with _naming(path), os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _umask() -> int:
-    """The process umask, read without setting it (os.umask is the only API and briefly changes it for every
-    thread); the set-and-restore pair only where /proc does not say."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+__all__ = ["atomic_write", "atomic_write_json", "append_line_fsync", "disk_full", "locked", "no_space_line"]
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, in_place_if_full: bool = False) -> None:
@@ -86,17 +53,6 @@ def _overwrite_in_place(path: Path, raw: bytes) -> bool:
     except OSError:
         return False
     return True
-
-
-@contextmanager
-def _naming(path: Path) -> Iterator[None]:
-    """Re-raise an OSError without a file name (a failed write() has none) as one naming `path`."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.filename is None and exc.errno is not None:
-            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
-        raise
 
 
 def disk_full(exc: BaseException) -> bool:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from qc2c.atomic import atomic_write
 from qc2c.demo.models import DEMO_MODELS
 from qc2c.demo.pretrain import PretrainSpec
 from qc2c.demo.world import LABELS, World, WorldSpec
@@ -25,10 +25,7 @@ from qc2c.eval.prompts import RESPONSE_TEXT, build_prompt
 
 
 def _write_lines(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def fuser_conversation(question) -> dict[str, Any]:

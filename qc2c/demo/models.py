@@ -13,8 +13,6 @@ read the saved files, so they see exactly the shipped weights).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +21,11 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
+from qc2c.atomic import build_folder
 from qc2c.demo.pretrain import FactTrainer, PretrainSpec
 from qc2c.demo.vocab import build_demo_tokenizer
 from qc2c.demo.world import World
 from qc2c.models.tiny import TinySpec, hf_config, save_quietly
-from qc2c.train.checkpointing import publish_folder
 
 PRETRAINING_RECORD = "pretraining.json"  # beside the weights: steps, probe accuracy, wall time of the build
 
@@ -78,14 +76,7 @@ def build_model(
     model = AutoModelForCausalLM.from_config(hf_config(demo.spec, tokenizer), dtype=torch.float32)
     stats = FactTrainer(model, tokenizer, world.facts_of(*demo.knows), spec).train(log)
     stats = {"name": name, "knows": demo.knows, "params": sum(p.numel() for p in model.parameters()), **stats}
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with build_folder(out_dir) as tmp:
         save_quietly(model.to(torch.float16), tokenizer, tmp)
         (tmp / PRETRAINING_RECORD).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.chmod(0o755)
-        publish_folder(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return stats

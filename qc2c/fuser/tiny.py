@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from qc2c.atomic import build_folder
 from qc2c.fuser.checkpoint import save_fuser
 from qc2c.fuser.layer_map import last_aligned
 from qc2c.fuser.projector import C2CProjector
@@ -96,17 +94,7 @@ def resolve_tiny_fuser(ref: str) -> Path:
     """`"tiny:qwen3+qwen2"` -> its fuser folder (config.json + final/) in the tiny cache, built on first use."""
     receiver, sharer = parse(ref)
     target = cache_root() / "fusers" / f"{receiver}+{sharer}-{fuser_hash(ref)}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    tmp.chmod(0o755)
-    try:
-        write_tiny_fuser(ref, tmp)
-        os.rename(tmp, target)
-    except OSError:
-        if not target.is_dir():  # a concurrent build won the rename
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not target.is_dir():
+        with build_folder(target, replace=False) as tmp:  # a concurrent build may win the rename: kept
+            write_tiny_fuser(ref, tmp)
     return target

@@ -9,8 +9,8 @@ Build once, then load the normal way: the model and tokenizer are saved in the H
 ``$QC2C_TINY_CACHE`` (default ``~/.cache/qc2c/tiny``) under ``<name>-<hash of spec>`` and read back with
 ``from_pretrained``, so callers exercise the real loading path. The same spec gives byte-identical files:
 weights come from a ``torch.Generator`` seeded per parameter name, not from transformers' initialisers.
-The folder appears by an atomic rename of a finished temporary build, so a crashed or concurrent build never
-leaves a half-written model behind.
+The folder appears by an atomic rename of a finished temporary build (`qc2c.atomic.build_folder`), so a
+crashed or concurrent build never leaves a half-written model behind.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config, Qwen3Config
 from transformers.utils import logging as hf_logging
 
+from qc2c.atomic import build_folder
 from qc2c.models.tiny_tokenizers import TOKENIZERS, build_tokenizer, corpus_sha256
 
 # Bump when the build procedure changes the files a spec produces (it is part of the cache key).
@@ -101,19 +100,9 @@ def resolve_tiny(ref: str) -> Path:
 def build_tiny(name: str, root: Path) -> Path:
     """Build `name` into `root/<name>-<hash>` unless it is there already; returns the folder."""
     target = Path(root) / f"{name}-{spec_hash(name)}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; the cache may be shared
-    try:
-        _write(name, tmp)
-        os.rename(tmp, target)
-    except OSError:
-        if not target.is_dir():  # a concurrent build may have won the rename; anything else is an error
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not target.is_dir():
+        with build_folder(target, replace=False) as tmp:  # a concurrent build may win the rename: kept
+            _write(name, tmp)
     return target
 
 

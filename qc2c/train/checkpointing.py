@@ -5,19 +5,18 @@
                             training_state.pt   optimizer, scheduler, step, loss, RNG states, data position
     <out>/final/...                          the same projector files (what `fuser: {from_run: ...}` loads)
 
-Every folder is built under a hidden temporary name next to its target and renamed into place, so a kill
-at any moment leaves either the previous checkpoint or the new one, never a half-written folder that the
-strict loader would refuse (or, worse, a resume would read).
+Every folder is built under a hidden temporary name next to its target and renamed into place
+(`qc2c.atomic.build_folder`, files and folders fsynced), so a kill at any moment leaves either the previous
+checkpoint or the new one, never a half-written folder that the strict loader would refuse (or, worse, a
+resume would read).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,35 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from qc2c.atomic import atomic_write, build_folder
 from qc2c.fuser.checkpoint import write_projectors
 
 STATE_FILE = "training_state.pt"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def publish_folder(tmp: Path, target: Path) -> None:
-    """Rename a finished temporary folder into place (replacing an older one of the same name)."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.rename(target, old)
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, target)
-
-
-def _tmp_dir(out: Path, name: str) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out))
 
 
 def rng_state() -> dict[str, Any]:
@@ -79,26 +54,23 @@ def save_checkpoint(
     training_state: dict[str, Any],
 ) -> Path:
     """Write `out/checkpoint-<step>/` atomically; training_state holds optimizer/scheduler/step/loss/position."""
-    tmp = _tmp_dir(out, f"checkpoint-{step}")
-    write_projectors(tmp, projectors, layer_map, init_args)
-    torch.save({**training_state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
     target = out / f"checkpoint-{step}"
-    publish_folder(tmp, target)
+    with build_folder(target) as tmp:
+        write_projectors(tmp, projectors, layer_map, init_args)
+        torch.save({**training_state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
     return target
 
 
 def save_final(
     out: Path, projectors: Sequence[nn.Module], layer_map: dict[int, int], init_args: Sequence[dict[str, Any]]
 ) -> Path:
-    tmp = _tmp_dir(out, "final")
-    write_projectors(tmp, projectors, layer_map, init_args)
-    publish_folder(tmp, out / "final")
+    with build_folder(out / "final") as tmp:
+        write_projectors(tmp, projectors, layer_map, init_args)
     return out / "final"
 
 
 def write_recipe(out: Path, recipe: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(recipe, indent=4, sort_keys=True))
+    atomic_write(out / "config.json", json.dumps(recipe, indent=4, sort_keys=True))
 
 
 def remove_partial(out: Path) -> list[Path]:
