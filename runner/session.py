@@ -10,12 +10,11 @@ from typing import Any
 
 import torch
 
+from qc2c.dtypes import DTYPES
 from qc2c.errors import ProblemsError
 from qc2c.eval.score import SettingScorer
 from qc2c.eval.settings import build_scorers
 from runner.schema import Text
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class PreflightError(ProblemsError):

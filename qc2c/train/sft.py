@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qc2c.dtypes import DTYPES
 from qc2c.fuser.checkpoint import Fuser
 from qc2c.fuser.fuse import FusePlan, fused_forward
 from qc2c.fuser.layer_map import LAYER_MAPS
@@ -36,7 +37,6 @@ from qc2c.train.data import Example, TrainBatch, build_examples, collate, load_c
 from qc2c.train.diagnostics import DiagnosticsLog, Progress, gate_logits, grad_norms, peak_memory_bytes
 from qc2c.train.schedule import anneal_temperature, build_optimizer, build_scheduler, total_optimizer_steps
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 OPTIM_DEFAULTS = {"lr": 1e-4, "weight_decay": 0.01, "epochs": 1, "max_steps": None, "warmup_ratio": 0.1,
                   "max_grad_norm": 1.0, "batch_size": 4, "grad_accum": 8, "scheduler": "linear"}  # fmt: skip
 PROJECTOR_DEFAULTS = {"hidden_dim": 1024, "intermediate_dim": 1024, "num_layers": 3, "dropout": 0.1,

@@ -17,10 +17,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from qc2c.dtypes import SCALE_DTYPES as SCALE_DTYPES  # re-exported: the schemes' scale dtypes
 from qc2c.kv.grouping import Grouping, Shape
 from qc2c.plugins import Plugins
 
-SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 # How an asymmetric uniform scheme maps a group's range to codes (qc2c.kv.schemes.uniform): `kivi`, KIVI's
 # own math with a float min per group (the default), or `observer`, PyTorch's MinMaxObserver convention with
 # an integer zero point (what every earlier qc2c result used; kept so those stay reproducible).
