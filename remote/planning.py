@@ -17,15 +17,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.plan import PlanError
+
 
 @dataclass(frozen=True)
 class PlannedTask:
     manifest_text: str
     run_dir: str  # relative: runs/<milestone>/<run_tag>
-
-
-class PlanError(ValueError):
-    """The runner refused the manifest (its problems are the message lines)."""
 
 
 def runner_plans(manifest: Path) -> list[dict]:
@@ -45,7 +43,7 @@ def runner_plans(manifest: Path) -> list[dict]:
     problems = [p for plan in plans for p in plan.get("problems") or []]
     if proc.returncode != 0 or not plans or problems:
         lines = [f"{manifest}: {p}" for p in problems] or [proc.stderr.strip() or f"{manifest}: runner plan failed"]
-        raise PlanError("\n".join(lines))
+        raise PlanError(lines)
     return plans
 
 
@@ -61,7 +59,7 @@ def plan_tasks(manifest: Path, is_sweep: bool, *, root: Path | None = None) -> l
     plans = runner_plans(manifest)
     if not is_sweep:
         if len(plans) != 1:
-            raise PlanError(f"{manifest}: a sweep with {len(plans)} members; launch it with --sweep")
+            raise PlanError([f"{manifest}: a sweep with {len(plans)} members; launch it with --sweep"])
         return [PlannedTask(manifest.read_text(encoding="utf-8"), _relative_run_dir(plans[0]["run_dir"], root))]
     return _sweep_tasks(manifest, plans, root)
 
@@ -74,7 +72,7 @@ def _sweep_tasks(manifest: Path, plans: list[dict], root: Path) -> list[PlannedT
 
     members = expand_file(manifest)
     if len(members) != len(plans):
-        raise PlanError(f"{manifest}: runner planned {len(plans)} members but the sweep expands to {len(members)}")
+        raise PlanError([f"{manifest}: runner planned {len(plans)} members but the sweep expands to {len(members)}"])
     tasks = []
     with tempfile.TemporaryDirectory(prefix="qc2c-sweep-") as tmp:
         for i, (member, plan) in enumerate(zip(members, plans, strict=True)):
@@ -83,6 +81,6 @@ def _sweep_tasks(manifest: Path, plans: list[dict], root: Path) -> list[PlannedT
             path = Path(tmp) / f"{i}.yaml"
             path.write_text(buffer.getvalue(), encoding="utf-8")
             if load_manifest(path).run_key() != plan["run_key"]:
-                raise PlanError(f"{manifest}: member {i} does not round-trip to run key {plan['run_key'][:10]}")
+                raise PlanError([f"{manifest}: member {i} does not round-trip to run key {plan['run_key'][:10]}"])
             tasks.append(PlannedTask(buffer.getvalue(), _relative_run_dir(plan["run_dir"], root)))
     return tasks
