@@ -1,4 +1,4 @@
-"""C2CModel: receiver + sharer + fuser behind the reference `forward` / `generate` (specs/c2c-reference.md §1).
+"""C2CModel: receiver + sharer + fuser behind the reference `forward` / `generate` (docs/c2c.md).
 
     model = C2CModel.from_pretrained("tiny:qwen3", "tiny:qwen2", "tiny:qwen3+qwen2")
     out = model.forward(ids, kv_cache_index=[...])          # logits of the last section + fused cache

@@ -7,7 +7,7 @@ Every set is read through the `datasets` library, from one of two places:
 * the Hugging Face cache / hub (``HF_HUB_OFFLINE=1`` or ``HF_DATASETS_OFFLINE=1`` keep it cache-only).
 
 A miss is a `DatasetUnavailable` naming the hub id, config and split and the prefetch command; there is no
-silent fallback to another source. Where qc2c departs from C2C's evaluator (specs/c2c-reference.md §5) the
+silent fallback to another source. Where qc2c departs from C2C's evaluator (docs/c2c.md §5) the
 choice is recorded in `MCDataset.notes`: ARC rows with numeric answer keys are kept (keys 1-4 → A-D; C2C drops
 them) and rows with 3 or 5 options keep their labels. mmlu_redux follows C2C: rows whose ``error_type`` is
 ``no_correct_answer`` or ``expert`` are skipped and ``wrong_groundtruth`` rows are scored against

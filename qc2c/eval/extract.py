@@ -1,7 +1,7 @@
 """Answer-letter extraction from generated text, in C2C's order (generate protocol).
 
 Source: thu-nics/C2C `rosetta/utils/evaluate.py::extract_answer_from_content` (see
-specs/c2c-reference.md §5). The order matters and is kept exactly:
+docs/c2c.md §5). The order matters and is kept exactly:
 
 1. answer phrases ("Answer:", "The answer is", "correct answer is", "Choice:", "Option:", Swahili forms, ...),
    matched case-insensitively; the first upper-case A-D character of the rest of that line wins;

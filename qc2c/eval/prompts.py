@@ -1,7 +1,7 @@
 """Prompt rendering for multiple-choice evaluation, exactly as C2C's unified evaluator builds it.
 
 Source: thu-nics/C2C `rosetta/utils/evaluate.py::build_prompt` (use_cot=False, use_template=True) and
-`script/evaluation/unified_evaluator.py` (specs/c2c-reference.md §5):
+`script/evaluation/unified_evaluator.py` (docs/c2c.md §5):
 
 * choices are rendered as "A. text\\n" (one line each, in the item's label order);
 * the prompt is ONE user message passed through the model's own chat template with

@@ -4,7 +4,7 @@ Settings (names as in the manifest and results; `qc2c.eval.settings` builds a sc
 `receiver` / `sharer` (one model alone, its own chat template) and the C2C settings `c2c_fp16`
 (uncompressed fusion) and `compressed` (the manifest's kv codec as the message path).
 
-Protocols (specs/c2c-reference.md §5):
+Protocols (docs/c2c.md §5):
 
 * `logits`: one forward over chat(prompt) + "The correct answer is"; softmax over the option letters' first
   tokens (`encode(" X")[0]`) at the last position; pred = argmax. C2C fuses the instruction tokens only.

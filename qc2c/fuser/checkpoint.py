@@ -1,4 +1,4 @@
-"""Read and write the published C2C fuser layout (specs/c2c-reference.md §3), strictly.
+"""Read and write the published C2C fuser layout (docs/c2c.md §3), strictly.
 
     <fuser>/config.json                  training recipe (model.base_model / teacher_model / alignment)
     <fuser>/final/projector_{i}.pt       state_dict of projector i (= receiver layer i), exactly §2's keys

@@ -1,4 +1,4 @@
-"""The fused forward: sections, sharer in step, fusion after the fact (specs/c2c-reference.md §1.2).
+"""The fused forward: sections, sharer in step, fusion after the fact (docs/c2c.md §1.2).
 
 For each section [a, b) (boundaries common to the batch):
   1. the receiver runs the section on its own cache (hidden states come from its own, unfused KV);

@@ -1,4 +1,4 @@
-"""Receiver layer -> sharer layer maps for models of different depth (specs/c2c-reference.md §1.3).
+"""Receiver layer -> sharer layer maps for models of different depth (docs/c2c.md §1.3).
 
 `last_aligned` is what every published recipe uses: align the last layers and walk towards the front,
 clamping at the sharer's first layer. `k_nearest` places both stacks on [0, 1] and takes the nearest

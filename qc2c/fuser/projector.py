@@ -1,4 +1,4 @@
-"""The C2C projector with the published math and parameter names (specs/c2c-reference.md §2).
+"""The C2C projector with the published math and parameter names (docs/c2c.md §2).
 
 One projector per receiver layer maps the sharer's KV of a token (all its KV heads flattened) together with
 the receiver's own KV of that token into a residual update of the receiver's KV:

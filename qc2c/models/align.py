@@ -1,4 +1,4 @@
-"""Token alignment receiver -> sharer for different tokenizers (specs/c2c-reference.md §4, upstream aligner.py).
+"""Token alignment receiver -> sharer for different tokenizers (docs/c2c.md §4, upstream aligner.py).
 
 The receiver's tokenisation is the master sequence: every receiver token gets exactly one sharer token, so
 both id sequences have the same length and share positions (what the fuser needs: one sharer KV per

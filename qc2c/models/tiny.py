@@ -2,7 +2,7 @@
 
 A reference ``tiny:<name>`` names a real transformers class (Qwen3ForCausalLM, Qwen2ForCausalLM,
 LlamaForCausalLM) at the transformers model-tester scale, the same shapes as the C2C conformance fixtures
-(shared/conformance/c2c/README.md): a receiver and two sharers, one sharing the receiver's tokenizer and one
+(tests/data/conformance/c2c/README.md): a receiver and two sharers, one sharing the receiver's tokenizer and one
 with its own, so both the same-tokenizer and the token-alignment paths of C2C run on CPU in seconds.
 
 Build once, then load the normal way: the model and tokenizer are saved in the HF layout into

@@ -9,7 +9,7 @@ Two tokenizer families mirror the real pairs C2C uses:
 * ``llama``: Llama-3-style. Specials ``<|begin_of_text|>`` (bos), ``<|end_of_text|>``, ``<|start_header_id|>``,
   ``<|end_header_id|>``, ``<|eot_id|>`` (eos); the Llama-3 split regex (digits in groups of up to three); no pad
   token (as the real Llama-3); the header/eot chat template. Like the conformance fixture
-  (shared/conformance/c2c/fixtures/models/sharer_llama), encoding adds no BOS: the template writes it.
+  (tests/data/conformance/c2c/fixtures/models/sharer_llama), encoding adds no BOS: the template writes it.
 
 Both are trained with ``tokenizers``' BPE trainer on one built-in corpus (the C2C prompt text, the bundled
 mini questions, answer lines). Training is deterministic (ties are broken by pair order), so the same spec
@@ -52,7 +52,7 @@ LLAMA_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 )
 
-# C2C's multiple-choice prompt (specs/c2c-reference.md §5), kept here verbatim so the vocabulary does not
+# C2C's multiple-choice prompt (docs/c2c.md §5), kept here verbatim so the vocabulary does not
 # change when evaluation code is edited.
 C2C_PROMPT = (
     "Accurately answer the following question:\n\n{question}\n\nChoices:\n{choices}\n\nInstructions:\n"

@@ -1,4 +1,4 @@
-"""Training checkpoints in the published fuser layout, written atomically (specs/c2c-reference.md §3).
+"""Training checkpoints in the published fuser layout, written atomically (docs/c2c.md §3).
 
     <out>/config.json                       the recipe (pair, alignment, projector, training settings)
     <out>/checkpoint-<step>/projector_*.pt|json, projector_config.json, aggregator_config.json,

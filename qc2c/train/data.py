@@ -1,6 +1,6 @@
 """Chat data for C2C training: conversations -> examples (ids, labels, fuse mask) -> padding-correct batches.
 
-Source (specs/c2c-reference.md §6, `ChatDataset` / `AlignedChatDataset`):
+Source (docs/c2c.md §6; upstream `ChatDataset` / `AlignedChatDataset`):
   * rows are OpenHermes-2.5 style `{"conversations": [{"from": "human"|"gpt"|"system", "value": ...}]}`
     (or `{"messages": [{"role", "content"}]}`); system turns are removed; the last turn must be the
     assistant's (the response the loss is on);

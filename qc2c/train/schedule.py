@@ -1,4 +1,4 @@
-"""Optimizer, learning-rate schedule and gate-temperature annealing of C2C training (specs/c2c-reference.md §6).
+"""Optimizer, learning-rate schedule and gate-temperature annealing of C2C training (docs/c2c.md §6).
 
 AdamW over the projector parameters only, in the reference's 3 groups (names containing "gate",
 "key_weight"/"value_weight", everything else), all with the same lr and weight decay: the grouping is kept
