@@ -1,7 +1,7 @@
 """`python -m qc2c.bench eval`: samples/s of batched scoring vs one sample at a time, same pair, same items.
 
 The one-at-a-time loop is how the old evaluation scripts ran (batch size 1, 0.56-0.92 s per sample on an
-H100, specs/prior-art.md). Both paths score the same items with the same scorer; the predictions are
+H100). Both paths score the same items with the same scorer; the predictions are
 compared in the same run and the command fails (exit 1) if any differs. Prints the measured ratio.
 
 For the C2C settings it also prints a floor: the same batches through the plain receiver and sharer forwards

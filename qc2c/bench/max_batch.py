@@ -1,6 +1,6 @@
 """`python -m qc2c.bench max-batch MANIFEST` — the largest training micro-batch that fits in memory.
 
-Method (Speedrun's find-max-batch, specs/prior-art.md): measure batches 1 and 2 to estimate fixed and
+Method (a find-max-batch search, as throughput benchmarks do it): measure batches 1 and 2 to estimate fixed and
 per-sample memory, start at the batch the free memory predicts, probe the next batch (an exact estimate ends
 the search there), double until a probe fails (or the cap is reached) and bisect between the largest fit
 and the smallest failure. Every probe is two real optimizer steps (the second timed) of the manifest's

@@ -1,4 +1,4 @@
-"""Supervised training of the C2C projectors with both LLMs frozen (specs/c2c-reference.md §6).
+"""Supervised training of the C2C projectors with both LLMs frozen (docs/c2c.md §6).
 
     spec = TrainSpec.from_manifest(manifest_dict)      # pair + train + kv + runtime sections, plain dicts
     result = Trainer(spec, out_dir).train()           # checkpoints, diagnostics.jsonl, final/

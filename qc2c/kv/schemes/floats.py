@@ -1,7 +1,7 @@
 """Unscaled float schemes: fp16 / bf16 (the reference precisions) and fp32 (lossless for float32 runtimes).
 
 The payload is the value's own bits (x cast to the format, viewed as bytes); no scales, no grouping.
-fp32 is not in the manifest spec's list: it exists so that a float32 conformance run can check that the
+fp32 is not one of C2C's precisions: it exists so that a float32 conformance run can check that the
 message path with a lossless scheme reproduces uncompressed C2C exactly. Input the format cannot
 represent finitely (NaN, Inf, or |x| beyond its range) is refused.
 """

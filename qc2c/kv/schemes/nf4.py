@@ -1,6 +1,6 @@
 """NF4: 16 normal-quantile levels × an absmax scale per group (QLoRA, arXiv:2305.14314).
 
-The codebook is bitsandbytes' (specs/kv-compression.md). A value maps to the nearest level, found by
+The codebook is bitsandbytes' (docs/kv-compression.md §3). A value maps to the nearest level, found by
 comparing x/absmax with the midpoints between neighbouring levels (ties go to the lower level), so
 |decode(encode(x)) − x| <= absmax × (largest codebook gap)/2. Codes pack two per byte.
 """
