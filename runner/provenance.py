@@ -4,7 +4,7 @@ Gathered at run time, never reconstructed. Secrets: the values of every environm
 secret (TOKEN, SECRET, PASSWORD/PASSWD, CREDENTIAL, COOKIE anywhere in it, or an AUTH, KEY or API_KEY part)
 never reach a file or a log, nor do the credentials of a URL (`https://user:pw@host`, `?token=...`): a URL
 such as HF_ENDPOINT is recorded without them. `redact` is the one function that enforces it; provenance,
-status, logs and records all pass through it (specs/prior-art.md defect 8).
+status, logs and records all pass through it (docs/golden.md §3, failure mode 8).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ nothing and a reader never sees half a file. A run becomes "running" only throug
 compare-and-set: of N copies of one manifest started at once exactly one owns the run, the others get
 `AlreadyRunning` and write nothing. An owner is live when its pid still exists on this host with the same
 start time (a reused pid is not the owner) or, seen from another host, when its heartbeat is recent. A complete entry is never downgraded by a run (the old scripts' "skip
-overwrote complete" bug, specs/prior-art.md defect 6); only `invalidate` (a human decision with a reason)
+overwrote complete" bug, docs/golden.md §3, failure mode 6); only `invalidate` (a human decision with a reason)
 moves it, and a re-run then starts from scratch.
 """
 

@@ -4,7 +4,7 @@ The runner fills it from the per-sample records of `progress/<dataset>.jsonl`; t
 it and turns each setting into a row. Every key has a description (lm-eval's `result_schema.py` habit), raw
 counts sit next to rates (`n`, `n_correct`, `accuracy`) so a validator can recompute the rates instead of
 trusting them, and `dataset.n_expected` sits beside `n` (lm-eval's original vs effective sample counts), so a
-file written from one chunk of the data cannot pass as a full result (specs/prior-art.md defect 5).
+file written from one chunk of the data cannot pass as a full result (docs/golden.md §3, failure mode 5).
 
 Settings: the compressed message path of the manifest's `kv` section is stored under the key
 `COMPRESSED` ("compressed"); baselines computed in the same run on the same items under their manifest names
@@ -67,12 +67,12 @@ class ByteBreakdown(Part):
 
     payload: NonNegative = Field(description="packed quantized codes (the sharer's K and V)")
     scales: NonNegative = Field(description="scales and zero points")
-    indices: NonNegative = Field(description="positions of the sent tokens (empty when all are sent)")
+    indices: NonNegative = Field(description="positions of the sent tokens (a list or a bitmap, whichever is smaller)")
     header: NonNegative = Field(description="message header (shapes, schemes, layer plan)")
 
 
 class BytesStats(Distribution):
-    """Measured message size per sample: `len(Message.to_bytes())`, never an estimate (prior-art defect 3)."""
+    """Measured message size per sample: `len(Message.to_bytes())`, never an estimate (docs/golden.md §3)."""
 
     breakdown: ByteBreakdown = Field(description="mean bytes per sample by message part")
 
@@ -132,7 +132,7 @@ class SettingResult(Part):
     ci95: Interval = Field(description="95% Wilson interval of accuracy")
     bytes: BytesStats | None = Field(description="message bytes per sample; null for text-only baselines")
     n_tokens_sent: Distribution | None = Field(
-        description="prompt tokens actually sent per sample, after min_tokens (prior-art defect 4)"
+        description="prompt tokens actually sent per sample, after rounding and min_tokens"
     )
     n_tokens_prompt_mean: NonNegative | None = Field(description="mean sharer prompt length in tokens")
     compression_ratio: NonNegative | None = Field(
@@ -196,7 +196,7 @@ class DatasetInfo(Part):
 
 
 class PrecisionView(Part):
-    """Per-layer precision, both views of specs/manifest.md ("Results report both views")."""
+    """Per-layer precision, both views of docs/kv-compression.md §6."""
 
     receiver: list[str] = Field(description="scheme asked for per receiver layer (index = receiver layer)")
     sharer: list[str | None] = Field(description="scheme sent per sharer layer; null = layer not sent")

@@ -1,4 +1,4 @@
-"""Pydantic models of the run manifest, format 1 (field names are the contract in specs/manifest.md).
+"""Pydantic models of the run manifest, format 1 (field names are the contract documented in docs/manifest.md).
 
 One small frozen class per section, `extra="forbid"` everywhere: a manifest is a value, and its
 canonical JSON hash is the run key (`Manifest.run_key()`). Plug-in names (schemes, selectors,
@@ -219,7 +219,7 @@ class TrainData(Section):
 
 
 class Projector(Section):
-    """C2CProjector hyper-parameters; defaults are the published 0.6B+0.5B recipe (specs/c2c-reference.md §6)."""
+    """C2CProjector hyper-parameters; defaults are the published 0.6B+0.5B recipe (docs/c2c.md §6)."""
 
     type: Literal["C2CProjector"] = "C2CProjector"
     hidden_dim: PositiveInt = 1024

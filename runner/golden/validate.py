@@ -5,7 +5,7 @@ the same run on the same items, and each is a point of its own in the tables and
 belongs in the key; without it the baselines of a run would collide with its compressed result.
 
 Each rule is a small function `rule(row, ctx) -> list[str]` (problems, empty when fine), after
-specs/prior-art.md: rows from one chunk (defect 5), errors counted as results (2), a fuser that silently
+the failure modes in docs/golden.md §3: rows from one chunk (5), errors counted as results (2), a fuser that silently
 did not load (1), estimated bytes (3). Rules that need the world (the run registry, the run folder, the
 existing golden rows) look at `RuleContext`; `golden check` gives them the run folder when it is present.
 """
