@@ -1,6 +1,6 @@
 """python -m pytest tests/qc2c/eval/test_extract.py -q
 
-Cases follow the rule order of C2C's `extract_answer_from_content` (specs/c2c-reference.md §5).
+Cases follow the rule order of C2C's `extract_answer_from_content` (docs/c2c.md §5).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def test_batch_of_eight_equals_batch_of_one(tiny_pair, tiny_fuser, items, settin
 
 
 def test_c2c_fusion_changes_the_receiver(tiny_pair, tiny_fuser, items) -> None:
-    """The fused path is not silently the receiver alone (prior-art defect 1)."""
+    """The fused path is not silently the receiver alone (docs/golden.md §3, failure mode 1)."""
     alone = _scorer(tiny_pair, tiny_fuser, "receiver", "logits").score_rows(items)
     fused = _scorer(tiny_pair, tiny_fuser, "c2c_fp16", "logits").score_rows(items)
     diff = max(abs(a.option_probs[k] - b.option_probs[k]) for a, b in zip(alone, fused) for k in a.option_probs)

@@ -6,7 +6,7 @@ from qc2c.fuser.layer_map import LAYER_MAPS, k_nearest_layers, last_aligned
 
 
 def test_last_aligned_examples_from_the_reference():
-    # specs/c2c-reference.md §1.3 examples
+    # docs/c2c.md §1.3 examples
     m = last_aligned(28, 24)
     assert [m[t] for t in range(6)] == [0, 0, 0, 0, 0, 1] and m[27] == 23
     assert last_aligned(28, 16)[12] == 0 and last_aligned(28, 16)[13] == 1

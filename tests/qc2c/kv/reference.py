@@ -31,7 +31,7 @@ NF4_LEVELS = (
     0.5626170039176941,
     0.7229568362236023,
     1.0,
-)  # fmt: skip  (retyped from specs/kv-compression.md, not imported, so a typo in the module is caught)
+)  # fmt: skip  (retyped from docs/kv-compression.md §3, not imported, so a typo in the module is caught)
 
 
 def groups(shape: tuple[int, ...], axis: str, group_size: int | None):

@@ -35,7 +35,7 @@ def test_nf4_reproduces_its_codebook_levels_exactly() -> None:
 
 @pytest.mark.parametrize("bits_scheme", ["int8", "int4"])
 def test_per_channel_keys_beat_per_token_keys_with_outlier_channels(bits_scheme: str) -> None:
-    """KIVI's observation (specs/kv-compression.md): key outliers live in fixed channels, so per-token
+    """KIVI's observation (docs/kv-compression.md §4): key outliers live in fixed channels, so per-token
     scales are set by the outliers and crush every other channel; per-channel scales keep them apart."""
     x = build_tensor((1, 4, 2, 256, 64), "normal", seed=0)
     outliers = [3, 17, 40, 51]  # 4 outlier channels, as in the spec's synthetic check
@@ -75,5 +75,5 @@ def test_keys_and_values_take_their_own_axes() -> None:
 
 
 def test_the_manifest_scheme_names_are_registered() -> None:
-    """specs/manifest.md lists these for kv.quant.scheme; fp32 is the documented lossless addition."""
+    """docs/manifest.md lists these for kv.quant.scheme; fp32 is the lossless addition to C2C's precisions."""
     assert set(SCHEMES.names()) == {"fp16", "bf16", "int8", "int4", "int2", "nf4", "fp8_e4m3", "fp8_e5m2", "fp32"}
