@@ -355,7 +355,7 @@ def _clock(device: torch.device) -> float:
 def build_codec(
     kv: Mapping[str, Any], *, layer_map: dict[int, int], n_sharer_layers: int, n_receiver_layers: int
 ) -> Codec:
-    """The codec for a manifest `kv` section (plain dict, keys per specs/manifest.md; missing keys = defaults)."""
+    """The codec for a manifest `kv` section (plain dict, keys per docs/manifest.md; missing keys = defaults)."""
     quant = {**QUANT_DEFAULTS, **(kv.get("quant") or {})}
     selection = {**SELECTION_DEFAULTS, **(kv.get("selection") or {})}
     keep = float(selection["keep"])
