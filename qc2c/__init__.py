@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from qc2c.c2c import C2CModel
-    from qc2c.fuser.checkpoint import load_fuser
+    from qc2c.fuser.sources import load_fuser
     from qc2c.models.pair import load_pair
 
 _EXPORTS = {
     "C2CModel": "qc2c.c2c",
-    "load_fuser": "qc2c.fuser.checkpoint",
+    "load_fuser": "qc2c.fuser.sources",
     "load_pair": "qc2c.models.pair",
     "SCHEMES": "qc2c.kv.quant",
     "SELECTORS": "qc2c.kv.selection",

@@ -95,8 +95,9 @@ def preflight(manifest: Any, fuser_ref: Any) -> Any:
     pair's configs and tokenizers. Returns the fuser (None without one); raises PreflightError."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from qc2c.fuser.checkpoint import FuserError, load_fuser
+    from qc2c.fuser.checkpoint import FuserError
     from qc2c.fuser.preflight import check_compatible
+    from qc2c.fuser.sources import load_fuser
     from qc2c.models.pair import ModelNotAvailable, resolve_model_dir
 
     p = manifest.pair

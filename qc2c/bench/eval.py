@@ -98,7 +98,7 @@ def forward_floor(models: list[Any], batches: list[PromptBatch], device: str) ->
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from qc2c.eval.datasets import DatasetUnavailable, load_mc
-    from qc2c.fuser.checkpoint import load_fuser
+    from qc2c.fuser.sources import load_fuser
     from qc2c.models.pair import ModelNotAvailable, load_pair
 
     try:  # unknown or unavailable dataset, fuser or models: one line, exit 2 (the plug-in errors are ValueErrors)

@@ -22,8 +22,10 @@ from typing import Any
 
 import torch
 
+from qc2c.eval.aligned import AlignedScorer
 from qc2c.eval.placebo import PlaceboScorer
-from qc2c.eval.score import AlignedScorer, SettingScorer, c2c_prefill, plain_prefill
+from qc2c.eval.prefill import c2c_prefill, plain_prefill
+from qc2c.eval.score import SettingScorer
 from qc2c.eval.text import TextScorer
 from qc2c.kv.uncompressed import Uncompressed
 

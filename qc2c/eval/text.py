@@ -1,4 +1,4 @@
-"""Text-to-text settings `text_answer` and `text_analysis` (C2C's `two_stage` baselines, specs §5).
+"""Text-to-text settings `text_answer` and `text_analysis` (C2C's `two_stage` baselines, docs/c2c.md §5).
 
 The question a compressed KV message must answer is whether it beats what else the sharer could send:
 its own words. Here the sharer writes greedily (bounded by `eval.text.max_new_tokens`, stop at EOS) either
@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qc2c.eval.batching import left_pad
+from qc2c.eval.prefill import plain_prefill
 from qc2c.eval.prompts import RenderedPrompt, render, render_analysis, with_context
-from qc2c.eval.score import RowScore, SettingScorer, error_text, greedy_decode, pad_and_eos, plain_prefill
+from qc2c.eval.score import RowScore, SettingScorer, error_text, pad_and_eos
+from qc2c.models.decode import greedy_decode
 
 KINDS = ("text_answer", "text_analysis")
 
@@ -64,9 +66,15 @@ class TextScorer(SettingScorer):
         prefill = plain_prefill(self.sharer, "sharer_prefill_s")(batch)
         t0 = time.perf_counter()
         generated = greedy_decode(
-            self.sharer, prefill, batch, max_new_tokens=self.text_max_new_tokens, eos_ids=self.sharer_eos,
+            self.sharer,
+            prefill.cache,
+            prefill.logits_last,
+            batch.attention_mask,
+            batch.position_ids,
+            max_new_tokens=self.text_max_new_tokens,
+            eos_ids=self.sharer_eos,
             pad_id=self.sharer_pad,
-        )  # fmt: skip
+        )
         timing = {**prefill.timing, "sharer_decode_s": (time.perf_counter() - t0) / batch.size}
         return [
             Written(self.sharer_tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids), dict(timing))

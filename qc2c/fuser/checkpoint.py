@@ -11,6 +11,9 @@ and partial `final/` folders, because a silently half-loaded fuser gives plausib
 A file that cannot be read (truncated .pt, non-UTF-8 JSON), weights holding NaN/Inf and malformed
 projector_config entries are refused too, each naming the file and what is wrong, before any model runs.
 
+This module knows the format only; where a fuser comes from (a path, the Hub, the tiny or demo zoo) is
+`qc2c.fuser.sources`, which reads every source through `load_fuser_dir`.
+
 Checkpoint identity (`fuser_sha256`): sha256 over the files the loader reads, in sorted order of their path
 relative to the fuser root (`config.json`, `final/...`), each contributing the line
 `<relative path>\\0<sha256 of its bytes>\\n`. It does not depend on where the folder lives.
@@ -292,7 +295,7 @@ def write_projectors(
     folder: Path, projectors: Sequence[nn.Module], layer_map: dict[int, int], init_args: Sequence[dict[str, Any]]
 ) -> None:
     """projector_{i}.pt / .json, projector_config.json and aggregator_config.json into `folder`: the files of a
-    published final/ (and of a training checkpoint), in the one layout `load_fuser` reads."""
+    published final/ (and of a training checkpoint), in the one layout `load_fuser_dir` reads."""
     for i, (projector, args) in enumerate(zip(projectors, init_args, strict=True)):
         torch.save(projector.state_dict(), folder / f"projector_{i}.pt")
         meta = {"class": PROJECTOR_CLASS, "init_args": {k: encode_arg(v) for k, v in args.items()}}
@@ -300,81 +303,3 @@ def write_projectors(
     config = {"0": {"1": {str(t): [[s, t]] for t, s in sorted(layer_map.items())}}}
     (folder / "projector_config.json").write_text(json.dumps(config))
     (folder / "aggregator_config.json").write_text("{}")
-
-
-def hub_fuser_dir(repo: str, subfolder: str = "", revision: str = "main") -> Path:
-    """The snapshot folder of `repo/subfolder` in the HF cache (downloads only the fuser's own files).
-
-    With HF_HUB_OFFLINE=1 it only looks in the cache and says what to prefetch on a miss.
-    """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.constants import HF_HUB_OFFLINE
-
-    sub = subfolder.strip("/")
-    root_sub = sub.removesuffix("/final").removesuffix("final").rstrip("/") if sub.endswith("final") else sub
-    prefix = f"{root_sub}/" if root_sub else ""
-    patterns = [f"{prefix}config.json", f"{prefix}final/*"]
-    try:
-        snap = snapshot_download(repo, revision=revision, allow_patterns=patterns, local_files_only=HF_HUB_OFFLINE)
-    except Exception as e:  # noqa: BLE001 - hub errors are many types; all mean "not available here"
-        hint = f"hf download {repo} --revision {revision} --include " + " ".join(f"'{p}'" for p in patterns)
-        mode = "offline (HF_HUB_OFFLINE=1) and not in the HF cache" if HF_HUB_OFFLINE else "could not be fetched"
-        raise FuserError(
-            f"fuser hub:{repo}/{sub}@{revision}: {mode} ({type(e).__name__}); prefetch it: {hint}"
-        ) from None
-    return Path(snap) / root_sub if root_sub else Path(snap)
-
-
-def parse_fuser_ref(ref: str | Path | dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """("local"|"hub"|"tiny"|"demo", args) from a path, "tiny:a+b", "demo:a+b", "hub:owner/repo[/sub...][@rev]" or a hub dict."""
-    if isinstance(ref, dict):
-        return "hub", {
-            "repo": ref["repo"],
-            "subfolder": ref.get("subfolder") or "",
-            "revision": ref.get("revision") or "main",
-        }
-    text = str(ref)
-    if text.startswith("tiny:"):
-        return "tiny", {"ref": text}
-    if text.startswith("demo:"):
-        return "demo", {"ref": text}
-    if text.startswith("hub:"):
-        body, _, revision = text[4:].partition("@")
-        parts = body.strip("/").split("/")
-        if len(parts) < 2:
-            raise FuserError(f"{text}: expected hub:<owner>/<repo>[/<subfolder>][@<revision>]")
-        return "hub", {"repo": "/".join(parts[:2]), "subfolder": "/".join(parts[2:]), "revision": revision or "main"}
-    return "local", {"path": Path(text).expanduser()}
-
-
-def load_fuser(ref: str | Path | dict[str, Any], *, sha256: str | None = None) -> Fuser:
-    """Load a fuser from a local folder, `hub:` (HF cache snapshot) or `tiny:<r>+<s>`; verify a sha256 pin.
-
-    The same strict loader runs for every source; `fuser.sha256` is the content hash (module docstring).
-    """
-    kind, args = parse_fuser_ref(ref)
-    if kind == "tiny":
-        from qc2c.fuser.tiny import resolve_tiny_fuser
-
-        path = resolve_tiny_fuser(args["ref"])
-    elif kind == "demo":
-        from qc2c.demo.zoo import DemoZooError, resolve_demo_fuser
-
-        try:
-            path = resolve_demo_fuser(args["ref"])
-        except DemoZooError as err:
-            raise FuserError(str(err)) from None
-    elif kind == "hub":
-        path = hub_fuser_dir(**args)
-    else:
-        path = args["path"]
-        if not path.exists():
-            raise FuserError(f"{path}: fuser folder does not exist")
-    source = str(ref) if kind != "hub" else f"hub:{args['repo']}/{args['subfolder']}@{args['revision']}"
-    fuser = load_fuser_dir(path, source=source)
-    if sha256 is not None and sha256.lower() != fuser.sha256:
-        raise FuserError(
-            f"{source}: sha256 mismatch: checkpoint content is {fuser.sha256}, the manifest pins {sha256}; "
-            "the checkpoint changed (or the pin is stale): re-download it or update fuser.sha256"
-        )
-    return fuser

@@ -195,7 +195,8 @@ class Trainer:
         self.n_layers = (r_layers, s_layers)
 
     def _init_from(self, ref: Any) -> None:
-        from qc2c.fuser.checkpoint import load_fuser, strict_load
+        from qc2c.fuser.checkpoint import strict_load
+        from qc2c.fuser.sources import load_fuser
 
         start = load_fuser(ref)
         if start.layer_map != self.fuser.layer_map:

@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from qc2c import C2CModel, load_fuser
-from qc2c.c2c import FusedBatch
+from qc2c.eval.batching import left_pad
+from qc2c.eval.prefill import c2c_prefill
+from qc2c.eval.prompts import RenderedPrompt
 from qc2c.fuser.checkpoint import save_fuser
+from qc2c.models.decode import greedy_decode
 
 CHAT = [{"role": "user", "content": "Which planet is known as the red planet?"}]
 
@@ -64,25 +67,37 @@ def test_generate_stops_at_eos_and_fills(model):
     eos = gen[k]  # pretend it is the eos: generation stops right after its first occurrence
     seq = model.generate(ids, max_new_tokens=6, eos_token_id=eos)
     assert seq.shape[1] == ids.shape[1] + gen.index(eos) + 1 and seq[0, -1] == eos
-    rows = model.decode(model.fused_prefill(FusedBatch.left_padded(
-        [{"input_ids": r, "fuse_mask": [True] * (len(r) - 1) + [False], "last_len": 1} for r in (ids[0].tolist(),) * 2],
-        0)), max_new_tokens=6, eos_token_id=eos)  # fmt: skip
-    assert rows.shape[1] == gen.index(eos) + 1
 
 
-def test_batched_decode_matches_single_rows(model):
-    tok = model.pair.receiver_tokenizer
+def test_a_row_that_stops_early_is_filled_with_the_eos(model):
+    # two prompts of one length (no padding): stop at a token the first row emits before the second does
+    first, second = (model.chat_inputs([{"role": "user", "content": q}])["input_ids"] for q in ("Ok?", "Hi?"))
+    n = first.shape[1]
+    assert second.shape[1] == n
+    alone = [model.generate(x, max_new_tokens=6)[0, n:].tolist() for x in (first, second)]
+    step = next(i for i, t in enumerate(alone[0]) if t not in alone[1][: i + 1])
+    eos = alone[0][step]
+    seq = model.generate(torch.cat([first, second]), max_new_tokens=6, eos_token_id=eos)
+    cut = alone[1].index(eos) + 1 if eos in alone[1] else 6
+    assert seq.shape == (2, n + cut)
+    assert seq[0, n:].tolist() == (alone[0][: step + 1] + [eos] * cut)[:cut]
+    assert seq[1, n:].tolist() == alone[1][:cut]
+
+
+def test_evaluation_batch_decodes_like_generate_row_by_row(model):
+    # evaluation's path: a left-padded batch, the C2C prefill, the shared greedy decoder
     rows = [
         model.chat_inputs([{"role": "user", "content": q}])["input_ids"][0].tolist()
         for q in ("Hi?", CHAT[0]["content"])
     ]
-    batch = FusedBatch.left_padded(
-        [{"input_ids": r, "fuse_mask": [True] * (len(r) - 1) + [False], "last_len": 1} for r in rows], tok.pad_token_id
-    )
-    new = model.decode(model.fused_prefill(batch), max_new_tokens=4)
+    batch = left_pad([RenderedPrompt(r, [], "") for r in rows], model.pair.receiver_tokenizer.pad_token_id,
+                     protocol="generate")  # fmt: skip
+    assert not batch.attention_mask.all()
+    prefill = c2c_prefill(model.pair.receiver, model.pair.sharer, model.fuser, None)(batch)
+    new = greedy_decode(model.pair.receiver, prefill.cache, prefill.logits_last, batch.attention_mask,
+                        batch.position_ids, max_new_tokens=4)  # fmt: skip
     for i, r in enumerate(rows):
-        one = model.generate(torch.tensor([r]), max_new_tokens=4)
-        assert torch.equal(new[i], one[0, len(r) :])
+        assert new[i] == model.generate(torch.tensor([r]), max_new_tokens=4)[0, len(r) :].tolist()
 
 
 def test_kv_cache_index_must_cover_the_input(model):

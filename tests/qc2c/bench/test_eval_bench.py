@@ -14,7 +14,7 @@ import torch
 from qc2c.bench.eval import forward_floor, main, scorer_batches
 from qc2c.eval.datasets import load_mc
 from qc2c.eval.settings import build_scorers
-from qc2c.fuser.checkpoint import load_fuser
+from qc2c.fuser.sources import load_fuser
 from qc2c.models.pair import load_pair
 
 

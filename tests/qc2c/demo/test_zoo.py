@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qc2c.demo import zoo
-from qc2c.fuser.checkpoint import load_fuser
+from qc2c.fuser.sources import load_fuser
 from qc2c.models.pair import ModelNotAvailable, resolve_model_dir
 
 ZOO_BUDGET_BYTES = 20 * 1024 * 1024  # the whole shipped zoo, fusers and data included

@@ -16,6 +16,6 @@ def tiny_pair():
 
 @pytest.fixture(scope="session")
 def tiny_fuser():
-    from qc2c.fuser.checkpoint import load_fuser
+    from qc2c.fuser.sources import load_fuser
 
     return load_fuser("tiny:qwen3+qwen2")

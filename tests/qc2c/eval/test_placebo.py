@@ -89,7 +89,7 @@ def test_placebo_fuses_the_partners_message_not_the_items_own(tiny_pair, tiny_fu
 
 
 def test_placebo_is_refused_for_an_aligned_pair() -> None:
-    from qc2c.fuser.checkpoint import load_fuser
+    from qc2c.fuser.sources import load_fuser
     from qc2c.models.align import TokenAligner
 
     pair = load_pair("tiny:qwen3", "tiny:llama", dtype=torch.float32, device="cpu")

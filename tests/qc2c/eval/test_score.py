@@ -11,8 +11,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from qc2c.eval.aligned import AlignedScorer
 from qc2c.eval.datasets import load_mc
-from qc2c.eval.score import AlignedScorer, SettingScorer, c2c_prefill, plain_prefill
+from qc2c.eval.prefill import c2c_prefill, plain_prefill
+from qc2c.eval.score import SettingScorer
 from qc2c.models.pair import load_pair
 
 N_ITEMS = 12
@@ -86,7 +88,7 @@ def test_bad_item_gets_an_error_and_the_rest_of_the_batch_scores(tiny_pair, tiny
 
 @pytest.mark.parametrize("protocol", ["logits", "generate"])
 def test_aligned_pair_scores_row_by_row_identically(protocol: str, items) -> None:
-    from qc2c.fuser.checkpoint import load_fuser
+    from qc2c.fuser.sources import load_fuser
     from qc2c.models.align import TokenAligner
 
     pair = load_pair("tiny:qwen3", "tiny:llama", dtype=torch.float32, device="cpu")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from qc2c.fuser.checkpoint import FuserError, fuser_sha256, load_fuser, save_fuser
+from qc2c.fuser.checkpoint import FuserError, fuser_sha256, save_fuser
 from qc2c.fuser.layer_map import last_aligned
 from qc2c.fuser.projector import C2CProjector
+from qc2c.fuser.sources import load_fuser
 
 ARGS = {
     "source_dim": 6,

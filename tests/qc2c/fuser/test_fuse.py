@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from qc2c import C2CModel
-from qc2c.c2c import FusedBatch
+from qc2c.eval.batching import left_pad
+from qc2c.eval.prompts import RenderedPrompt
 from qc2c.fuser.fuse import FusePlan, fused_forward
 from qc2c.fuser.seam import SectionKV, Transmitted
 
@@ -49,21 +50,23 @@ class PassThrough:
 
 @pytest.mark.parametrize("tail", [0, 4])
 def test_left_padded_batch_equals_rows_one_by_one(model, tail):
+    # evaluation's batches (qc2c.eval.batching.left_pad) through the fused forward, as qc2c.eval.prefill runs it
     # tail 0: generate protocol (last prompt token unfused); tail 4: logits protocol (appended response text)
     answer = model.pair.receiver_tokenizer.encode("The correct answer is")[:tail]
-    rows = [prompt(model, q) + answer for q in QUESTIONS]
+    prompts = [RenderedPrompt(prompt(model, q), answer, q) for q in QUESTIONS]
+    rows = [p.ids for p in prompts]
     last = max(tail, 1)
-    batch = FusedBatch.left_padded(
-        [{"input_ids": r, "fuse_mask": [True] * (len(r) - last) + [False] * last, "last_len": last} for r in rows],
-        pad_id=model.pair.receiver_tokenizer.pad_token_id,
-    )
+    batch = left_pad(prompts, model.pair.receiver_tokenizer.pad_token_id, protocol="logits" if tail else "generate")
     assert batch.input_ids.shape[1] == max(map(len, rows)) and not batch.attention_mask.all()
-    got = model.fused_prefill(batch)
-    assert got.logits_last_section.shape[:2] == (3, last)
+    plan = FusePlan.from_runs(batch.fuse_mask, batch.input_ids.shape[1] - batch.fused_end)
+    with torch.no_grad():
+        got = fused_forward(model.pair.receiver, model.pair.sharer, model.fuser, plan, batch.input_ids,
+                            attention_mask=batch.attention_mask, position_ids=batch.position_ids)  # fmt: skip
+    assert got.logits.shape[:2] == (3, last)
     for i, r in enumerate(rows):
         one = model.forward(torch.tensor([r]), kv_cache_index=standard_index(len(r), last))
-        assert torch.allclose(got.logits_last_section[i], one.logits[0], atol=1e-4), i
-        assert torch.equal(got.logits_last_section[i].argmax(-1), one.logits[0].argmax(-1))
+        assert torch.allclose(got.logits[i], one.logits[0], atol=1e-4), i
+        assert torch.equal(got.logits[i].argmax(-1), one.logits[0].argmax(-1))
         n = len(r)
         for t in range(len(one.cache.layers)):  # the row's own positions of the fused cache
             assert torch.allclose(got.cache.layers[t].keys[i, :, -n:], one.cache.layers[t].keys[0], atol=1e-4)

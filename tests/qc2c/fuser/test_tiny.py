@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from qc2c.fuser.checkpoint import fuser_sha256, load_fuser
+from qc2c.fuser.checkpoint import fuser_sha256
+from qc2c.fuser.sources import load_fuser
 from qc2c.fuser.tiny import UnknownTinyFuser, resolve_tiny_fuser, write_tiny_fuser
 
 

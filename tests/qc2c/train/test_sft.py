@@ -11,8 +11,8 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from qc2c.c2c import C2CModel
-from qc2c.fuser.checkpoint import load_fuser
 from qc2c.fuser.preflight import check_compatible
+from qc2c.fuser.sources import load_fuser
 from qc2c.models.pair import resolve_model_dir
 from qc2c.train.data import collate
 from qc2c.train.sft import Trainer, TrainSpec
