@@ -65,7 +65,8 @@ def _device_problems(m: Any) -> list[str]:
 
 def _model_and_fuser_problems(plan: Any) -> tuple[Any, list[str]]:
     """(the fuser when everything fits, else None; problems)."""
-    from qc2c.fuser.checkpoint import FuserError, load_fuser
+    from qc2c.fuser.checkpoint import FuserError
+    from qc2c.fuser.sources import load_fuser
     from runner.session import preflight
 
     try:

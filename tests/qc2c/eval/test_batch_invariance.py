@@ -12,7 +12,8 @@ import pytest
 
 from qc2c.eval.batching import by_length
 from qc2c.eval.datasets import load_mc
-from qc2c.eval.score import SettingScorer, c2c_prefill
+from qc2c.eval.prefill import c2c_prefill
+from qc2c.eval.score import SettingScorer
 from qc2c.kv.codec import build_codec
 
 KVS = {
