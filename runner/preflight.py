@@ -44,7 +44,7 @@ def _precision_warnings(m: Any, fuser: Any) -> list[str]:
         return []
     from qc2c.kv.precision import ineffective_overrides
 
-    precision = m.kv.precision.model_dump(mode="json")
+    precision = m.kv.precision.config()
     layer_map, n = dict(fuser.layer_map), fuser.n_receiver_layers
     return ineffective_overrides(precision, scheme=m.kv.quant.scheme, layer_map=layer_map, n_receiver_layers=n)
 

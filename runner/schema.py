@@ -17,10 +17,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, Strict, StringConstraints, field_validator, model_validator
 
+from qc2c.config import (
+    BudgetConfig,
+    EvalConfig,
+    KVConfig,
+    OptimConfig,
+    OverrideConfig,
+    PrecisionConfig,
+    ProjectorConfig,
+    QuantConfig,
+    RuntimeConfig,
+    SelectionConfig,
+    TextConfig,
+    TrainConfig,
+    TrainDataConfig,
+)
 from qc2c.eval.settings import BASELINES, NO_FUSER, TEXT, setting_problems
 from qc2c.kv.quant import CONVENTIONS, convention_applies
 from runner.schema_types import (  # noqa: F401  (PATTERN_HELP, NAME_PATTERN: re-exported for the loader, tests)
@@ -94,18 +109,20 @@ class FuserSource(Section):
 
 
 class Quant(Section):
-    scheme: SchemeName = "int8"
-    symmetric: StrictBool = False
-    key_axis: Axis = "channel"
-    value_axis: Axis = "token"
-    group_size: PositiveInt | None = 64
-    scale_dtype: Literal["float16", "float32"] = "float16"
+    config_type: ClassVar[type] = QuantConfig
+    scheme: SchemeName = QuantConfig.scheme
+    symmetric: StrictBool = QuantConfig.symmetric
+    key_axis: Axis = QuantConfig.key_axis
+    value_axis: Axis = QuantConfig.value_axis
+    group_size: PositiveInt | None = QuantConfig.group_size
+    scale_dtype: Literal["float16", "float32"] = QuantConfig.scale_dtype
     # asymmetric int8/int4/int2 only: kivi (KIVI's math, a float min per group) | observer (integer zero point;
     # what every run before this field used, kept for reproducibility; see qc2c.kv.schemes.uniform)
-    convention: Literal[CONVENTIONS] = "kivi"
+    convention: Literal[CONVENTIONS] = QuantConfig.convention
 
 
 class Override(Section):
+    config_type: ClassVar[type] = OverrideConfig
     layers: LayerRange
     scheme: SchemeName
 
@@ -113,9 +130,10 @@ class Override(Section):
 class Precision(Section):
     """Per RECEIVER layer precision; `default: null` means kv.quant.scheme."""
 
-    default: SchemeName | None = None
-    overrides: tuple[Override, ...] = ()
-    last_fp16: PositiveInt | None = None
+    config_type: ClassVar[type] = PrecisionConfig
+    default: SchemeName | None = PrecisionConfig.default
+    overrides: tuple[Override, ...] = PrecisionConfig.overrides
+    last_fp16: PositiveInt | None = PrecisionConfig.last_fp16
 
     @model_validator(mode="after")
     def _no_overlap(self) -> Precision:
@@ -131,12 +149,13 @@ class Precision(Section):
 
 
 class Selection(Section):
-    method: SelectorName = "all"
-    keep: Fraction = 1.0
-    min_tokens: PositiveInt = 1
-    knorm_sign: Literal["low", "high"] = "low"
-    window: PositiveInt = 8
-    seed: NonNegativeInt = 0
+    config_type: ClassVar[type] = SelectionConfig
+    method: SelectorName = SelectionConfig.method
+    keep: Fraction = SelectionConfig.keep
+    min_tokens: PositiveInt = SelectionConfig.min_tokens
+    knorm_sign: Literal["low", "high"] = SelectionConfig.knorm_sign
+    window: PositiveInt = SelectionConfig.window
+    seed: NonNegativeInt = SelectionConfig.seed
 
     @model_validator(mode="after")
     def _settings_match_method(self) -> Selection:
@@ -144,9 +163,9 @@ class Selection(Section):
         if self.method == "all" and self.keep != 1.0:
             problems.append(("keep", None, "method 'all' sends every token (allowed: keep 1.0, or choose a selector)"))
         # unused settings must keep their defaults: never silently ignored, and one run key per meaning
-        if self.knorm_sign != "low" and self.method != "knorm":
+        if self.knorm_sign != SelectionConfig.knorm_sign and self.method != "knorm":
             problems.append(("knorm_sign", None, f"only used by method 'knorm' (method is {self.method!r})"))
-        if self.window != 8 and self.method != "attention":
+        if self.window != SelectionConfig.window and self.method != "attention":
             problems.append(("window", None, f"only used by method 'attention' (method is {self.method!r})"))
         if problems:
             raise Problems(problems)
@@ -154,21 +173,26 @@ class Selection(Section):
 
 
 class Budget(Section):
+    config_type: ClassVar[type] = BudgetConfig
     bytes_per_sample: PositiveInt
-    allocator: AllocatorName = "greedy"
-    candidates: Annotated[tuple[Candidate, ...], Field(min_length=1), Unique] = ("drop", "int4", "int8")
+    allocator: AllocatorName = BudgetConfig.allocator
+    candidates: Annotated[tuple[Candidate, ...], Field(min_length=1), Unique] = BudgetConfig.candidates
 
 
 class KV(Section):
+    config_type: ClassVar[type] = KVConfig
     quant: Quant = Quant()
-    precision: Precision | None = None
+    precision: Precision | None = KVConfig.precision
     selection: Selection = Selection()
-    budget: Budget | None = None
+    budget: Budget | None = KVConfig.budget
+
+    def config(self) -> KVConfig:
+        return super().config()
 
     @model_validator(mode="after")
     def _convention_used(self) -> KV:
         # an unused setting must keep its default: never silently ignored, and one run key per meaning
-        if self.quant.convention != "kivi" and not convention_applies(self.model_dump(mode="json")):
+        if self.quant.convention != QuantConfig.convention and not convention_applies(self.config()):
             why = "only used by asymmetric int8/int4/int2 (this kv sends none: symmetric, or no int scheme)"
             raise Problems([("quant.convention", None, why)])
         return self
@@ -180,22 +204,30 @@ class KV(Section):
 class Text(Section):
     """Text-to-text settings (text_answer, text_analysis): how much the sharer may write, greedily."""
 
-    max_new_tokens: TokenCount = 64
+    config_type: ClassVar[type] = TextConfig
+    max_new_tokens: TokenCount = TextConfig.max_new_tokens
 
 
 class Eval(Section):
     datasets: Annotated[tuple[DatasetName, ...], Field(min_length=1), Unique]
     split: NonEmptyStr = "test"
     limit: Limit = None
-    protocol: Literal["logits", "generate"] = "logits"
-    max_new_tokens: TokenCount = 64
-    batch_size: PositiveInt = 16
+    protocol: Literal["logits", "generate"] = EvalConfig.protocol
+    max_new_tokens: TokenCount = EvalConfig.max_new_tokens
+    batch_size: PositiveInt = EvalConfig.batch_size
     baselines: Annotated[tuple[Literal[BASELINES], ...], Unique] = ("receiver", "c2c_fp16")
     text: Text | None = None  # null: the defaults (left out of the run key, so older keys stay valid)
 
+    def config(self) -> EvalConfig:
+        """What scoring consumes (qc2c.config.EvalConfig); `text: null` is the default TextConfig."""
+        text = self.text.config() if self.text is not None else TextConfig()
+        return EvalConfig(
+            protocol=self.protocol, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, text=text
+        )
+
     @model_validator(mode="after")
     def _generate_only(self) -> Eval:
-        if self.max_new_tokens != 64 and self.protocol != "generate":  # unused: must keep its default
+        if self.max_new_tokens != EvalConfig.max_new_tokens and self.protocol != "generate":  # unused: keep default
             raise Problems([("max_new_tokens", None, "only used by protocol 'generate' (protocol is 'logits')")])
         if self.text is not None and not set(self.baselines) & set(TEXT):
             raise Problems([("text", None, f"only used by the baselines {', '.join(TEXT)} (none is listed)")])
@@ -205,11 +237,12 @@ class Eval(Section):
 class TrainData(Section):
     """A Hugging Face dataset id or a local JSONL of chat conversations (exactly one)."""
 
-    dataset: NonEmptyStr | None = None
-    jsonl: NonEmptyStr | None = None
-    split: NonEmptyStr = "train"
-    limit: PositiveInt | None = None
-    max_length: PositiveInt = 2048
+    config_type: ClassVar[type] = TrainDataConfig
+    dataset: NonEmptyStr | None = TrainDataConfig.dataset
+    jsonl: NonEmptyStr | None = TrainDataConfig.jsonl
+    split: NonEmptyStr = TrainDataConfig.split
+    limit: PositiveInt | None = TrainDataConfig.limit
+    max_length: PositiveInt = TrainDataConfig.max_length
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> TrainData:
@@ -221,14 +254,15 @@ class TrainData(Section):
 class Projector(Section):
     """C2CProjector hyper-parameters; defaults are the published 0.6B+0.5B recipe (docs/c2c.md §6)."""
 
-    type: Literal["C2CProjector"] = "C2CProjector"
-    hidden_dim: PositiveInt = 1024
-    intermediate_dim: PositiveInt = 1024
-    num_layers: Annotated[int, Strict(), Field(ge=3)] = 3
-    dropout: UnitInterval = 0.1
-    initial_temperature: PositiveFloat = 1.0
-    final_temperature: PositiveFloat = 0.001
-    anneal_steps: PositiveInt | None = None
+    config_type: ClassVar[type] = ProjectorConfig
+    type: Literal["C2CProjector"] = ProjectorConfig.type
+    hidden_dim: PositiveInt = ProjectorConfig.hidden_dim
+    intermediate_dim: PositiveInt = ProjectorConfig.intermediate_dim
+    num_layers: Annotated[int, Strict(), Field(ge=3)] = ProjectorConfig.num_layers
+    dropout: UnitInterval = ProjectorConfig.dropout
+    initial_temperature: PositiveFloat = ProjectorConfig.initial_temperature
+    final_temperature: PositiveFloat = ProjectorConfig.final_temperature
+    anneal_steps: PositiveInt | None = ProjectorConfig.anneal_steps
 
     @model_validator(mode="after")
     def _temperature_anneals_down(self) -> Projector:
@@ -238,30 +272,36 @@ class Projector(Section):
 
 
 class Optim(Section):
-    lr: PositiveFloat = 1.0e-4
-    weight_decay: NonNegativeFloat = 0.01
-    epochs: PositiveInt = 1
-    max_steps: PositiveInt | None = None
-    warmup_ratio: UnitInterval = 0.1
-    max_grad_norm: PositiveFloat = 1.0
-    batch_size: PositiveInt = 4
-    grad_accum: PositiveInt = 8
-    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    config_type: ClassVar[type] = OptimConfig
+    lr: PositiveFloat = OptimConfig.lr
+    weight_decay: NonNegativeFloat = OptimConfig.weight_decay
+    epochs: PositiveInt = OptimConfig.epochs
+    max_steps: PositiveInt | None = OptimConfig.max_steps
+    warmup_ratio: UnitInterval = OptimConfig.warmup_ratio
+    max_grad_norm: PositiveFloat = OptimConfig.max_grad_norm
+    batch_size: PositiveInt = OptimConfig.batch_size
+    grad_accum: PositiveInt = OptimConfig.grad_accum
+    scheduler: Literal["linear", "cosine", "constant"] = OptimConfig.scheduler
 
 
 class Train(Section):
+    config_type: ClassVar[type] = TrainConfig
     data: TrainData
     projector: Projector = Projector()
-    layer_map: Literal["last_aligned", "k_nearest"] = "last_aligned"
+    layer_map: Literal["last_aligned", "k_nearest"] = TrainConfig.layer_map
     optim: Optim = Optim()
-    qat: StrictBool = False
-    save_steps: PositiveInt = 500
+    qat: StrictBool = TrainConfig.qat
+    save_steps: PositiveInt = TrainConfig.save_steps
+
+    def config(self) -> TrainConfig:
+        return super().config()
 
 
 class Runtime(Section):
-    device: Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)] = "auto"
-    dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
-    seed: NonNegativeInt = 0
+    config_type: ClassVar[type] = RuntimeConfig
+    device: Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)] = RuntimeConfig.device
+    dtype: Literal["float32", "float16", "bfloat16"] = RuntimeConfig.dtype
+    seed: NonNegativeInt = RuntimeConfig.seed
     container: Literal["auto", "docker", "native"] = "auto"
     max_sample_errors: NonNegativeInt = 0
 
@@ -306,7 +346,7 @@ class Manifest(Section):
         # kv.quant.convention enters the key only where it changes numbers from what earlier keys meant: every run
         # before the field was observer (so an observer manifest keeps its earlier key, run folder and golden
         # rows), and a kv without an asymmetric int scheme is unaffected by it
-        if self.kv.quant.convention == "observer" or not convention_applies(self.kv.model_dump(mode="json")):
+        if self.kv.quant.convention == "observer" or not convention_applies(self.kv.config()):
             exclude["kv"] = {"quant": {"convention"}}
         data = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

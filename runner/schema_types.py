@@ -9,13 +9,14 @@ limits stay within what a model and a data set can have.
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Literal
+from dataclasses import fields
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
 
 from qc2c.eval.datasets import DATASETS
 from qc2c.kv.budget import ALLOCATORS
+from qc2c.kv.precision import MAX_LAYER, parse_layer_range  # noqa: F401  (MAX_LAYER: re-exported)
 from qc2c.kv.quant import SCHEMES
 from qc2c.kv.selection import SELECTORS
 from qc2c.plugins import Plugins
@@ -24,7 +25,6 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 MAX_NAME_LEN = 100  # run folder <name>-<run_key[:10]> stays far below the 255 bytes of a file name
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]{1,3})$"  # [0-9], not \d: pydantic's \d takes any Unicode digit
 MAX_INT = 2**31 - 1  # seeds, sizes and counts: the int32 range torch, numpy and the C++ kernels accept
-MAX_LAYER = 4095  # layer indices in precision overrides (a range is expanded into a tuple)
 MAX_NEW_TOKENS = 4096  # tokens one generated answer may take
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -46,27 +46,6 @@ class Problems(ValueError):
 
 
 # ---- constrained types, defined once ----
-
-
-def _parse_layers(value: object) -> tuple[int, ...]:
-    """ "24-27" (inclusive) or a strictly increasing list of receiver layer indices → sorted tuple."""
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
-        if not match:
-            raise ValueError(f"layer range {value!r} is malformed (allowed: 'A-B', inclusive, or a list)")
-        first, last = int(match[1]), int(match[2])
-        if last > MAX_LAYER:
-            raise ValueError(f"layer range {value!r} goes past layer {MAX_LAYER}")
-        if first > last:
-            raise ValueError(f"layer range {value!r} is reversed (write '{last}-{first}')")
-        return tuple(range(first, last + 1))
-    if isinstance(value, list | tuple) and value:
-        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_LAYER for v in value):
-            raise ValueError(f"layer list {list(value)} must hold non-negative integers up to {MAX_LAYER}")
-        if any(b <= a for a, b in zip(value, value[1:])):
-            raise ValueError(f"layer list {list(value)} must be strictly increasing, without repeats")
-        return tuple(value)
-    raise ValueError(f"layers must be 'A-B' (inclusive) or a non-empty list of layer indices, not {value!r}")
 
 
 def _parse_limit(value: object) -> int | tuple[int, int] | None:
@@ -95,7 +74,7 @@ NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 RunName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=MAX_NAME_LEN)]
 Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
 HubRepo = Annotated[str, StringConstraints(pattern=REPO_PATTERN)]
-LayerRange = Annotated[tuple[int, ...], BeforeValidator(_parse_layers)]
+LayerRange = Annotated[tuple[int, ...], BeforeValidator(parse_layer_range)]
 Limit = Annotated[int | tuple[int, int] | None, BeforeValidator(_parse_limit)]
 Axis = Literal["token", "channel", "head", "layer", "tensor"]
 
@@ -132,4 +111,23 @@ Unique = AfterValidator(_unique)
 
 
 class Section(BaseModel):
+    """A manifest section. One that qc2c consumes names its qc2c config (`config_type`, from qc2c.config): the
+    config's fields take their defaults from it, and `config()` builds it from the validated values."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    config_type: ClassVar[type | None] = None
+
+    def config(self) -> Any:
+        """This section as its `config_type` (nested sections built alike; fields the config lacks are the
+        runner's and stay here)."""
+        if self.config_type is None:
+            raise TypeError(f"{type(self).__name__} has no qc2c config")
+        return self.config_type(**{f.name: _config_value(getattr(self, f.name)) for f in fields(self.config_type)})
+
+
+def _config_value(value: Any) -> Any:
+    if isinstance(value, Section):
+        return value.config()
+    if isinstance(value, tuple):
+        return tuple(_config_value(v) for v in value)
+    return value

@@ -6,7 +6,7 @@ preflight without scoring anything.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -14,7 +14,11 @@ from qc2c.dtypes import DTYPES
 from qc2c.errors import ProblemsError
 from qc2c.eval.score import SettingScorer
 from qc2c.eval.settings import build_scorers
-from runner.schema import Text
+from runner.schema import Manifest
+
+if TYPE_CHECKING:
+    from qc2c.fuser.checkpoint import Fuser
+    from qc2c.kv.codec import Codec
 
 
 class PreflightError(ProblemsError):
@@ -28,8 +32,8 @@ class Session:
     scorers: dict[str, SettingScorer]
     device: str
     info: dict[str, Any] = field(default_factory=dict)
-    fuser: Any = None
-    codec: Any = None
+    fuser: Fuser | None = None
+    codec: Codec | None = None
 
 
 def resolve_device(requested: str) -> str:
@@ -40,7 +44,7 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def load_session(manifest: Any, fuser_ref: Any, settings: list[str]) -> Session:
+def load_session(manifest: Manifest, fuser_ref: Any, settings: list[str]) -> Session:
     """Load models, fuser and codec for `settings`; preflight problems raise before any model runs a token."""
     from transformers.utils import logging as hf_logging
 
@@ -70,7 +74,7 @@ def load_session(manifest: Any, fuser_ref: Any, settings: list[str]) -> Session:
         from qc2c.kv.codec import build_codec
 
         codec = build_codec(
-            manifest.kv.model_dump(mode="json", by_alias=True),
+            manifest.kv.config(),
             layer_map=dict(fuser.layer_map),
             n_sharer_layers=pair.sharer.config.num_hidden_layers,
             n_receiver_layers=pair.receiver.config.num_hidden_layers,
@@ -80,16 +84,23 @@ def load_session(manifest: Any, fuser_ref: Any, settings: list[str]) -> Session:
         from qc2c.models.align import TokenAligner
 
         aligner = TokenAligner(pair.receiver_tokenizer, pair.sharer_tokenizer, manifest.pair.alignment)
-    ev = manifest.eval
+    ev = manifest.eval.config()
     scorers = build_scorers(
-        settings, pair, fuser, codec,
-        protocol=ev.protocol, max_new_tokens=ev.max_new_tokens, device=device, aligner=aligner,
-        seed=manifest.runtime.seed, text_max_new_tokens=(ev.text or Text()).max_new_tokens,
-    )  # fmt: skip
+        settings,
+        pair,
+        fuser,
+        codec,
+        protocol=ev.protocol,
+        max_new_tokens=ev.max_new_tokens,
+        device=device,
+        aligner=aligner,
+        seed=manifest.runtime.seed,
+        text_max_new_tokens=ev.text.max_new_tokens,
+    )
     return Session(scorers, device, info, fuser, codec)
 
 
-def preflight(manifest: Any, fuser_ref: Any) -> Any:
+def preflight(manifest: Manifest, fuser_ref: Any) -> Fuser | None:
     """Check what a run needs WITHOUT loading weights: both models resolvable here (HF cache, folder or tiny
     zoo; offline misses name the prefetch command), and the fuser loaded strictly and checked against the
     pair's configs and tokenizers. Returns the fuser (None without one); raises PreflightError."""

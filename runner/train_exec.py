@@ -68,7 +68,7 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: A
         provenance = collect(
             repo=REPO_ROOT, device=spec.device, run_key=plan.run_key, models=_model_info(trainer.pair),
             fuser={"init_from": plan.fuser_source}, container=container,
-            datasets={"train": {**spec.train["data"], "n_examples": len(trainer.examples),
+            datasets={"train": {**vars(spec.train.data), "n_examples": len(trainer.examples),
                                 "n_eval": len(trainer.eval_examples), "n_dropped_too_long": trainer.n_dropped,
                                 "total_steps": trainer.total_steps}},
         )  # fmt: skip

@@ -22,22 +22,26 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
 from qc2c.bench import positive_int
 from qc2c.bench.quality import DATA_KINDS, measure_quality
+from qc2c.config import KVConfig, QuantConfig
 from qc2c.fuser.seam import SectionKV
-from qc2c.kv.codec import build_codec
+from qc2c.kv.codec import Codec, build_codec
 from qc2c.kv.kernels import cpu as kernels
 from qc2c.kv.quant import SCHEMES
 from qc2c.kv.schemes import uniform
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m qc2c.bench codec", description=__doc__.splitlines()[0],
-                                epilog=__doc__.split("examples:")[1], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m qc2c.bench codec",
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("examples:")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--batch", type=positive_int, default=16)
     p.add_argument("--tokens", type=positive_int, default=256)
     p.add_argument("--layers", type=positive_int, default=24)
@@ -50,10 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--quality", action="store_true",
-                   help="also the MSE per scheme and convention on synthetic KV (batch capped at 2)")  # fmt: skip
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the int schemes' elementwise kernels (checked bit-equal to eager first)")  # fmt: skip
+    p.add_argument(
+        "--quality",
+        action="store_true",
+        help="also the MSE per scheme and convention on synthetic KV (batch capped at 2)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the int schemes' elementwise kernels (checked bit-equal to eager first)",
+    )
     return p
 
 
@@ -81,11 +91,11 @@ def build_section(args: argparse.Namespace) -> SectionKV:
     return SectionKV(sharer=sharer, receiver=[], fuse_mask=mask, layer_map=layer_map, project=None)  # type: ignore[arg-type]
 
 
-def scheme_codec(section: SectionKV, scheme: str) -> Any:
+def scheme_codec(section: SectionKV, scheme: str) -> Codec:
     """A codec that sends every layer of the bench cache with `scheme`."""
     n_layers = len(section.sharer)
-    return build_codec({"quant": {"scheme": scheme}}, layer_map=section.layer_map, n_sharer_layers=n_layers,
-                       n_receiver_layers=n_layers)  # fmt: skip
+    kv = KVConfig(quant=QuantConfig(scheme=scheme))
+    return build_codec(kv, layer_map=section.layer_map, n_sharer_layers=n_layers, n_receiver_layers=n_layers)
 
 
 def measure(args: argparse.Namespace, section: SectionKV) -> dict:
@@ -104,14 +114,31 @@ def measure(args: argparse.Namespace, section: SectionKV) -> dict:
         decode_s = _best(lambda c=codec, m=messages: c.decode(m, dtype=k0.dtype, device=device), args.repeat, device)
         nbytes = sum(m.nbytes for m in messages)
         round_trip = encode_s + decode_s
-        rows.append({"scheme": name, "encode_ms": 1e3 * encode_s, "decode_ms": 1e3 * decode_s,
-                     "round_trip_gb_s": input_bytes / round_trip / 1e9, "memcpy_gb_s": input_bytes / memcpy_s / 1e9,
-                     "ratio_to_memcpy": memcpy_s / round_trip, "compression": input_bytes / nbytes})  # fmt: skip
+        rows.append(
+            {
+                "scheme": name,
+                "encode_ms": 1e3 * encode_s,
+                "decode_ms": 1e3 * decode_s,
+                "round_trip_gb_s": input_bytes / round_trip / 1e9,
+                "memcpy_gb_s": input_bytes / memcpy_s / 1e9,
+                "ratio_to_memcpy": memcpy_s / round_trip,
+                "compression": input_bytes / nbytes,
+            }
+        )
     return {
-        "geometry": {"batch": args.batch, "layers": n_layers, "heads": args.heads, "head_dim": args.head_dim,
-                     "tokens": args.tokens, "dtype": args.dtype},  # fmt: skip
-        "device": str(device), "threads": torch.get_num_threads(), "input_bytes": input_bytes, "rows": rows,
-    }  # fmt: skip
+        "geometry": {
+            "batch": args.batch,
+            "layers": n_layers,
+            "heads": args.heads,
+            "head_dim": args.head_dim,
+            "tokens": args.tokens,
+            "dtype": args.dtype,
+        },
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "input_bytes": input_bytes,
+        "rows": rows,
+    }
 
 
 def int_kernel_path(args: argparse.Namespace) -> str:
@@ -146,14 +173,23 @@ def print_table(result: dict) -> None:
 
     g = result["geometry"]
     compiled = f"; int schemes: {result['int_kernels']}" if result.get("int_kernels") else ""
-    title = (f"codec round trip: {g['batch']}×{g['layers']}L×{g['heads']}H×{g['tokens']}T×{g['head_dim']} {g['dtype']} "
-             f"({result['input_bytes'] / 1e6:.1f} MB) on {result['device']}, {result['threads']} threads{compiled}")  # fmt: skip
+    title = (
+        f"codec round trip: {g['batch']}×{g['layers']}L×{g['heads']}H×{g['tokens']}T×{g['head_dim']} {g['dtype']} "
+        f"({result['input_bytes'] / 1e6:.1f} MB) on {result['device']}, {result['threads']} threads{compiled}"
+    )
     table = Table(title=title)
     for col in ("scheme", "encode ms", "decode ms", "round trip GB/s", "memcpy GB/s", "ratio", "compression"):
         table.add_column(col, justify="left" if col == "scheme" else "right")
     for r in result["rows"]:
-        table.add_row(r["scheme"], f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}", f"{r['round_trip_gb_s']:.3f}",
-                      f"{r['memcpy_gb_s']:.2f}", f"{100 * r['ratio_to_memcpy']:.1f}%", f"{r['compression']:.2f}×")  # fmt: skip
+        table.add_row(
+            r["scheme"],
+            f"{r['encode_ms']:.1f}",
+            f"{r['decode_ms']:.1f}",
+            f"{r['round_trip_gb_s']:.3f}",
+            f"{r['memcpy_gb_s']:.2f}",
+            f"{100 * r['ratio_to_memcpy']:.1f}%",
+            f"{r['compression']:.2f}×",
+        )
     Console().print(table)
     if result.get("quality"):
         print_quality(result["quality"], result["quality_geometry"])

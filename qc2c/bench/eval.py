@@ -26,11 +26,14 @@ from typing import Any
 import torch
 
 from qc2c.bench import positive_int
+from qc2c.config import KVConfig, QuantConfig, SelectionConfig
 from qc2c.eval.batching import PromptBatch, by_length, chunks
 from qc2c.eval.score import SettingScorer
 from qc2c.eval.settings import build_scorers
 
-SMOKE_KV = {"quant": {"scheme": "int4", "group_size": 32}, "selection": {"method": "knorm", "keep": 0.5}}
+SMOKE_KV = KVConfig(
+    quant=QuantConfig(scheme="int4", group_size=32), selection=SelectionConfig(method="knorm", keep=0.5)
+)
 SETTINGS = ("receiver", "c2c_fp16", "compressed")
 TARGET_RATIO = 8.0
 EXIT_BAD_INPUT = 2

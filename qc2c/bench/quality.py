@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from qc2c.config import KVConfig, QuantConfig
 from qc2c.fuser.seam import SectionKV
 from qc2c.kv.codec import build_codec
 from qc2c.kv.quant import SCHEMES
@@ -70,8 +71,8 @@ def measure_quality(schemes: list[str], shape: tuple[int, int, int, int, int], d
     layer_map = {t: t for t in range(n_layers)}
     rows = []
     for name, convention in settings(schemes):
-        quant = {"scheme": name} if convention == "—" else {"scheme": name, "convention": convention}
-        codec = build_codec({"quant": quant}, layer_map=layer_map, n_sharer_layers=n_layers,
+        quant = QuantConfig(scheme=name) if convention == "—" else QuantConfig(scheme=name, convention=convention)
+        codec = build_codec(KVConfig(quant=quant), layer_map=layer_map, n_sharer_layers=n_layers,
                             n_receiver_layers=n_layers)  # fmt: skip
         mse = {}
         for kind, sharer in data.items():

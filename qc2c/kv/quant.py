@@ -10,58 +10,66 @@ scales per channel, value scales per token.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
+from qc2c.config import KVConfig, PrecisionConfig, QuantConfig
 from qc2c.kv.grouping import Grouping
 from qc2c.kv.schemes import floats, fp8, nf4, uniform  # noqa: F401  (registers the members)
 from qc2c.kv.schemes.base import CONVENTIONS, SCALE_DTYPES, SCHEMES, Encoded, NonFiniteInput, Scheme, pack, unpack
 
 __all__ = [
-    "CONVENTIONS", "SCHEMES", "Encoded", "NonFiniteInput", "Scheme", "build_scheme", "build_kv_schemes",
-    "convention_applies", "pack", "unpack",
-]  # fmt: skip
+    "CONVENTIONS",
+    "SCHEMES",
+    "Encoded",
+    "NonFiniteInput",
+    "Scheme",
+    "build_scheme",
+    "build_kv_schemes",
+    "convention_applies",
+    "pack",
+    "unpack",
+]
+_DEFAULT = QuantConfig()
 
 
 def build_scheme(
     name: str,
     *,
-    axis: str = "token",
+    axis: str = _DEFAULT.value_axis,
     group_size: int | None = None,
-    symmetric: bool = False,
-    scale_dtype: str = "float16",
-    convention: str = "kivi",
+    symmetric: bool = _DEFAULT.symmetric,
+    scale_dtype: str = _DEFAULT.scale_dtype,
+    convention: str = _DEFAULT.convention,
 ) -> Scheme:
-    """A configured scheme by public name; unknown names raise `UnknownPlugin` with a suggestion."""
+    """A configured scheme by public name; unknown names raise `UnknownPlugin` with a suggestion. Defaults are
+    `QuantConfig`'s, except `group_size`: None (one group per `axis` slice) unless given."""
     cls = SCHEMES.get(name)
     if scale_dtype not in SCALE_DTYPES:
         raise ValueError(f"scale_dtype: {scale_dtype!r} is not allowed (allowed: {', '.join(SCALE_DTYPES)})")
     if convention not in CONVENTIONS:
         raise ValueError(f"convention: {convention!r} is not allowed (allowed: {', '.join(CONVENTIONS)})")
-    return cls(grouping=Grouping(axis, group_size), symmetric=bool(symmetric), scale_dtype=SCALE_DTYPES[scale_dtype],
-               convention=convention)  # fmt: skip
+    grouping = Grouping(axis, group_size)
+    return cls(
+        grouping=grouping, symmetric=bool(symmetric), scale_dtype=SCALE_DTYPES[scale_dtype], convention=convention
+    )
 
 
-def build_kv_schemes(name: str, quant: Mapping[str, Any]) -> tuple[Scheme, Scheme]:
-    """(key scheme, value scheme) for scheme `name` with the grouping settings of a manifest `kv.quant` dict."""
+def build_kv_schemes(name: str, quant: QuantConfig) -> tuple[Scheme, Scheme]:
+    """(key scheme, value scheme) for scheme `name` with the grouping settings of `quant` (kv.quant)."""
     common = {
-        "group_size": quant.get("group_size", 64),
-        "symmetric": quant.get("symmetric", False),
-        "scale_dtype": quant.get("scale_dtype", "float16"),
-        "convention": quant.get("convention", "kivi"),
+        "group_size": quant.group_size,
+        "symmetric": quant.symmetric,
+        "scale_dtype": quant.scale_dtype,
+        "convention": quant.convention,
     }
-    key = build_scheme(name, axis=quant.get("key_axis", "channel"), **common)
-    value = build_scheme(name, axis=quant.get("value_axis", "token"), **common)
-    return key, value
+    return build_scheme(name, axis=quant.key_axis, **common), build_scheme(name, axis=quant.value_axis, **common)
 
 
-def convention_applies(kv: Mapping[str, Any]) -> bool:
-    """Whether `kv.quant.convention` changes any number of a manifest `kv` dict: some asymmetric int8/int4/int2
-    is sent (kv.quant.scheme or kv.precision.default, an override, or a budget candidate)."""
-    quant, precision = kv.get("quant") or {}, kv.get("precision") or {}
-    if quant.get("symmetric", False):
+def convention_applies(kv: KVConfig) -> bool:
+    """Whether `kv.quant.convention` changes any number: some asymmetric int8/int4/int2 is sent (kv.quant.scheme
+    or kv.precision.default, an override, or a budget candidate)."""
+    if kv.quant.symmetric:
         return False
-    names = {precision.get("default") or quant.get("scheme", "int8")}
-    names |= {override.get("scheme") for override in precision.get("overrides") or ()}
-    names |= set((kv.get("budget") or {}).get("candidates") or ())
+    precision = kv.precision or PrecisionConfig()
+    names = {precision.default or kv.quant.scheme}
+    names |= {override.scheme for override in precision.overrides}
+    names |= set(kv.budget.candidates if kv.budget else ())
     return any(name in SCHEMES and issubclass(SCHEMES.get(name), uniform.UniformInt) for name in names)

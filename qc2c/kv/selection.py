@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qc2c.config import SelectionConfig
 from qc2c.fuser.seam import KV, SectionKV
 from qc2c.plugins import Plugins
 
@@ -267,11 +267,11 @@ def is_oracle(method: str) -> bool:
     return SELECTORS.get(method).reads == "receiver"
 
 
-def build_selector(selection: Mapping[str, Any]) -> Selector:
-    """The selector named by `selection["method"]`, given the fields it declares (knorm_sign, window, seed)."""
-    cls = SELECTORS.get(selection.get("method", "all"))
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in selection.items() if k in names})
+def build_selector(selection: SelectionConfig) -> Selector:
+    """The selector named by `selection.method`, given the settings it declares (knorm_sign, window, seed)."""
+    cls = SELECTORS.get(selection.method)
+    given = {f.name for f in fields(selection)}
+    return cls(**{f.name: getattr(selection, f.name) for f in fields(cls) if f.name in given})
 
 
 __all__ = [

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from qc2c.config import QuantConfig
 from qc2c.fuser.seam import SectionKV, Transmitted
 from qc2c.kv.quant import build_kv_schemes
 from qc2c.kv.wire import closed_form_nbytes
@@ -26,15 +27,19 @@ def fp16_message_nbytes(section: SectionKV) -> list[dict[str, int]]:
     Only the sharer layers some receiver layer reads (`layer_map` values) are sent; the count uses the row's
     own token count (never the batch width), so it does not depend on how rows were batched.
     """
-    key, value = build_kv_schemes(REFERENCE_SCHEME, {})
+    key, value = build_kv_schemes(REFERENCE_SCHEME, QuantConfig())
     _, n_heads, _, head_dim = section.sharer[0][0].shape
     n_read = len(set(section.layer_map.values()))
     out = []
     for n in section.fuse_mask.bool().sum(1).tolist():
         parts = closed_form_nbytes(
-            n_tokens=int(n), n_layers=len(section.sharer), n_heads=n_heads, head_dim=head_dim,
-            set_counts=[int(n)], segments=[(key, value, n_read, 0)],
-        )  # fmt: skip
+            n_tokens=int(n),
+            n_layers=len(section.sharer),
+            n_heads=n_heads,
+            head_dim=head_dim,
+            set_counts=[int(n)],
+            segments=[(key, value, n_read, 0)],
+        )
         out.append(parts)
     return out
 
@@ -49,8 +54,14 @@ class Uncompressed:
         records: list[dict[str, Any]] = []
         for n, parts in zip(section.fuse_mask.bool().sum(1).tolist(), fp16_message_nbytes(section)):
             total = sum(parts.values())
-            records.append({
-                "nbytes": total, "nbytes_breakdown": parts, "nbytes_closed_form": total,
-                "n_tokens_sent": int(n), "n_tokens": int(n), "nbytes_fp16_message": total,
-            })  # fmt: skip
+            records.append(
+                {
+                    "nbytes": total,
+                    "nbytes_breakdown": parts,
+                    "nbytes_closed_form": total,
+                    "n_tokens_sent": int(n),
+                    "n_tokens": int(n),
+                    "nbytes_fp16_message": total,
+                }
+            )
         return Transmitted(sharer=section.sharer, kept=section.fuse_mask, records=records)

@@ -146,8 +146,18 @@ class Message:
     segments: list[Segment]
 
     def header(self) -> bytes:
-        parts = [_HEAD.pack(MAGIC, VERSION, self.n_tokens, self.n_layers, self.n_heads, self.head_dim,
-                            len(self.index_kinds), len(self.segments))]  # fmt: skip
+        parts = [
+            _HEAD.pack(
+                MAGIC,
+                VERSION,
+                self.n_tokens,
+                self.n_layers,
+                self.n_heads,
+                self.head_dim,
+                len(self.index_kinds),
+                len(self.segments),
+            )
+        ]
         parts += [_SET.pack(INDEX_KINDS.index(k), c) for k, c in zip(self.index_kinds, self.index_counts)]
         for seg in self.segments:
             name = seg.key_scheme.name.encode()
@@ -244,8 +254,14 @@ def _read_half(name: str, view: memoryview, pos: int) -> tuple[Scheme, int]:
     if mode >= len(_MODES):
         raise WireError(f"unknown quantizer mode {mode} (allowed: 0 observer, 1 symmetric, 2 kivi)")
     convention, symmetric = _MODES[mode]
-    scheme = build_scheme(name, axis=AXES[axis], group_size=group_size or None, symmetric=symmetric,
-                          scale_dtype=_SCALE_IDS[scale_id], convention=convention)  # fmt: skip
+    scheme = build_scheme(
+        name,
+        axis=AXES[axis],
+        group_size=group_size or None,
+        symmetric=symmetric,
+        scale_dtype=_SCALE_IDS[scale_id],
+        convention=convention,
+    )
     return scheme, pos + _HALF.size
 
 
@@ -265,9 +281,14 @@ def header_nbytes(n_layers: int, n_sets: int, scheme_names: list[str]) -> int:
 
 
 def closed_form_nbytes(
-    *, n_tokens: int, n_layers: int, n_heads: int, head_dim: int, set_counts: list[int],
+    *,
+    n_tokens: int,
+    n_layers: int,
+    n_heads: int,
+    head_dim: int,
+    set_counts: list[int],
     segments: list[tuple[Scheme, Scheme, int, int]],
-) -> dict[str, int]:  # fmt: skip
+) -> dict[str, int]:
     """Bytes of a message from its layout alone; segments: (key scheme, value scheme, n_layers, token set)."""
     payload = scales = 0
     for key_scheme, value_scheme, seg_layers, token_set in segments:

@@ -15,10 +15,9 @@ those are dropped here so that the fuse step recomputes them in the autograd gra
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
+from qc2c.config import KVConfig
 from qc2c.fuser.seam import MessagePath, SectionKV, Transmitted
 
 
@@ -38,9 +37,9 @@ class TrainingMessagePath:
 
 
 def build_qat_path(
-    kv: Mapping[str, Any], *, layer_map: dict[int, int], n_sharer_layers: int, n_receiver_layers: int
+    kv: KVConfig, *, layer_map: dict[int, int], n_sharer_layers: int, n_receiver_layers: int
 ) -> TrainingMessagePath:
-    """The manifest's `kv` section (plain dict) as a training message path."""
+    """The manifest's `kv` settings as a training message path."""
     from qc2c.kv.codec import build_codec
 
     codec = build_codec(kv, layer_map=layer_map, n_sharer_layers=n_sharer_layers, n_receiver_layers=n_receiver_layers)

@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qc2c.config import KVConfig, OptimConfig, ProjectorConfig, RuntimeConfig, TrainConfig, from_json, kv_config
 from qc2c.dtypes import DTYPES
 from qc2c.fuser.checkpoint import Fuser
 from qc2c.fuser.fuse import FusePlan, fused_forward
@@ -37,12 +38,7 @@ from qc2c.train.data import Example, TrainBatch, build_examples, collate, load_c
 from qc2c.train.diagnostics import DiagnosticsLog, Progress, gate_logits, grad_norms, peak_memory_bytes
 from qc2c.train.schedule import anneal_temperature, build_optimizer, build_scheduler, total_optimizer_steps
 
-OPTIM_DEFAULTS = {"lr": 1e-4, "weight_decay": 0.01, "epochs": 1, "max_steps": None, "warmup_ratio": 0.1,
-                  "max_grad_norm": 1.0, "batch_size": 4, "grad_accum": 8, "scheduler": "linear"}  # fmt: skip
-PROJECTOR_DEFAULTS = {"hidden_dim": 1024, "intermediate_dim": 1024, "num_layers": 3, "dropout": 0.1,
-                      "initial_temperature": 1.0, "final_temperature": 0.001, "anneal_steps": None}  # fmt: skip
-
-
+RUNNER_ONLY_RUNTIME = ("container", "max_sample_errors")  # runtime settings of where a run is placed
 EVAL_FRACTION = 0.01  # the reference's 99/1 random_split of the training conversations
 
 
@@ -66,15 +62,15 @@ class TrainingStopped(Exception):
 
 @dataclass
 class TrainSpec:
-    """What a training run needs, from a manifest's sections as plain dicts (qc2c never imports runner)."""
+    """What a training run needs: the pair, the `train` and `kv` settings (qc2c.config) and the runtime."""
 
     receiver: str
     sharer: str
-    train: dict[str, Any]
+    train: TrainConfig
     alignment: str | None = None
     receiver_revision: str = "main"
     sharer_revision: str = "main"
-    kv: dict[str, Any] | None = None
+    kv: KVConfig = KVConfig()  # the codec in the path with train.qat
     device: str = "cpu"
     dtype: str = "float32"
     seed: int = 0
@@ -82,29 +78,37 @@ class TrainSpec:
 
     @classmethod
     def from_manifest(cls, m: dict[str, Any]) -> TrainSpec:
+        """From a kind: train manifest as JSON (the validated manifest's dump, or a manifest file as read);
+        settings it leaves out take qc2c.config's defaults."""
         if m.get("kind", "train") != "train" or not isinstance(m.get("train"), dict):
             raise ValueError(f"manifest {m.get('name', '?')}: kind: training needs kind: train and a train: section")
-        pair, runtime = m["pair"], m.get("runtime") or {}
-        device = runtime.get("device", "auto")
+        pair = m["pair"]
+        runtime = from_json(RuntimeConfig, m.get("runtime") or {}, ignore=RUNNER_ONLY_RUNTIME)
+        device = runtime.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         alignment = pair.get("alignment", "none")
         return cls(
-            receiver=pair["receiver"], sharer=pair["sharer"], train=m["train"],
+            receiver=pair["receiver"],
+            sharer=pair["sharer"],
+            train=from_json(TrainConfig, m["train"]),
             alignment=None if alignment == "none" else alignment,
             receiver_revision=pair.get("receiver_revision", "main"),
             sharer_revision=pair.get("sharer_revision", "main"),
-            kv=m.get("kv"), device=device, dtype=runtime.get("dtype", "bfloat16"), seed=runtime.get("seed", 0),
+            kv=kv_config(m.get("kv")),
+            device=device,
+            dtype=runtime.dtype,
+            seed=runtime.seed,
             name=m.get("name", ""),
-        )  # fmt: skip
+        )
 
     @property
-    def optim(self) -> dict[str, Any]:
-        return {**OPTIM_DEFAULTS, **(self.train.get("optim") or {})}
+    def optim(self) -> OptimConfig:
+        return self.train.optim
 
     @property
-    def projector(self) -> dict[str, Any]:
-        return {**PROJECTOR_DEFAULTS, **(self.train.get("projector") or {})}
+    def projector(self) -> ProjectorConfig:
+        return self.train.projector
 
 
 @dataclass
@@ -152,25 +156,23 @@ class Trainer:
             if spec.alignment
             else None
         )
-        data = spec.train["data"]
-        convs = conversations if conversations is not None else load_conversations(data)
+        data = spec.train.data
+        convs = conversations if conversations is not None else load_conversations(asdict(data))
         tok = self.pair.receiver_tokenizer
-        examples, self.n_dropped = build_examples(convs, tok, self.aligner, data.get("max_length", 2048))
+        examples, self.n_dropped = build_examples(convs, tok, self.aligner, data.max_length)
         self.examples, self.eval_examples = split_eval(examples, spec.seed)
         if not self.examples:
-            raise ValueError(f"train.data: no conversation fits max_length {data.get('max_length', 2048)}")
+            raise ValueError(f"train.data: no conversation fits max_length {data.max_length}")
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         s_tok = self.pair.sharer_tokenizer
         self.sharer_pad_id = s_tok.pad_token_id if s_tok.pad_token_id is not None else s_tok.eos_token_id
         o = spec.optim
-        self.total_steps = total_optimizer_steps(
-            len(self.examples), o["batch_size"], o["grad_accum"], o["epochs"], o["max_steps"]
-        )
+        self.total_steps = total_optimizer_steps(len(self.examples), o.batch_size, o.grad_accum, o.epochs, o.max_steps)
         self._build_fuser()
         if init_from is not None:
             self._init_from(init_from)
-        self.optimizer = build_optimizer(self.fuser.projectors, o["lr"], o["weight_decay"])
-        self.scheduler = build_scheduler(self.optimizer, o["scheduler"], self.total_steps, o["warmup_ratio"])
+        self.optimizer = build_optimizer(self.fuser.projectors, o.lr, o.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, o.scheduler, self.total_steps, o.warmup_ratio)
         self.message_path = self._message_path()
         self.diagnostics = DiagnosticsLog(self.out / "diagnostics.jsonl")
 
@@ -179,9 +181,9 @@ class Trainer:
     def _build_fuser(self) -> None:
         r_layers, r_heads, r_dim = kv_shape(self.pair.receiver.config)
         s_layers, s_heads, s_dim = kv_shape(self.pair.sharer.config)
-        params = dict(self.spec.projector)
-        params.pop("type", None)
-        params["anneal_steps"] = params.get("anneal_steps") or self.total_steps  # the whole run by default
+        params = asdict(self.spec.projector)
+        del params["type"]
+        params["anneal_steps"] = params["anneal_steps"] or self.total_steps  # the whole run by default
         self.init_args = [
             {"source_dim": s_dim, "target_dim": r_dim, "source_num_heads": s_heads, "target_num_heads": r_heads,
              "dtype": self.dtype, **params}
@@ -189,7 +191,7 @@ class Trainer:
         ]  # fmt: skip
         torch.manual_seed(self.spec.seed)
         projectors = nn.ModuleList(C2CProjector(**args) for args in self.init_args).to(self.device)
-        layer_map = LAYER_MAPS.get(self.spec.train.get("layer_map", "last_aligned"))(r_layers, s_layers)
+        layer_map = LAYER_MAPS.get(self.spec.train.layer_map)(r_layers, s_layers)
         self.fuser = Fuser(projectors, layer_map, {t: t for t in layer_map}, self.recipe(params), self.init_args,
                            self.out, sha256="")  # fmt: skip
         self.n_layers = (r_layers, s_layers)
@@ -208,33 +210,52 @@ class Trainer:
         self.fuser.recipe["qc2c"]["init_sha256"] = start.sha256
 
     def _message_path(self) -> Any:
-        if not self.spec.train.get("qat"):
+        if not self.spec.train.qat:
             return None
         from qc2c.train.qat import build_qat_path
 
         r_layers, s_layers = self.n_layers
-        return build_qat_path(self.spec.kv or {}, layer_map=dict(self.fuser.layer_map), n_sharer_layers=s_layers,
+        return build_qat_path(self.spec.kv, layer_map=dict(self.fuser.layer_map), n_sharer_layers=s_layers,
                               n_receiver_layers=r_layers)  # fmt: skip
 
     def recipe(self, params: dict[str, Any]) -> dict[str, Any]:
         """config.json: the reference recipe's keys (what preflight and the upstream loaders read) + qc2c's."""
         s, o = self.spec, self.spec.optim
         return {
-            "model": {"base_model": s.receiver, "teacher_model": s.sharer, "is_do_alignment": s.alignment is not None,
-                      "alignment_strategy": s.alignment or "first",
-                      "projector": {"type": "C2CProjector", "params": params},
-                      "mapping": s.train.get("layer_map", "last_aligned")},
-            "training": {"learning_rate": o["lr"], "weight_decay": o["weight_decay"], "num_epochs": o["epochs"],
-                         "max_steps": o["max_steps"], "max_length": s.train["data"].get("max_length", 2048),
-                         "scheduler_type": o["scheduler"], "warmup_ratio": o["warmup_ratio"],
-                         "max_grad_norm": o["max_grad_norm"], "gradient_accumulation_steps": o["grad_accum"],
-                         "per_device_train_batch_size": o["batch_size"], "freeze": ["teacher", "base"],
-                         "seed": s.seed, "dtype": s.dtype, "total_steps": self.total_steps},
-            "output": {"save_steps": s.train.get("save_steps", 500)},
-            "data": dict(s.train["data"]),
-            "qc2c": {"name": s.name, "receiver_revision": s.receiver_revision, "sharer_revision": s.sharer_revision,
-                     "qat": bool(s.train.get("qat")), "kv": s.kv if s.train.get("qat") else None},
-        }  # fmt: skip
+            "model": {
+                "base_model": s.receiver,
+                "teacher_model": s.sharer,
+                "is_do_alignment": s.alignment is not None,
+                "alignment_strategy": s.alignment or "first",
+                "projector": {"type": "C2CProjector", "params": params},
+                "mapping": s.train.layer_map,
+            },
+            "training": {
+                "learning_rate": o.lr,
+                "weight_decay": o.weight_decay,
+                "num_epochs": o.epochs,
+                "max_steps": o.max_steps,
+                "max_length": s.train.data.max_length,
+                "scheduler_type": o.scheduler,
+                "warmup_ratio": o.warmup_ratio,
+                "max_grad_norm": o.max_grad_norm,
+                "gradient_accumulation_steps": o.grad_accum,
+                "per_device_train_batch_size": o.batch_size,
+                "freeze": ["teacher", "base"],
+                "seed": s.seed,
+                "dtype": s.dtype,
+                "total_steps": self.total_steps,
+            },
+            "output": {"save_steps": s.train.save_steps},
+            "data": asdict(s.train.data),
+            "qc2c": {
+                "name": s.name,
+                "receiver_revision": s.receiver_revision,
+                "sharer_revision": s.sharer_revision,
+                "qat": s.train.qat,
+                "kv": asdict(s.kv) if s.train.qat else None,
+            },
+        }
 
     # ---- one step ----
 
@@ -242,7 +263,7 @@ class Trainer:
         """Mean loss on the held-out split under no_grad with hard gates and no dropout (None: no split)."""
         if not self.eval_examples:
             return None
-        bs, total, n = self.spec.optim["batch_size"], 0.0, 0
+        bs, total, n = self.spec.optim.batch_size, 0.0, 0
         self.fuser.projectors.eval()
         with torch.no_grad():
             for i in range(0, len(self.eval_examples), bs):
@@ -277,7 +298,7 @@ class Trainer:
             loss_sum += float(loss.detach()) / len(batches)
             tokens += batch.n_tokens
         norms = grad_norms(self.fuser.projectors)
-        torch.nn.utils.clip_grad_norm_(self.fuser.projectors.parameters(), self.spec.optim["max_grad_norm"])
+        torch.nn.utils.clip_grad_norm_(self.fuser.projectors.parameters(), self.spec.optim.max_grad_norm)
         lr = float(self.scheduler.get_last_lr()[0])
         self.optimizer.step()
         self.scheduler.step()
@@ -303,7 +324,7 @@ class Trainer:
 
     def save(self, step: int, loss: float) -> Path:
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "loss": loss,
-                 "micro_batch": step * self.spec.optim["grad_accum"], "total_steps": self.total_steps}  # fmt: skip
+                 "micro_batch": step * self.spec.optim.grad_accum, "total_steps": self.total_steps}  # fmt: skip
         return ckpt.save_checkpoint(self.out, step, self.fuser.projectors, self.fuser.layer_map, self.init_args, state)
 
     def train(
@@ -314,20 +335,20 @@ class Trainer:
         progress: bool = True,
     ) -> TrainResult:
         """Run (or resume) to total_steps; raises TrainingStopped after checkpointing when should_stop()."""
-        o, save_steps = self.spec.optim, int(self.spec.train.get("save_steps", 500))
+        o, save_steps = self.spec.optim, self.spec.train.save_steps
         ckpt.write_recipe(self.out, self.fuser.recipe)
         start = self.resume()
         if start == 0:
             random.seed(self.spec.seed)
         result = TrainResult(self.out, start, self.total_steps, start, n_examples=len(self.examples),
                              n_dropped=self.n_dropped)  # fmt: skip
-        data = micro_batches(self.examples, o["batch_size"], self.spec.seed, start=start * o["grad_accum"])
+        data = micro_batches(self.examples, o.batch_size, self.spec.seed, start=start * o.grad_accum)
         bar = Progress(self.total_steps, start, enabled=progress)
         t_run, done_here = time.monotonic(), 0
         try:
             for step in range(start + 1, self.total_steps + 1):
                 t0 = time.monotonic()
-                stats = self.optimizer_step([next(data)[1] for _ in range(o["grad_accum"])])
+                stats = self.optimizer_step([next(data)[1] for _ in range(o.grad_accum)])
                 temperature = anneal_temperature(self.fuser.projectors, step)
                 wall = time.monotonic() - t0
                 done_here += 1

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from qc2c.kv.quant import SCHEMES  # noqa: E402
 from runner import fsio  # noqa: E402
 from runner.golden.panels import Panel, marker_name, panels  # noqa: E402
 from runner.golden.validate import GoldenFile, GoldenRow  # noqa: E402
@@ -43,19 +44,6 @@ SETTING_LABEL = {
     "text_analysis": "text_analysis (the sharer's analysis as text)",
 }
 MIN_BYTES = 1.0  # an empty text (0 bytes) is drawn at 1 byte on the log axis
-# Bits per element of each scheme name (the public names of qc2c.kv.quant.SCHEMES); fp32 is the codec's lossless
-# float32 reference. A layer that is not sent is 0.
-SCHEME_BITS = {
-    "fp32": 32,
-    "fp16": 16,
-    "bf16": 16,
-    "fp8_e4m3": 8,
-    "fp8_e5m2": 8,
-    "int8": 8,
-    "nf4": 4,
-    "int4": 4,
-    "int2": 2,
-}
 PNG_METADATA = {"Software": None}  # no version string: the same rows give the same bytes
 
 
@@ -124,15 +112,26 @@ def _draw_panel(ax: plt.Axes, panel: Panel) -> None:
                 continue
             xs = [max(r.metrics.bytes.mean, MIN_BYTES) for r in group]
             ys = [r.metrics.accuracy for r in group]
-            err = np.array([[y - r.metrics.ci95[0] for r, y in zip(group, ys)],
-                            [r.metrics.ci95[1] - y for r, y in zip(group, ys)]])  # fmt: skip
-            ax.errorbar(xs, ys, yerr=err, fmt=marker, color=color, ms=8, capsize=3, mfc="none" if oracle else color,
-                        label=SETTING_LABEL.get(name, name) + (" (oracle, hollow)" if oracle else ""))  # fmt: skip
+            err = np.array(
+                [[y - r.metrics.ci95[0] for r, y in zip(group, ys)], [r.metrics.ci95[1] - y for r, y in zip(group, ys)]]
+            )
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=err,
+                fmt=marker,
+                color=color,
+                ms=8,
+                capsize=3,
+                mfc="none" if oracle else color,
+                label=SETTING_LABEL.get(name, name) + (" (oracle, hollow)" if oracle else ""),
+            )
     frontier = pareto_frontier(panel.frontier_points)
     if len(frontier) > 1:
         fx, fy = zip(*frontier)
-        ax.step(fx, fy, where="post", color="tab:red", lw=1.5, alpha=0.7,
-                label="Pareto frontier (oracle, placebo left out)")  # fmt: skip
+        ax.step(
+            fx, fy, where="post", color="tab:red", lw=1.5, alpha=0.7, label="Pareto frontier (oracle, placebo left out)"
+        )
     for line in panel.lines():
         color, style = BASELINE_STYLE.get(line.setting, ("tab:purple", ":"))
         label = f"{line.setting} (baseline{', ' + line.group if line.group else ''})"
@@ -149,9 +148,11 @@ def _draw_panel(ax: plt.Axes, panel: Panel) -> None:
 
 
 def _bits(scheme: str | None) -> float:
+    """Bits per element a layer is sent at (the scheme family's `bits`; fp32 is the codec's lossless float32
+    reference): 0 for a layer that is not sent, NaN for a name qc2c no longer knows."""
     if scheme is None:
         return 0.0
-    return float(SCHEME_BITS.get(scheme, math.nan))
+    return float(SCHEMES.get(scheme).bits) if scheme in SCHEMES else math.nan
 
 
 def plot_precision(rows: list[GoldenRow]) -> plt.Figure:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from qc2c.config import KVConfig, PrecisionConfig, SelectionConfig
 from qc2c.kv.quant import convention_applies
 from qc2c.kv.selection import SELECTORS, is_oracle
 from runner.golden.integrity import results_match_progress
@@ -38,6 +39,7 @@ from runner.results import (
     SettingResult,
     Sha256,
 )
+from runner.schema import KV as KVSection
 
 GOLDEN_SCHEMA = 2  # 2: rows carry content hashes (runner.golden.integrity)
 
@@ -76,7 +78,9 @@ class GoldenRow(Part):
     @property
     def selection_method(self) -> str | None:
         """The token selector of a compressed row (None for the other settings)."""
-        return ((self.kv or {}).get("selection") or {}).get("method", "all") if self.setting == COMPRESSED else None
+        if self.setting != COMPRESSED:
+            return None
+        return kv_config(self.kv).selection.method if self.kv is not None else SelectionConfig.method
 
     def numbers(self) -> dict[str, Any]:
         """What a conflict compares: everything measured except timing; nothing about where or when."""
@@ -102,19 +106,24 @@ def setting_family(setting: str, kv: dict[str, Any] | None) -> str:
     sent) and the row recorded it; rows merged before kv.quant.convention existed (all observer) carry none."""
     if setting != COMPRESSED or kv is None:
         return setting
-    convention = (kv.get("quant") or {}).get("convention")
-    quantizer = [str(convention)] if convention and convention_applies(kv) else []
-    budget = kv.get("budget")
-    if budget:
-        return "+".join(["budget", str(budget.get("allocator", "greedy")), *quantizer])
-    precision = kv.get("precision") or {}
-    parts = [str(precision.get("default") or (kv.get("quant") or {}).get("scheme", "unknown")), *quantizer]
-    if precision.get("overrides") or precision.get("last_fp16"):
+    config = kv_config(kv)
+    convention = (kv.get("quant") or {}).get("convention")  # as recorded, not the schema's default
+    quantizer = [str(convention)] if convention and convention_applies(config) else []
+    if config.budget is not None:
+        return "+".join(["budget", config.budget.allocator, *quantizer])
+    precision = config.precision or PrecisionConfig()
+    parts = [precision.default or config.quant.scheme, *quantizer]
+    if precision.overrides or precision.last_fp16:
         parts.append("mixed")
-    method = (kv.get("selection") or {}).get("method", "all")
-    if method != "all":
-        parts.append(str(method))
+    if config.selection.method != "all":
+        parts.append(config.selection.method)
     return "+".join(parts)
+
+
+def kv_config(kv: dict[str, Any]) -> KVConfig:
+    """A row's recorded `kv` section as the settings it ran with (read by the manifest schema, which fills in
+    settings added after the row was merged with their defaults)."""
+    return KVSection.model_validate(kv).config()
 
 
 @dataclass

@@ -133,9 +133,13 @@ def load() -> ModuleType:
     spec = _build_spec()
     try:
         module = cpp_extension.load_inline(
-            name=spec.name, cpp_sources=[spec.source], functions=["encode", "decode"],
-            extra_cflags=spec.cflags, extra_ldflags=["-fopenmp"], verbose=False,
-        )  # fmt: skip
+            name=spec.name,
+            cpp_sources=[spec.source],
+            functions=["encode", "decode"],
+            extra_cflags=spec.cflags,
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
     except Exception as exc:  # compiler, ninja or loader missing/failing: one reason, kept for later calls
         _state["error"] = f"fused CPU kernels cannot be built ({type(exc).__name__}: {str(exc).strip()[-400:]})"
         raise KernelUnavailable(str(_state["error"])) from exc
@@ -176,22 +180,42 @@ def describe() -> str | None:
     return _state.get("logged")  # type: ignore[return-value]
 
 
-def encode(x: Tensor | list[Tensor], bits: int, symmetric: bool, kivi: bool, axis: str, group: int | None,
-           fp16_scale: bool):  # fmt: skip
+def encode(
+    x: Tensor | list[Tensor], bits: int, symmetric: bool, kivi: bool, axis: str, group: int | None, fp16_scale: bool
+):
     """x (R, L, H, n, D), or its L layers (R, H, n, D) each, read in place -> (payload (R, P) u8, scales (R, G)
     fp16/fp32, offsets (R, G or 0): u8 zero points, or with `kivi` mins typed like the scales, flags int)."""
     xs = [x.contiguous()] if isinstance(x, Tensor) else [t.contiguous() for t in x]
-    payload, scales, zeros, flags = load().encode(xs, bits, symmetric, kivi, axis == "channel", group or 0,
-                                                  fp16_scale)  # fmt: skip
+    payload, scales, zeros, flags = load().encode(xs, bits, symmetric, kivi, axis == "channel", group or 0, fp16_scale)
     return payload, scales, zeros, int(flags.item())
 
 
-def decode(payload: Tensor, scales: Tensor, zeros: Tensor, shape: tuple[int, ...], dtype: torch.dtype, bits: int,
-           symmetric: bool, kivi: bool, axis: str, group: int | None) -> Tensor:  # fmt: skip
+def decode(
+    payload: Tensor,
+    scales: Tensor,
+    zeros: Tensor,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    bits: int,
+    symmetric: bool,
+    kivi: bool,
+    axis: str,
+    group: int | None,
+) -> Tensor:
     """(R, L, H, n, D) = shape in `dtype` from the encoded parts (scales, and kivi's mins, typed fp16/fp32)."""
     like = torch.empty(0, dtype=dtype)
-    return load().decode(payload.contiguous(), scales.contiguous(), zeros.contiguous(), list(shape), like, bits,
-                          symmetric, kivi, axis == "channel", group or 0)  # fmt: skip
+    return load().decode(
+        payload.contiguous(),
+        scales.contiguous(),
+        zeros.contiguous(),
+        list(shape),
+        like,
+        bits,
+        symmetric,
+        kivi,
+        axis == "channel",
+        group or 0,
+    )
 
 
 BAD_INPUT, SCALE_OVERFLOW = 1, 2

@@ -85,8 +85,9 @@ class UniformInt(Scheme):
             zeros = x.new_zeros((r, 0), dtype=torch.uint8)
         elif self.kivi:
             check_finite(hi - lo, self.name)
-            stored, scale = store_nearest(((hi - lo) / qmax).clamp_min_(torch.finfo(self.scale_dtype).tiny),
-                                          self.scale_dtype)  # fmt: skip
+            stored, scale = store_nearest(
+                ((hi - lo) / qmax).clamp_min_(torch.finfo(self.scale_dtype).tiny), self.scale_dtype
+            )
             stored_min, zero = store_nearest(lo, self.scale_dtype)
             inv = scale.reciprocal()
             zeros = scale_bytes(stored_min, r)
@@ -112,8 +113,9 @@ class UniformInt(Scheme):
             shape, g = (enc.payload.shape[0], *enc.shape), self.grouping
             scales = enc.scales.contiguous().view(self.scale_dtype)
             zeros = enc.zeros.contiguous().view(self.scale_dtype) if self.kivi else enc.zeros
-            return kernels.decode(enc.payload, scales, zeros, shape, dtype, self.bits, self.symmetric, self.kivi,
-                                  g.axis, g.group_size)  # fmt: skip
+            return kernels.decode(
+                enc.payload, scales, zeros, shape, dtype, self.bits, self.symmetric, self.kivi, g.axis, g.group_size
+            )
         r = enc.payload.shape[0]
         codes = _unpack(enc.payload, self.bits, math.prod(enc.shape)).view(r, *enc.shape)
         cg, dim, unview = self.grouping.view(codes)
@@ -130,14 +132,18 @@ class UniformInt(Scheme):
 
     def _fused(self, t: Tensor, dtype: torch.dtype, n_elements: int | None = None) -> bool:
         return (
-            t.device.type == "cpu" and self.grouping.axis in ("token", "channel") and not _COMPILED
-            and dtype in (torch.float16, torch.bfloat16, torch.float32) and kernels.active(t.device, t.numel() if n_elements is None else n_elements)
-        )  # fmt: skip
+            t.device.type == "cpu"
+            and self.grouping.axis in ("token", "channel")
+            and not _COMPILED
+            and dtype in (torch.float16, torch.bfloat16, torch.float32)
+            and kernels.active(t.device, t.numel() if n_elements is None else n_elements)
+        )
 
     def _encode_fused(self, x: Tensor | list[Tensor]) -> Encoded:
         g = self.grouping
-        payload, scales, zeros, flags = kernels.encode(x, self.bits, self.symmetric, self.kivi, g.axis, g.group_size,
-                                                       self.scale_dtype == torch.float16)  # fmt: skip
+        payload, scales, zeros, flags = kernels.encode(
+            x, self.bits, self.symmetric, self.kivi, g.axis, g.group_size, self.scale_dtype == torch.float16
+        )
         if flags & kernels.BAD_INPUT:
             raise non_finite(self.name)
         if flags & kernels.SCALE_OVERFLOW:

@@ -12,8 +12,27 @@ from qc2c.bench.quality import DATA_KINDS
 
 
 def test_codec_bench_reports_round_trip_next_to_memcpy(capsys) -> None:
-    rc = codec_main(["--batch", "2", "--tokens", "16", "--layers", "3", "--heads", "1", "--head-dim", "8",
-                     "--schemes", "int8", "int4", "fp16", "--repeat", "1", "--json"])  # fmt: skip
+    rc = codec_main(
+        [
+            "--batch",
+            "2",
+            "--tokens",
+            "16",
+            "--layers",
+            "3",
+            "--heads",
+            "1",
+            "--head-dim",
+            "8",
+            "--schemes",
+            "int8",
+            "int4",
+            "fp16",
+            "--repeat",
+            "1",
+            "--json",
+        ]
+    )
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     assert result["input_bytes"] == 2 * 3 * 2 * 1 * 16 * 8 * 2
@@ -26,8 +45,27 @@ def test_codec_bench_reports_round_trip_next_to_memcpy(capsys) -> None:
 
 
 def test_codec_bench_prints_a_table_by_default(capsys) -> None:
-    assert codec_main(["--batch", "1", "--tokens", "4", "--layers", "1", "--heads", "1", "--head-dim", "4",
-                       "--schemes", "nf4", "--repeat", "1"]) == 0  # fmt: skip
+    assert (
+        codec_main(
+            [
+                "--batch",
+                "1",
+                "--tokens",
+                "4",
+                "--layers",
+                "1",
+                "--heads",
+                "1",
+                "--head-dim",
+                "4",
+                "--schemes",
+                "nf4",
+                "--repeat",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "memcpy" in out and "nf4" in out
 
@@ -35,8 +73,27 @@ def test_codec_bench_prints_a_table_by_default(capsys) -> None:
 def test_quality_reports_mse_per_scheme_and_convention(capsys) -> None:
     """One row per asymmetric convention of each int scheme (one for the others), keys and values apart, and the
     rankings the README states: kivi wins on fixed-sign outlier key channels, observer on heavy-tailed int2."""
-    rc = codec_main(["--batch", "1", "--tokens", "64", "--layers", "2", "--heads", "2", "--head-dim", "64",
-                     "--schemes", "int2", "fp16", "--repeat", "1", "--json", "--quality"])  # fmt: skip
+    rc = codec_main(
+        [
+            "--batch",
+            "1",
+            "--tokens",
+            "64",
+            "--layers",
+            "2",
+            "--heads",
+            "2",
+            "--head-dim",
+            "64",
+            "--schemes",
+            "int2",
+            "fp16",
+            "--repeat",
+            "1",
+            "--json",
+            "--quality",
+        ]
+    )
     assert rc == 0
     rows = json.loads(capsys.readouterr().out)["quality"]
     assert [(r["scheme"], r["convention"]) for r in rows] == [("int2", "kivi"), ("int2", "observer"), ("fp16", "—")]
@@ -47,8 +104,28 @@ def test_quality_reports_mse_per_scheme_and_convention(capsys) -> None:
 
 
 def test_quality_prints_its_table_after_the_throughput_table(capsys) -> None:
-    assert codec_main(["--batch", "1", "--tokens", "8", "--layers", "1", "--heads", "1", "--head-dim", "8",
-                       "--schemes", "int4", "--repeat", "1", "--quality"]) == 0  # fmt: skip
+    assert (
+        codec_main(
+            [
+                "--batch",
+                "1",
+                "--tokens",
+                "8",
+                "--layers",
+                "1",
+                "--heads",
+                "1",
+                "--head-dim",
+                "8",
+                "--schemes",
+                "int4",
+                "--repeat",
+                "1",
+                "--quality",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.index("memcpy") < out.index("quantizer MSE") and "observer" in out and "fixed_sign" in out
 
@@ -59,16 +136,60 @@ def test_unknown_scheme_exits_2_with_a_suggestion(capsys) -> None:
 
 
 def test_dispatcher_runs_codec_and_refuses_unknown_commands(capsys) -> None:
-    assert bench_main(["codec", "--batch", "1", "--tokens", "2", "--layers", "1", "--heads", "1", "--head-dim", "2",
-                       "--schemes", "int8", "--repeat", "1", "--json"]) == 0  # fmt: skip
+    assert (
+        bench_main(
+            [
+                "codec",
+                "--batch",
+                "1",
+                "--tokens",
+                "2",
+                "--layers",
+                "1",
+                "--heads",
+                "1",
+                "--head-dim",
+                "2",
+                "--schemes",
+                "int8",
+                "--repeat",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["rows"][0]["scheme"] == "int8"
     assert bench_main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
 
 
 def test_module_entry_point_runs_without_traceback() -> None:
-    proc = subprocess.run([sys.executable, "-m", "qc2c.bench", "codec", "--batch", "1", "--tokens", "2", "--layers",
-                           "1", "--heads", "1", "--head-dim", "2", "--schemes", "int2", "--repeat", "1", "--json"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qc2c.bench",
+            "codec",
+            "--batch",
+            "1",
+            "--tokens",
+            "2",
+            "--layers",
+            "1",
+            "--heads",
+            "1",
+            "--head-dim",
+            "2",
+            "--schemes",
+            "int2",
+            "--repeat",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from qc2c.config import kv_config
 from qc2c.eval.batching import by_length
 from qc2c.eval.datasets import load_mc
 from qc2c.eval.prefill import c2c_prefill
@@ -33,8 +34,9 @@ def items():
 @pytest.mark.parametrize("name", sorted(KVS))
 def test_batch_of_sixteen_equals_one_at_a_time_bytes_exactly(tiny_pair, tiny_fuser, items, name: str) -> None:
     pair, fuser = tiny_pair, tiny_fuser
-    codec = build_codec(KVS[name], layer_map=fuser.layer_map, n_sharer_layers=pair.sharer.config.num_hidden_layers,
-                        n_receiver_layers=pair.receiver.config.num_hidden_layers)  # fmt: skip
+    n_sharer, n_receiver = pair.sharer.config.num_hidden_layers, pair.receiver.config.num_hidden_layers
+    kv = kv_config(KVS[name])
+    codec = build_codec(kv, layer_map=fuser.layer_map, n_sharer_layers=n_sharer, n_receiver_layers=n_receiver)
     prefill = c2c_prefill(pair.receiver, pair.sharer, fuser, codec)
     scorer = SettingScorer("compressed", pair.receiver_tokenizer, prefill, pair.receiver, "logits", 64)
     alone = [scorer.score_rows([item])[0] for item in items]

@@ -71,19 +71,32 @@ def cases(draw, kinds: tuple[str, ...] = KINDS, max_tokens: int = 70) -> Case:
 
 
 def build_section(
-    b: int, n_layers: int, n_heads: int, n: int, head_dim: int, seed: int, *, n_pad: int = 0,
-    dtype: torch.dtype = torch.float32, n_receiver_layers: int | None = None, attention: bool = False,
-):  # fmt: skip
+    b: int,
+    n_layers: int,
+    n_heads: int,
+    n: int,
+    head_dim: int,
+    seed: int,
+    *,
+    n_pad: int = 0,
+    dtype: torch.dtype = torch.float32,
+    n_receiver_layers: int | None = None,
+    attention: bool = False,
+):
     """A seeded SectionKV: row 0 left-padded by n_pad; receiver = 2 heads × 8; project = fixed linear maps."""
     from qc2c.fuser.seam import SectionKV
 
     gen = torch.Generator().manual_seed(seed)
     shape = (b, n_heads, n, head_dim)
-    sharer = [(torch.randn(shape, generator=gen).to(dtype), torch.randn(shape, generator=gen).to(dtype))
-              for _ in range(n_layers)]  # fmt: skip
+    sharer = [
+        (torch.randn(shape, generator=gen).to(dtype), torch.randn(shape, generator=gen).to(dtype))
+        for _ in range(n_layers)
+    ]
     n_receiver_layers = n_receiver_layers or n_layers
-    receiver = [(torch.randn(b, 2, n, 8, generator=gen).to(dtype), torch.randn(b, 2, n, 8, generator=gen).to(dtype))
-                for _ in range(n_receiver_layers)]  # fmt: skip
+    receiver = [
+        (torch.randn(b, 2, n, 8, generator=gen).to(dtype), torch.randn(b, 2, n, 8, generator=gen).to(dtype))
+        for _ in range(n_receiver_layers)
+    ]
     weights = [torch.randn(n_heads * head_dim, 16, generator=gen) / head_dim for _ in range(n_receiver_layers)]
 
     def project(t, sharer_kv, receiver_kv):
@@ -99,10 +112,13 @@ def build_section(
     attn = None
     if attention:
         causal = torch.ones(n, n, dtype=torch.bool).tril()
-        attn = [torch.randn(b, 2 * n_heads, n, n, generator=gen).masked_fill(~causal, -torch.inf).softmax(-1)
-                for _ in range(n_layers)]  # fmt: skip
-    return SectionKV(sharer=sharer, receiver=receiver, fuse_mask=mask, layer_map=layer_map, project=project,
-                     sharer_attention=attn)  # fmt: skip
+        attn = [
+            torch.randn(b, 2 * n_heads, n, n, generator=gen).masked_fill(~causal, -torch.inf).softmax(-1)
+            for _ in range(n_layers)
+        ]
+    return SectionKV(
+        sharer=sharer, receiver=receiver, fuse_mask=mask, layer_map=layer_map, project=project, sharer_attention=attn
+    )
 
 
 def row_alone(section, r: int, start: int):
@@ -127,7 +143,11 @@ def row_alone(section, r: int, start: int):
         if section.sharer_attention is None
         else [a[r : r + 1, :, start:, start:] for a in section.sharer_attention]
     )
-    return SectionKV(sharer=[(cut(k), cut(v)) for k, v in section.sharer],
-                     receiver=[(cut(k), cut(v)) for k, v in section.receiver],
-                     fuse_mask=section.fuse_mask[r : r + 1, start:], layer_map=section.layer_map, project=project,
-                     sharer_attention=attn)  # fmt: skip
+    return SectionKV(
+        sharer=[(cut(k), cut(v)) for k, v in section.sharer],
+        receiver=[(cut(k), cut(v)) for k, v in section.receiver],
+        fuse_mask=section.fuse_mask[r : r + 1, start:],
+        layer_map=section.layer_map,
+        project=project,
+        sharer_attention=attn,
+    )

@@ -68,8 +68,15 @@ def store(scale: Tensor, dtype: torch.dtype) -> Tensor:
     return scale.to(dtype)
 
 
-def encode(x: Tensor, scheme: str, axis: str, group_size: int | None, symmetric: bool, scale_dtype: torch.dtype,
-           convention: str = "kivi"):  # fmt: skip
+def encode(
+    x: Tensor,
+    scheme: str,
+    axis: str,
+    group_size: int | None,
+    symmetric: bool,
+    scale_dtype: torch.dtype,
+    convention: str = "kivi",
+):
     """-> (codes (R, M) uint8 unpacked, scales list per row (float in scale_dtype), offsets list per row: int
     zero points (observer) or mins in scale_dtype (kivi))."""
     x = x.float()

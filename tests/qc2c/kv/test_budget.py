@@ -7,20 +7,29 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kv_cases import build_section
 
+from qc2c.config import kv_config
 from qc2c.kv.budget import ALLOCATORS, BudgetTooSmall
 from qc2c.kv.codec import build_codec
 
 
 def _codec(section, bytes_per_sample: int, candidates=("drop", "int4", "int8"), method: str = "vnorm"):
-    kv = {"quant": {"scheme": "int8", "group_size": 16}, "selection": {"method": method, "keep": 1.0},
-          "budget": {"bytes_per_sample": bytes_per_sample, "allocator": "greedy", "candidates": list(candidates)}}  # fmt: skip
+    kv = {
+        "quant": {"scheme": "int8", "group_size": 16},
+        "selection": {"method": method, "keep": 1.0},
+        "budget": {"bytes_per_sample": bytes_per_sample, "allocator": "greedy", "candidates": list(candidates)},
+    }
     n = len(section.sharer)
-    return build_codec(kv, layer_map=section.layer_map, n_sharer_layers=n, n_receiver_layers=n)
+    return build_codec(kv_config(kv), layer_map=section.layer_map, n_sharer_layers=n, n_receiver_layers=n)
 
 
 @pytest.mark.parametrize("allocator", ALLOCATORS.names())
-@given(budget=st.integers(200, 30_000), n=st.integers(1, 60), n_pad=st.integers(0, 10), seed=st.integers(0, 99),
-       candidates=st.sampled_from([("drop", "int4", "int8"), ("drop", "int2", "nf4", "fp16"), ("drop", "int8")]))  # fmt: skip
+@given(
+    budget=st.integers(200, 30_000),
+    n=st.integers(1, 60),
+    n_pad=st.integers(0, 10),
+    seed=st.integers(0, 99),
+    candidates=st.sampled_from([("drop", "int4", "int8"), ("drop", "int2", "nf4", "fp16"), ("drop", "int8")]),
+)
 def test_budget_is_never_exceeded_as_measured_on_the_packed_message(allocator, budget, n, n_pad, seed, candidates):
     section = build_section(2, 3, 2, n, 8, seed, n_pad=min(n, n_pad))
     try:

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kv_cases import PER_MEMBER, build_section, row_alone
 
+from qc2c.config import kv_config
 from qc2c.kv.codec import build_codec
 
 KVS = {
@@ -20,10 +21,12 @@ KVS = {
     "int8_all": {"quant": {"scheme": "int8"}},
     "random": {"selection": {"method": "random", "keep": 0.3, "seed": 3}},
     "attention": {"selection": {"method": "attention", "keep": 0.3, "window": 4}},
-    "front_mixed": {"selection": {"method": "front", "keep": 0.6},
-                    "precision": {"default": "int2", "overrides": [{"layers": [0], "scheme": "fp16"}]}},
+    "front_mixed": {
+        "selection": {"method": "front", "keep": 0.6},
+        "precision": {"default": "int2", "overrides": [{"layers": [0], "scheme": "fp16"}]},
+    },
     "budget": {"budget": {"bytes_per_sample": 700}, "selection": {"method": "vnorm", "keep": 0.9}},
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", sorted(KVS))
@@ -32,7 +35,7 @@ KVS = {
 def test_a_rows_message_and_decoded_kv_do_not_depend_on_its_batch(name: str, n: int, n_pad: int, seed: int) -> None:
     section = build_section(2, 3, 2, n + n_pad, 8, seed, n_pad=n_pad, n_receiver_layers=4, attention=True)
     alone = row_alone(section, 0, n_pad)
-    codec = build_codec(KVS[name], layer_map=section.layer_map, n_sharer_layers=3, n_receiver_layers=4)
+    codec = build_codec(kv_config(KVS[name]), layer_map=section.layer_map, n_sharer_layers=3, n_receiver_layers=4)
     batch_out, alone_out = codec.transmit(section), codec.transmit(alone)
     in_batch, by_itself = batch_out.records[0], alone_out.records[0]
     for key in ("nbytes", "nbytes_breakdown", "nbytes_closed_form", "n_tokens_sent", "n_tokens"):

@@ -11,13 +11,18 @@ import pytest
 import torch
 
 from qc2c import C2CModel
+from qc2c.config import kv_config
 from qc2c.kv.codec import build_codec
 
 
 def _load(conformance, dtype):
     f = conformance / "fixtures"
-    return C2CModel.from_pretrained(str(f / "models/recv_qwen3"), str(f / "models/sharer_qwen2"),
-                                    f / "ckpt/tiny_qwen3+tiny_qwen2_Fuser", dtype=dtype)  # fmt: skip
+    return C2CModel.from_pretrained(
+        str(f / "models/recv_qwen3"),
+        str(f / "models/sharer_qwen2"),
+        f / "ckpt/tiny_qwen3+tiny_qwen2_Fuser",
+        dtype=dtype,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +37,14 @@ def pair_f32(conformance):
 
 def _codec(model: C2CModel, kv: dict):
     n_s, n_r = model.pair.sharer.config.num_hidden_layers, model.pair.receiver.config.num_hidden_layers
-    return build_codec(kv, layer_map=dict(model.fuser.layer_map), n_sharer_layers=n_s, n_receiver_layers=n_r)
+    return build_codec(kv_config(kv), layer_map=dict(model.fuser.layer_map), n_sharer_layers=n_s, n_receiver_layers=n_r)
 
 
 def _run(model: C2CModel, case: dict, kv: dict | None):
     path = None if kv is None else _codec(model, kv)
-    return model.forward(case["input_ids"], case["attention_mask"], case["position_ids"], case["kv_cache_index"],
-                         message_path=path)  # fmt: skip
+    return model.forward(
+        case["input_ids"], case["attention_mask"], case["position_ids"], case["kv_cache_index"], message_path=path
+    )
 
 
 def _same(a, b) -> bool:
@@ -68,8 +74,9 @@ def test_sparse_fuse_is_dense_fuse_at_kept_positions_and_the_receivers_own_kv_el
     dense = _run(pair_f32, case, None)
     alone = _run(pair_f32, {**case, "kv_cache_index": [torch.tensor([[[-1, 0]] * case["input_ids"].shape[1]])]}, None)
     codec = _codec(pair_f32, {"quant": {"scheme": "fp32"}, "selection": {"method": "random", "keep": 0.4, "seed": 1}})
-    sparse = pair_f32.forward(case["input_ids"], case["attention_mask"], case["position_ids"], case["kv_cache_index"],
-                              message_path=codec)  # fmt: skip
+    sparse = pair_f32.forward(
+        case["input_ids"], case["attention_mask"], case["position_ids"], case["kv_cache_index"], message_path=codec
+    )
     n = case["input_ids"].shape[1] - 1
     assert sparse.records[0]["n_tokens_sent"] == round(0.4 * n)
     kept_positions = torch.zeros(n, dtype=torch.bool)

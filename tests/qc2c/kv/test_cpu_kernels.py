@@ -41,10 +41,20 @@ def _run(mode: str, scheme, x: torch.Tensor, out_dtype: torch.dtype) -> tuple[En
         kernels.set_mode(None)
 
 
-def assert_same(name: str, x: torch.Tensor, *, axis: str, group_size: int | None, symmetric: bool,
-                scale_dtype: str, out_dtype: torch.dtype | None = None, convention: str = "kivi") -> None:  # fmt: skip
-    scheme = build_scheme(name, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype=scale_dtype,
-                          convention=convention)  # fmt: skip
+def assert_same(
+    name: str,
+    x: torch.Tensor,
+    *,
+    axis: str,
+    group_size: int | None,
+    symmetric: bool,
+    scale_dtype: str,
+    out_dtype: torch.dtype | None = None,
+    convention: str = "kivi",
+) -> None:
+    scheme = build_scheme(
+        name, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype=scale_dtype, convention=convention
+    )
     out_dtype = out_dtype or x.dtype
     ref, ref_y = _run("eager", scheme, x, out_dtype)
     enc, y = _run("cpu", scheme, x, out_dtype)
@@ -71,8 +81,9 @@ def assert_same(name: str, x: torch.Tensor, *, axis: str, group_size: int | None
 )
 def test_kernels_equal_eager(name, shape, axis, group_size, symmetric, scale_dtype, kind, dtype, seed, convention):
     x = build_tensor(shape, kind, seed, DTYPES[dtype])
-    assert_same(name, x, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype=scale_dtype,
-                convention=convention)  # fmt: skip
+    assert_same(
+        name, x, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype=scale_dtype, convention=convention
+    )
 
 
 @pytest.mark.parametrize("name", ["int8", "int4", "int2"])
@@ -88,8 +99,16 @@ def test_kernels_equal_eager_on_a_cache_shape(name: str, axis: str, symmetric: b
 def test_decode_into_another_dtype_equals_eager(convention: str) -> None:
     x = build_tensor((2, 2, 2, 33, 24), "normal", seed=3).half()
     for out_dtype in (torch.float32, torch.bfloat16):
-        assert_same("int4", x, axis="channel", group_size=8, symmetric=False, scale_dtype="float32",
-                    out_dtype=out_dtype, convention=convention)  # fmt: skip
+        assert_same(
+            "int4",
+            x,
+            axis="channel",
+            group_size=8,
+            symmetric=False,
+            scale_dtype="float32",
+            out_dtype=out_dtype,
+            convention=convention,
+        )
 
 
 def assert_refused_alike(scheme, x: torch.Tensor) -> None:
@@ -123,8 +142,15 @@ def test_kernels_equal_eager_on_whole_byte_groups(name: str, axis: str, head_dim
     for kind in ("outliers", "fixed_sign"):
         x = build_tensor((2, 3, 1, 13, head_dim), kind, seed=head_dim).half()
         for symmetric, convention in ((False, "kivi"), (False, "observer"), (True, "kivi")):
-            assert_same(name, x, axis=axis, group_size=group_size, symmetric=symmetric, scale_dtype="float16",
-                        convention=convention)  # fmt: skip
+            assert_same(
+                name,
+                x,
+                axis=axis,
+                group_size=group_size,
+                symmetric=symmetric,
+                scale_dtype="float16",
+                convention=convention,
+            )
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
@@ -144,8 +170,9 @@ def test_scale_overflow_is_refused_like_eager() -> None:
     x[..., 0] = -3e38
     for symmetric, scale_dtype in ((True, "float16"), (False, "float16"), (False, "float32")):
         for convention in CONVENTIONS:
-            scheme = build_scheme("int8", axis="token", symmetric=symmetric, scale_dtype=scale_dtype,
-                                  convention=convention)  # fmt: skip
+            scheme = build_scheme(
+                "int8", axis="token", symmetric=symmetric, scale_dtype=scale_dtype, convention=convention
+            )
             assert_refused_alike(scheme, x)
 
 
@@ -190,8 +217,9 @@ def test_layers_read_in_place_equal_eager_on_the_stack(name: str, axis: str, hea
     gen = torch.Generator().manual_seed(7)
     layers = [torch.randn(3, 2, 13, head_dim, generator=gen).to(torch.float16) for _ in range(4)]
     for convention in CONVENTIONS:
-        scheme = build_scheme(name, axis=axis, group_size=8, symmetric=False, scale_dtype="float16",
-                              convention=convention)  # fmt: skip
+        scheme = build_scheme(
+            name, axis=axis, group_size=8, symmetric=False, scale_dtype="float16", convention=convention
+        )
         ref, _ = _run("eager", scheme, torch.stack(layers, dim=1), torch.float16)
         kernels.set_mode("cpu")
         try:

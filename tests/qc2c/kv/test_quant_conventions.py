@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qc2c.bench.quality import DATA_KINDS, synthetic_kv
+from qc2c.config import kv_config
 from qc2c.fuser.seam import SectionKV
 from qc2c.kv.codec import build_codec
 from qc2c.kv.grouping import Grouping
@@ -99,8 +100,9 @@ def test_groups_whose_minimum_is_zero_decode_alike_in_both_conventions(bits, axi
     x = unview(torch.cat([first, xg.narrow(dim, 1, xg.shape[dim] - 1)], dim)).to(dtype)  # 0 opens each group
     encoded = []
     for convention in CONVENTIONS:
-        scheme = build_scheme(f"int{bits}", axis=axis, group_size=group_size, scale_dtype="float32",
-                              convention=convention)  # fmt: skip
+        scheme = build_scheme(
+            f"int{bits}", axis=axis, group_size=group_size, scale_dtype="float32", convention=convention
+        )
         enc = scheme.encode(x)
         encoded.append((enc, scheme.decode(enc, dtype)))
     (kivi, y_kivi), (observer, y_observer) = encoded
@@ -137,8 +139,9 @@ def test_each_convention_counts_what_it_stores(scale_dtype: str) -> None:
     width = torch.finfo(getattr(torch, scale_dtype)).bits // 8
     expected = {("kivi", False): 2 * width, ("observer", False): width + 1, ("kivi", True): width}
     for (convention, symmetric), per_group in expected.items():
-        scheme = build_scheme("int4", axis="token", group_size=8, symmetric=symmetric, scale_dtype=scale_dtype,
-                              convention=convention)  # fmt: skip
+        scheme = build_scheme(
+            "int4", axis="token", group_size=8, symmetric=symmetric, scale_dtype=scale_dtype, convention=convention
+        )
         enc = scheme.encode(synthetic_kv("normal", (1, *shape), seed=1))
         assert scheme.nbytes(shape)["scales"] == groups * per_group == enc.scales.numel() + enc.zeros.numel()
 
@@ -147,11 +150,20 @@ def test_the_convention_survives_the_wire_format() -> None:
     """The mode byte carries the convention: a message decodes with the quantizer that encoded it."""
     x = synthetic_kv("fixed_sign", (2, 1, 1, 40, 16), seed=3)
     section_layers = [(x[layer], x[layer].flip(-1)) for layer in range(2)]
-    section = SectionKV(sharer=section_layers, receiver=[], fuse_mask=torch.ones(1, 40, dtype=torch.bool),
-                        layer_map={0: 0, 1: 1}, project=None)  # type: ignore[arg-type]  # fmt: skip
+    section = SectionKV(
+        sharer=section_layers,
+        receiver=[],
+        fuse_mask=torch.ones(1, 40, dtype=torch.bool),
+        layer_map={0: 0, 1: 1},
+        project=None,
+    )  # type: ignore[arg-type]
     for convention in CONVENTIONS:
-        codec = build_codec({"quant": {"scheme": "int2", "group_size": 8, "convention": convention}},
-                            layer_map={0: 0, 1: 1}, n_sharer_layers=2, n_receiver_layers=2)  # fmt: skip
+        codec = build_codec(
+            kv_config({"quant": {"scheme": "int2", "group_size": 8, "convention": convention}}),
+            layer_map={0: 0, 1: 1},
+            n_sharer_layers=2,
+            n_receiver_layers=2,
+        )
         messages, _, _ = codec.encode(section)
         again = Message.from_bytes(messages[0].to_bytes())
         assert {s.key_scheme.convention for s in again.segments} == {convention}

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given
 from kv_cases import Case, build_tensor, cases
 
+from qc2c.config import QuantConfig
 from qc2c.kv.quant import SCHEMES, build_kv_schemes, build_scheme
 from qc2c.kv.schemes.nf4 import NF4_LEVELS
 from qc2c.plugins import UnknownPlugin
@@ -18,8 +19,10 @@ def test_float_schemes_are_bit_exact_on_representable_input(name: str, dtype: to
     x = build_tensor(case.shape, case.kind, case.seed, dtype=dtype)
     scheme = build_scheme(name, axis=case.axis, group_size=case.group_size)
     y = scheme.decode(scheme.encode(x.float()), dtype)
-    assert torch.equal(y.view(torch.int16 if dtype != torch.float32 else torch.int32),
-                       x.view(torch.int16 if dtype != torch.float32 else torch.int32))  # fmt: skip
+    assert torch.equal(
+        y.view(torch.int16 if dtype != torch.float32 else torch.int32),
+        x.view(torch.int16 if dtype != torch.float32 else torch.int32),
+    )
 
 
 def test_fp16_refuses_values_beyond_its_range() -> None:
@@ -69,7 +72,7 @@ def test_bad_grouping_settings_are_refused_with_the_field_name() -> None:
 
 
 def test_keys_and_values_take_their_own_axes() -> None:
-    key, value = build_kv_schemes("int4", {"key_axis": "channel", "value_axis": "token", "group_size": 32})
+    key, value = build_kv_schemes("int4", QuantConfig(key_axis="channel", value_axis="token", group_size=32))
     assert (key.grouping.axis, value.grouping.axis) == ("channel", "token")
     assert key.grouping.group_size == value.grouping.group_size == 32
 

@@ -24,8 +24,14 @@ SCALED = ("int8", "int4", "int2", "nf4", "fp8_e4m3", "fp8_e5m2")
 def test_codes_scales_and_offsets_equal_the_reference(name: str, case: Case, dtype: torch.dtype) -> None:
     """Each convention (kivi, observer) and symmetric against the loop reference, on every data kind and cache
     dtype: codes, scale bytes, offsets (observer zero points, kivi mins) and decoded values, bit for bit."""
-    scheme = build_scheme(name, axis=case.axis, group_size=case.group_size, symmetric=case.symmetric,
-                          scale_dtype=case.scale_dtype, convention=case.convention)  # fmt: skip
+    scheme = build_scheme(
+        name,
+        axis=case.axis,
+        group_size=case.group_size,
+        symmetric=case.symmetric,
+        scale_dtype=case.scale_dtype,
+        convention=case.convention,
+    )
     x = build_tensor(case.shape, case.kind, case.seed, dtype)
     try:
         enc = scheme.encode(x)
@@ -33,8 +39,9 @@ def test_codes_scales_and_offsets_equal_the_reference(name: str, case: Case, dty
         assert scheme.kivi and float(x.float().abs().max()) > torch.finfo(SCALE_DTYPES[case.scale_dtype]).max
         return
     scale_dtype = SCALE_DTYPES[case.scale_dtype]
-    codes, scales, zeros = reference_encode(x, name, case.axis, case.group_size, case.symmetric, scale_dtype,
-                                            case.convention)  # fmt: skip
+    codes, scales, zeros = reference_encode(
+        x, name, case.axis, case.group_size, case.symmetric, scale_dtype, case.convention
+    )
     n = codes.shape[1]
     assert torch.equal(unpack(enc.payload, scheme.bits, n) if scheme.bits < 8 else enc.payload, codes)
     for r in range(case.shape[0]):
@@ -56,12 +63,14 @@ def _reference_decode(scheme: UniformInt, codes, scales, zeros, shape) -> torch.
     out = torch.zeros(shape)
     codes = codes.view(shape)
     for r in range(shape[0]):
-        row_groups = [index for index in groups(shape, scheme.grouping.axis, scheme.grouping.group_size)
-                      if index[0] == r]  # fmt: skip
+        row_groups = [
+            index for index in groups(shape, scheme.grouping.axis, scheme.grouping.group_size) if index[0] == r
+        ]
         for g, index in enumerate(row_groups):
             zero = zeros[r][g] if zeros[r] else None
-            out[index] = decode_group(codes[index], scales[r][g], zero, scheme.symmetric, scheme.bits,
-                                      scheme.convention)  # fmt: skip
+            out[index] = decode_group(
+                codes[index], scales[r][g], zero, scheme.symmetric, scheme.bits, scheme.convention
+            )
     return out
 
 

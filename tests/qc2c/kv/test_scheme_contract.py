@@ -20,8 +20,14 @@ from qc2c.kv.schemes.uniform import UniformInt
 
 
 def _scheme(name: str, case: Case) -> Scheme:
-    return build_scheme(name, axis=case.axis, group_size=case.group_size, symmetric=case.symmetric,
-                        scale_dtype=case.scale_dtype, convention=case.convention)  # fmt: skip
+    return build_scheme(
+        name,
+        axis=case.axis,
+        group_size=case.group_size,
+        symmetric=case.symmetric,
+        scale_dtype=case.scale_dtype,
+        convention=case.convention,
+    )
 
 
 def per_element(scheme: Scheme, stored: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

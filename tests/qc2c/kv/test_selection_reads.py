@@ -11,6 +11,7 @@ import pytest
 import torch
 from kv_cases import build_section
 
+from qc2c.config import SelectionConfig, from_json
 from qc2c.kv.selection import READS, SELECTORS, SelectionContext, build_selector, is_oracle
 
 
@@ -25,7 +26,7 @@ def test_only_delta_is_an_oracle() -> None:
 
 
 def _scores(name: str, section) -> torch.Tensor:
-    return build_selector({"method": name}).scores(SelectionContext(section))
+    return build_selector(from_json(SelectionConfig, {"method": name})).scores(SelectionContext(section))
 
 
 @pytest.mark.parametrize("name", [n for n in SELECTORS.names() if SELECTORS.get(n).reads != "receiver"])

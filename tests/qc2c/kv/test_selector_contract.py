@@ -11,19 +11,27 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kv_cases import PER_MEMBER, build_section, row_alone
 
+from qc2c.config import SelectionConfig, from_json
 from qc2c.kv.selection import SELECTORS, SelectionContext, build_selector, n_tokens_to_send
 
 
 def _select(name: str, section, keep: float, min_tokens: int, seed: int = 0, window: int = 4):
     keep = 1.0 if name == "all" else keep
-    selector = build_selector({"method": name, "seed": seed, "window": window, "knorm_sign": "low"})
+    selector = build_selector(
+        from_json(SelectionConfig, {"method": name, "seed": seed, "window": window, "knorm_sign": "low"})
+    )
     return selector.select(SelectionContext(section), keep, min_tokens)
 
 
 @pytest.mark.parametrize("name", SELECTORS.names())
 @PER_MEMBER
-@given(n=st.integers(1, 40), n_pad=st.integers(0, 12), keep=st.floats(0.01, 1.0), min_tokens=st.integers(0, 6),
-       seed=st.integers(0, 2**16))  # fmt: skip
+@given(
+    n=st.integers(1, 40),
+    n_pad=st.integers(0, 12),
+    keep=st.floats(0.01, 1.0),
+    min_tokens=st.integers(0, 6),
+    seed=st.integers(0, 2**16),
+)
 def test_selection_is_deterministic_sorted_unique_in_range_and_sizes_follow_the_rule(
     name: str, n: int, n_pad: int, keep: float, min_tokens: int, seed: int
 ) -> None:
@@ -42,10 +50,19 @@ def test_selection_is_deterministic_sorted_unique_in_range_and_sizes_follow_the_
         assert torch.equal(first.kept[r].nonzero().view(-1), idx)
 
 
-@pytest.mark.parametrize("keep, n_valid, min_tokens, expected", [
-    (0.1, 10, 1, 1), (0.25, 10, 1, 3), (0.15, 10, 1, 2), (0.1, 200, 64, 64), (1.0, 7, 1, 7), (0.5, 0, 1, 0),
-    (0.01, 5, 0, 0), (0.3, 5, 9, 5),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "keep, n_valid, min_tokens, expected",
+    [
+        (0.1, 10, 1, 1),
+        (0.25, 10, 1, 3),
+        (0.15, 10, 1, 2),
+        (0.1, 200, 64, 64),
+        (1.0, 7, 1, 7),
+        (0.5, 0, 1, 0),
+        (0.01, 5, 0, 0),
+        (0.3, 5, 9, 5),
+    ],
+)
 def test_one_rounding_rule_half_up_with_floor_and_cap(keep, n_valid, min_tokens, expected) -> None:
     assert n_tokens_to_send(keep, n_valid, min_tokens) == expected
 
@@ -68,12 +85,20 @@ def test_attention_always_keeps_the_window_even_at_tiny_keep() -> None:
 def test_knorm_sign_low_and_high_pick_opposite_ends() -> None:
     section = build_section(1, 2, 2, 40, 4, 2)
     ctx = SelectionContext(section)
-    low = build_selector({"method": "knorm", "knorm_sign": "low"}).select(ctx, 0.25, 1).indices[0]
-    high = build_selector({"method": "knorm", "knorm_sign": "high"}).select(ctx, 0.25, 1).indices[0]
+    low = (
+        build_selector(from_json(SelectionConfig, {"method": "knorm", "knorm_sign": "low"}))
+        .select(ctx, 0.25, 1)
+        .indices[0]
+    )
+    high = (
+        build_selector(from_json(SelectionConfig, {"method": "knorm", "knorm_sign": "high"}))
+        .select(ctx, 0.25, 1)
+        .indices[0]
+    )
     norms = torch.stack([k.norm(dim=-1).mean(1) for k, _ in section.sharer]).mean(0)[0]
     assert float(norms[low].max()) < float(norms[high].min())
     with pytest.raises(ValueError, match="knorm_sign"):
-        build_selector({"method": "knorm", "knorm_sign": "middle"})
+        build_selector(from_json(SelectionConfig, {"method": "knorm", "knorm_sign": "middle"}))
 
 
 def test_front_and_back_take_the_ends_of_each_rows_own_tokens() -> None:
@@ -87,7 +112,7 @@ def test_front_and_back_take_the_ends_of_each_rows_own_tokens() -> None:
 def test_delta_scores_by_projected_minus_receiver_value_and_returns_projections() -> None:
     section = build_section(1, 2, 2, 16, 4, 3, n_receiver_layers=3)
     ctx = SelectionContext(section)
-    sel = build_selector({"method": "delta"}).select(ctx, 0.25, 1)
+    sel = build_selector(from_json(SelectionConfig, {"method": "delta"})).select(ctx, 0.25, 1)
     assert sorted(sel.projected) == [0, 1, 2]
     diffs = []
     for t, s in section.layer_map.items():
@@ -99,7 +124,7 @@ def test_delta_scores_by_projected_minus_receiver_value_and_returns_projections(
 
 def test_unknown_selector_suggests_the_closest_name() -> None:
     with pytest.raises(ValueError, match="did you mean 'knorm'"):
-        build_selector({"method": "knrom"})
+        build_selector(from_json(SelectionConfig, {"method": "knrom"}))
 
 
 @pytest.mark.parametrize("name", SELECTORS.names())

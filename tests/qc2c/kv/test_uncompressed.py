@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from kv_cases import build_section
 
+from qc2c.config import kv_config
 from qc2c.kv.codec import build_codec
 from qc2c.kv.uncompressed import Uncompressed
 from qc2c.kv.wire import header_nbytes
@@ -33,8 +34,9 @@ def test_fp16_message_counts_only_the_sharer_layers_the_fuser_reads() -> None:
 
 def test_a_codec_reports_the_same_fp16_message_size_as_its_ratio_reference() -> None:
     section = build_section(3, 4, 2, 30, 8, 1, n_pad=6, n_receiver_layers=5)
-    codec = build_codec({"quant": {"scheme": "int4"}}, layer_map=section.layer_map, n_sharer_layers=4,
-                        n_receiver_layers=5)  # fmt: skip
+    codec = build_codec(
+        kv_config({"quant": {"scheme": "int4"}}), layer_map=section.layer_map, n_sharer_layers=4, n_receiver_layers=5
+    )
     compressed = codec.transmit(section).records
     reference = Uncompressed().transmit(section).records
     assert [c["nbytes_fp16_message"] for c in compressed] == [r["nbytes"] for r in reference]

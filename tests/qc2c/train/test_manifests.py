@@ -26,9 +26,9 @@ def test_shipped_train_manifest_builds_a_spec(path: Path) -> None:
 
     m = load_manifest(path).model_dump(mode="json", by_alias=True)
     spec = TrainSpec.from_manifest(m)
-    assert spec.optim["batch_size"] >= 1 and spec.projector["num_layers"] >= 3
+    assert spec.optim.batch_size >= 1 and spec.projector.num_layers >= 3
     assert spec.alignment in (None, "first", "longest")
-    if spec.train["qat"]:
+    if spec.train.qat:
         r, s = LAYERS[spec.receiver], LAYERS[spec.sharer]
         path_ = build_qat_path(spec.kv, layer_map=last_aligned(r, s), n_sharer_layers=s, n_receiver_layers=r)
         assert path_.codec is not None

@@ -9,6 +9,7 @@ import math
 import pytest
 from torch import nn
 
+from qc2c.config import TrainConfig, from_json
 from qc2c.fuser.projector import C2CProjector
 from qc2c.train.schedule import build_optimizer, build_scheduler, param_groups, total_optimizer_steps
 from qc2c.train.sft import Trainer, TrainSpec
@@ -51,7 +52,7 @@ def test_total_steps() -> None:
 def test_explicit_anneal_steps_reach_the_final_temperature_then_stay(tmp_path, section) -> None:
     train = section(optim={"max_steps": 6})
     train["projector"].update(anneal_steps=3, initial_temperature=1.0, final_temperature=0.01)
-    spec = TrainSpec(receiver="tiny:qwen3", sharer="tiny:qwen2", train=train)
+    spec = TrainSpec(receiver="tiny:qwen3", sharer="tiny:qwen2", train=from_json(TrainConfig, train))
     Trainer(spec, tmp_path).train(progress=False)
     temps = [json.loads(x)["gate_temperature"] for x in (tmp_path / "diagnostics.jsonl").read_text().splitlines()]
     expected = [0.01 ** min(s / 3, 1.0) for s in range(1, 7)]  # T0 * (T1/T0) ** min(step/anneal, 1), §2

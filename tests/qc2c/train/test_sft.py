@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from qc2c.c2c import C2CModel
+from qc2c.config import TrainConfig, from_json, kv_config
 from qc2c.fuser.preflight import check_compatible
 from qc2c.fuser.sources import load_fuser
 from qc2c.models.pair import resolve_model_dir
@@ -20,7 +21,8 @@ from qc2c.train.sft import Trainer, TrainSpec
 
 def spec(section, **kw) -> TrainSpec:
     pair = {"receiver": "tiny:qwen3", "sharer": kw.pop("sharer", "tiny:qwen2"), "alignment": kw.pop("alignment", None)}
-    return TrainSpec(**pair, train=section(**kw.pop("train", {})), **kw)
+    train = from_json(TrainConfig, section(**kw.pop("train", {})))
+    return TrainSpec(**pair, train=train, kv=kv_config(kw.pop("kv", None)), **kw)
 
 
 def test_loss_decreases_on_a_learnable_task(tmp_path, section) -> None:
@@ -136,7 +138,8 @@ def test_one_percent_held_out_and_eval_loss_at_checkpoints(tmp_path, section, ec
 
     convs = (read_jsonl(echo) * 13)[:200]  # 200 conversations -> 2 held out
     train = section(optim={"max_steps": 4})
-    trainer = Trainer(TrainSpec(receiver="tiny:qwen3", sharer="tiny:qwen2", train=train), tmp_path, conversations=convs)
+    spec = TrainSpec(receiver="tiny:qwen3", sharer="tiny:qwen2", train=from_json(TrainConfig, train))
+    trainer = Trainer(spec, tmp_path, conversations=convs)
     assert len(trainer.eval_examples) == 2 and len(trainer.examples) == 198
     trainer.train(progress=False)
     lines = [json.loads(x) for x in (tmp_path / "diagnostics.jsonl").read_text().splitlines()]

@@ -13,13 +13,16 @@ import textwrap
 import pytest
 import torch
 
+from qc2c.config import TrainConfig, from_json
 from qc2c.train.sft import Trainer, TrainingStopped, TrainSpec
 
 KILL_SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
+    from qc2c.config import TrainConfig, from_json
     from qc2c.train.sft import Trainer, TrainSpec
-    spec = TrainSpec(**json.loads(sys.argv[1]))
+    raw = json.loads(sys.argv[1])
+    spec = TrainSpec(**{**raw, "train": from_json(TrainConfig, raw["train"])})
     def kill(step, record):
         if step == int(sys.argv[3]):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -32,6 +35,10 @@ def _spec(section, **optim) -> dict:
     return {"receiver": "tiny:qwen3", "sharer": "tiny:qwen2", "train": section(optim={"max_steps": 10, **optim})}
 
 
+def _build(raw: dict) -> TrainSpec:
+    return TrainSpec(**{**raw, "train": from_json(TrainConfig, raw["train"])})
+
+
 def _curve(out) -> list[float]:
     lines = [json.loads(x) for x in (out / "diagnostics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == list(range(1, len(lines) + 1))
@@ -41,7 +48,7 @@ def _curve(out) -> list[float]:
 def test_resume_after_sigkill_continues_the_curve(tmp_path, section) -> None:
     raw = _spec(section, lr=2e-3)
     raw["train"]["projector"]["dropout"] = 0.1  # dropout + Gumbel noise: the RNG state must be restored too
-    ref = Trainer(TrainSpec(**raw), tmp_path / "ref").train(progress=False)
+    ref = Trainer(_build(raw), tmp_path / "ref").train(progress=False)
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-c", KILL_SCRIPT, json.dumps(raw), str(killed), "6"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -51,7 +58,7 @@ def test_resume_after_sigkill_continues_the_curve(tmp_path, section) -> None:
     partial = killed / ".checkpoint-8.tmp-dead"  # what a kill during a save leaves: never read, then removed
     partial.mkdir()
     (partial / "projector_0.pt").write_bytes(b"half")
-    resumed = Trainer(TrainSpec(**raw), killed).train(progress=False)
+    resumed = Trainer(_build(raw), killed).train(progress=False)
     assert not partial.exists()
     assert resumed.resumed_from == 4
     assert torch.allclose(torch.tensor(_curve(killed)), torch.tensor(_curve(tmp_path / "ref")), atol=1e-5)
@@ -64,9 +71,9 @@ def test_resume_after_sigkill_continues_the_curve(tmp_path, section) -> None:
 
 def test_stop_request_checkpoints_then_resume(tmp_path, section) -> None:
     raw = _spec(section)
-    trainer = Trainer(TrainSpec(**raw), tmp_path)
+    trainer = Trainer(_build(raw), tmp_path)
     with pytest.raises(TrainingStopped) as stop:
         trainer.train(should_stop=lambda: True, progress=False)
     assert stop.value.step == 1 and (tmp_path / "checkpoint-1").is_dir()
-    result = Trainer(TrainSpec(**raw), tmp_path).train(progress=False)
+    result = Trainer(_build(raw), tmp_path).train(progress=False)
     assert result.resumed_from == 1 and result.steps == 10 and len(_curve(tmp_path)) == 10
