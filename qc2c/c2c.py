@@ -71,13 +71,22 @@ class C2CModel:
         r_dir, s_dir = resolve_model_dir(receiver, receiver_revision), resolve_model_dir(sharer, sharer_revision)
         toks = (AutoTokenizer.from_pretrained(r_dir), AutoTokenizer.from_pretrained(s_dir))
         ensure_compatible(
-            fuser, AutoConfig.from_pretrained(r_dir), AutoConfig.from_pretrained(s_dir), toks,
-            alignment=alignment, names=(receiver, sharer),
-        )  # fmt: skip
+            fuser,
+            AutoConfig.from_pretrained(r_dir),
+            AutoConfig.from_pretrained(s_dir),
+            toks,
+            alignment=alignment,
+            names=(receiver, sharer),
+        )
         pair = load_pair(
-            receiver, sharer, receiver_revision=receiver_revision, sharer_revision=sharer_revision,
-            dtype=dtype, device=device, attn_implementation=attn_implementation,
-        )  # fmt: skip
+            receiver,
+            sharer,
+            receiver_revision=receiver_revision,
+            sharer_revision=sharer_revision,
+            dtype=dtype,
+            device=device,
+            attn_implementation=attn_implementation,
+        )
         fuser.to(device=device, dtype=dtype)  # as upstream: projectors take the receiver's dtype
         return cls(pair, fuser, alignment)
 
@@ -120,10 +129,14 @@ class C2CModel:
             if plan.ends[-1] != length:
                 raise ValueError(f"kv_cache_index sections add up to {plan.ends[-1]}, input has {length} tokens")
         out = self._run(
-            plan, input_ids, attention_mask=_as_mask(attention_mask), position_ids=position_ids,
-            sharer_input_ids=sharer_input_ids, sharer_attention_mask=_as_mask(sharer_attention_mask),
+            plan,
+            input_ids,
+            attention_mask=_as_mask(attention_mask),
+            position_ids=position_ids,
+            sharer_input_ids=sharer_input_ids,
+            sharer_attention_mask=_as_mask(sharer_attention_mask),
             message_path=message_path,
-        )  # fmt: skip
+        )
         return C2COutput(out.logits, out.cache, out.records)
 
     __call__ = forward

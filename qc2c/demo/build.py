@@ -31,9 +31,13 @@ def _write_lines(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 def fuser_conversation(question) -> dict[str, Any]:
     """One chat row: the C2C prompt as the user turn, "The correct answer is X" as the assistant's."""
     prompt = build_prompt(question.fact.question, list(question.choices), LABELS[: len(question.choices)])
-    return {"messages": [{"role": "user", "content": prompt},
-                         {"role": "assistant", "content": f"{RESPONSE_TEXT} {question.answer}"}],
-            "fact": question.fact.key}  # fmt: skip
+    return {
+        "messages": [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": f"{RESPONSE_TEXT} {question.answer}"},
+        ],
+        "fact": question.fact.key,
+    }
 
 
 def write_data(world: World, root: Path) -> dict[str, int]:

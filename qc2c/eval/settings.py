@@ -87,9 +87,15 @@ def build_scorers(
                 scorers[name] = SettingScorer(name, pair.receiver_tokenizer, prefill, pair.receiver, *args)
         elif name in TEXT:
             scorers[name] = TextScorer(
-                name, pair.receiver_tokenizer, plain_prefill(pair.receiver), pair.receiver, *args,
-                sharer=pair.sharer, sharer_tokenizer=pair.sharer_tokenizer, text_max_new_tokens=text_max_new_tokens,
-            )  # fmt: skip
+                name,
+                pair.receiver_tokenizer,
+                plain_prefill(pair.receiver),
+                pair.receiver,
+                *args,
+                sharer=pair.sharer,
+                sharer_tokenizer=pair.sharer_tokenizer,
+                text_max_new_tokens=text_max_new_tokens,
+            )
         else:
             raise ValueError(f"unknown setting {name!r} (allowed: {COMPRESSED}, {', '.join(BASELINES)})")
     return scorers

@@ -22,8 +22,15 @@ from qc2c.fuser.projector import C2CProjector
 from qc2c.models.tiny import TINY_MODELS, cache_root, spec_hash
 
 BUILD_VERSION = 1
-PARAMS = {"hidden_dim": 32, "intermediate_dim": 48, "num_layers": 3, "dropout": 0.1, "initial_temperature": 1.0,
-          "final_temperature": 0.001, "anneal_steps": 1929}  # fmt: skip
+PARAMS = {
+    "hidden_dim": 32,
+    "intermediate_dim": 48,
+    "num_layers": 3,
+    "dropout": 0.1,
+    "initial_temperature": 1.0,
+    "final_temperature": 0.001,
+    "anneal_steps": 1929,
+}
 ALIGNED = {"llama": "longest"}  # sharers with their own tokenizer, and the strategy their fuser "was trained" with
 
 
@@ -76,12 +83,19 @@ def recipe(receiver: str, sharer: str) -> dict:
 def write_tiny_fuser(ref: str, root: Path) -> Path:
     receiver, sharer = parse(ref)
     r, s = TINY_MODELS[receiver], TINY_MODELS[sharer]
-    args = {"source_dim": s.head_dim, "target_dim": r.head_dim, "source_num_heads": s.n_kv_heads,
-            "target_num_heads": r.n_kv_heads, "dtype": torch.float32, **PARAMS}  # fmt: skip
+    args = {
+        "source_dim": s.head_dim,
+        "target_dim": r.head_dim,
+        "source_num_heads": s.n_kv_heads,
+        "target_num_heads": r.n_kv_heads,
+        "dtype": torch.float32,
+        **PARAMS,
+    }
     name = f"{receiver}+{sharer}"
     projectors = [build_projector(name, i, args) for i in range(r.n_layers)]
-    return save_fuser(root, projectors, last_aligned(r.n_layers, s.n_layers), recipe(receiver, sharer),
-                      [args] * r.n_layers)  # fmt: skip
+    return save_fuser(
+        root, projectors, last_aligned(r.n_layers, s.n_layers), recipe(receiver, sharer), [args] * r.n_layers
+    )
 
 
 def fuser_hash(ref: str) -> str:

@@ -90,12 +90,19 @@ def test_evaluation_batch_decodes_like_generate_row_by_row(model):
         model.chat_inputs([{"role": "user", "content": q}])["input_ids"][0].tolist()
         for q in ("Hi?", CHAT[0]["content"])
     ]
-    batch = left_pad([RenderedPrompt(r, [], "") for r in rows], model.pair.receiver_tokenizer.pad_token_id,
-                     protocol="generate")  # fmt: skip
+    batch = left_pad(
+        [RenderedPrompt(r, [], "") for r in rows], model.pair.receiver_tokenizer.pad_token_id, protocol="generate"
+    )
     assert not batch.attention_mask.all()
     prefill = c2c_prefill(model.pair.receiver, model.pair.sharer, model.fuser, None)(batch)
-    new = greedy_decode(model.pair.receiver, prefill.cache, prefill.logits_last, batch.attention_mask,
-                        batch.position_ids, max_new_tokens=4)  # fmt: skip
+    new = greedy_decode(
+        model.pair.receiver,
+        prefill.cache,
+        prefill.logits_last,
+        batch.attention_mask,
+        batch.position_ids,
+        max_new_tokens=4,
+    )
     for i, r in enumerate(rows):
         assert new[i] == model.generate(torch.tensor([r]), max_new_tokens=4)[0, len(r) :].tolist()
 
@@ -132,14 +139,17 @@ def test_reference_decode_sees_prompt_pads_padded_decode_does_not():
     assert not mask.all(), "the aligned tiny prompt has no receiver pads; the test would prove nothing"
     n = mask.shape[1]
     seen = []
-    for mode, step_mask in (("reference", torch.ones(1, n + 1, dtype=torch.long)),
-                            ("padded", torch.cat([mask, torch.ones(1, 1, dtype=torch.long)], 1))):  # fmt: skip
+    for mode, step_mask in (
+        ("reference", torch.ones(1, n + 1, dtype=torch.long)),
+        ("padded", torch.cat([mask, torch.ones(1, 1, dtype=torch.long)], 1)),
+    ):
         seq = m.generate(**inputs, max_new_tokens=2, decode_mask=mode)
         out = m.forward(**inputs)
         first = out.logits[:, -1].argmax(-1, keepdim=True)
         with torch.no_grad():
-            second = m.pair.receiver(input_ids=first, attention_mask=step_mask, position_ids=torch.tensor([[n]]),
-                                     past_key_values=out.cache).logits[:, -1]  # fmt: skip
+            second = m.pair.receiver(
+                input_ids=first, attention_mask=step_mask, position_ids=torch.tensor([[n]]), past_key_values=out.cache
+            ).logits[:, -1]
         seen.append(second)
         assert seq[0, n] == first[0, 0] and seq[0, n + 1] == second.argmax(-1)[0], mode
     assert not torch.allclose(seen[0], seen[1], atol=1e-4)  # the two masks do give different steps

@@ -93,8 +93,15 @@ def test_arc_numeric_keys_are_mapped_and_every_row_kept(tmp_path, monkeypatch):
 
 def test_mmlu_redux_skips_and_relabels_as_c2c(tmp_path, monkeypatch):
     def row(q, answer, error_type, correct=None):
-        return {"question": q, "choices": ["w", "x", "y", "z"], "answer": answer, "error_type": error_type,
-                "correct_answer": correct, "source": "s", "potential_reason": None}  # fmt: skip
+        return {
+            "question": q,
+            "choices": ["w", "x", "y", "z"],
+            "answer": answer,
+            "error_type": error_type,
+            "correct_answer": correct,
+            "source": "s",
+            "potential_reason": None,
+        }
 
     anatomy = [
         row("ok", 0, "ok"),
@@ -128,8 +135,14 @@ def test_mmlu_redux_skips_and_relabels_as_c2c(tmp_path, monkeypatch):
 def test_openbookqa_reads_parquet_copies(tmp_path, monkeypatch):
     import datasets
 
-    rows = [{"id": "7-980", "question_stem": "The sun is responsible for", "answerKey": "D",
-             "choices": {"text": ["a", "b", "c", "plants sprouting"], "label": ["A", "B", "C", "D"]}}]  # fmt: skip
+    rows = [
+        {
+            "id": "7-980",
+            "question_stem": "The sun is responsible for",
+            "answerKey": "D",
+            "choices": {"text": ["a", "b", "c", "plants sprouting"], "label": ["A", "B", "C", "D"]},
+        }
+    ]
     (tmp_path / "openbookqa").mkdir()
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "openbookqa" / "test-00000-of-00001.parquet"))
     monkeypatch.setenv("QC2C_DATA_DIR", str(tmp_path))

@@ -24,8 +24,9 @@ def items():
 
 
 def _scorers(pair, fuser, protocol="logits", seed=0):
-    return build_scorers(["c2c_fp16", "c2c_placebo"], pair, fuser, None, protocol=protocol, max_new_tokens=4,
-                         device="cpu", seed=seed)  # fmt: skip
+    return build_scorers(
+        ["c2c_fp16", "c2c_placebo"], pair, fuser, None, protocol=protocol, max_new_tokens=4, device="cpu", seed=seed
+    )
 
 
 def _score(scorer, items, batch_size):
@@ -95,5 +96,13 @@ def test_placebo_is_refused_for_an_aligned_pair() -> None:
     pair = load_pair("tiny:qwen3", "tiny:llama", dtype=torch.float32, device="cpu")
     aligner = TokenAligner(pair.receiver_tokenizer, pair.sharer_tokenizer, "longest")
     with pytest.raises(ValueError, match="not supported for aligned pairs"):
-        build_scorers(["c2c_placebo"], pair, load_fuser("tiny:qwen3+llama"), None, protocol="logits",
-                      max_new_tokens=1, device="cpu", aligner=aligner)  # fmt: skip
+        build_scorers(
+            ["c2c_placebo"],
+            pair,
+            load_fuser("tiny:qwen3+llama"),
+            None,
+            protocol="logits",
+            max_new_tokens=1,
+            device="cpu",
+            aligner=aligner,
+        )

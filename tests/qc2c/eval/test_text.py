@@ -22,8 +22,16 @@ def items():
 
 
 def _scorers(pair, protocol="logits"):
-    return build_scorers(["text_answer", "text_analysis"], pair, None, None, protocol=protocol, max_new_tokens=4,
-                         device="cpu", text_max_new_tokens=MAX_TEXT)  # fmt: skip
+    return build_scorers(
+        ["text_answer", "text_analysis"],
+        pair,
+        None,
+        None,
+        protocol=protocol,
+        max_new_tokens=4,
+        device="cpu",
+        text_max_new_tokens=MAX_TEXT,
+    )
 
 
 @pytest.fixture(scope="module")

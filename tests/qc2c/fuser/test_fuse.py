@@ -43,8 +43,9 @@ class PassThrough:
     def transmit(self, section: SectionKV) -> Transmitted:
         self.seen.append(section)
         kept = section.fuse_mask.clone() if self.keep is None else self.keep(section)
-        rows = [{"nbytes": 10, "n_tokens_sent": int(k.sum()), "nbytes_breakdown": {"payload": 8, "header": 2}}
-                for k in kept]  # fmt: skip
+        rows = [
+            {"nbytes": 10, "n_tokens_sent": int(k.sum()), "nbytes_breakdown": {"payload": 8, "header": 2}} for k in kept
+        ]
         return Transmitted(sharer=section.sharer, kept=kept, records=rows)
 
 
@@ -60,8 +61,15 @@ def test_left_padded_batch_equals_rows_one_by_one(model, tail):
     assert batch.input_ids.shape[1] == max(map(len, rows)) and not batch.attention_mask.all()
     plan = FusePlan.from_runs(batch.fuse_mask, batch.input_ids.shape[1] - batch.fused_end)
     with torch.no_grad():
-        got = fused_forward(model.pair.receiver, model.pair.sharer, model.fuser, plan, batch.input_ids,
-                            attention_mask=batch.attention_mask, position_ids=batch.position_ids)  # fmt: skip
+        got = fused_forward(
+            model.pair.receiver,
+            model.pair.sharer,
+            model.fuser,
+            plan,
+            batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+        )
     assert got.logits.shape[:2] == (3, last)
     for i, r in enumerate(rows):
         one = model.forward(torch.tensor([r]), kv_cache_index=standard_index(len(r), last))

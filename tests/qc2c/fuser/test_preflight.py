@@ -28,9 +28,13 @@ def parts():
 def check(parts, *, receiver=None, sharer=None, fuser=None, alignment=None, names=NAMES, toks=("qwen3", "qwen2")):
     f, configs, tokenizers = parts
     return check_compatible(
-        fuser or f, receiver or configs["qwen3"], sharer or configs["qwen2"],
-        (tokenizers[toks[0]], tokenizers[toks[1]]), alignment=alignment, names=names,
-    )  # fmt: skip
+        fuser or f,
+        receiver or configs["qwen3"],
+        sharer or configs["qwen2"],
+        (tokenizers[toks[0]], tokenizers[toks[1]]),
+        alignment=alignment,
+        names=names,
+    )
 
 
 def with_(config, **changes):
@@ -80,8 +84,13 @@ def test_different_tokenizers_without_alignment(parts):
 
 def test_alignment_must_match_the_training(parts):
     aligned_fuser = load_fuser("tiny:qwen3+llama")
-    problems = check(parts, fuser=aligned_fuser, sharer=parts[1]["llama"], toks=("qwen3", "llama"),
-                     names=("tiny:qwen3", "tiny:llama"))  # fmt: skip
+    problems = check(
+        parts,
+        fuser=aligned_fuser,
+        sharer=parts[1]["llama"],
+        toks=("qwen3", "llama"),
+        names=("tiny:qwen3", "tiny:llama"),
+    )
     assert any("trained with token alignment (longest)" in p for p in problems)
     assert any("trained without token alignment" in p for p in check(parts, alignment="first"))
 
