@@ -38,6 +38,7 @@ from qc2c.config import (
 )
 from qc2c.eval.settings import BASELINES, NO_FUSER, TEXT, setting_problems
 from qc2c.kv.quant import CONVENTIONS, convention_applies
+from qc2c.kv.schemes.base import SCALE_DTYPES
 from runner.schema_types import (  # noqa: F401  (PATTERN_HELP, NAME_PATTERN: re-exported for the loader, tests)
     DEVICE_PATTERN,
     NAME_PATTERN,
@@ -115,7 +116,7 @@ class Quant(Section):
     key_axis: Axis = QuantConfig.key_axis
     value_axis: Axis = QuantConfig.value_axis
     group_size: PositiveInt | None = QuantConfig.group_size
-    scale_dtype: Literal["float16", "float32"] = QuantConfig.scale_dtype
+    scale_dtype: Literal[tuple(SCALE_DTYPES)] = QuantConfig.scale_dtype
     # asymmetric int8/int4/int2 only: kivi (KIVI's math, a float min per group) | observer (integer zero point;
     # what every run before this field used, kept for reproducibility; see qc2c.kv.schemes.uniform)
     convention: Literal[CONVENTIONS] = QuantConfig.convention

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from qc2c.eval.datasets import DATASETS
 from qc2c.kv.budget import ALLOCATORS
+from qc2c.kv.grouping import AXES
 from qc2c.kv.precision import MAX_LAYER, parse_layer_range  # noqa: F401  (MAX_LAYER: re-exported)
 from qc2c.kv.quant import SCHEMES
 from qc2c.kv.selection import SELECTORS
@@ -76,7 +77,7 @@ Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
 HubRepo = Annotated[str, StringConstraints(pattern=REPO_PATTERN)]
 LayerRange = Annotated[tuple[int, ...], BeforeValidator(parse_layer_range)]
 Limit = Annotated[int | tuple[int, int] | None, BeforeValidator(_parse_limit)]
-Axis = Literal["token", "channel", "head", "layer", "tensor"]
+Axis = Literal[AXES]  # the grouping axes qc2c.kv.grouping implements
 
 
 def _member_of(family: Plugins) -> AfterValidator:
@@ -122,12 +123,13 @@ class Section(BaseModel):
         runner's and stay here)."""
         if self.config_type is None:
             raise TypeError(f"{type(self).__name__} has no qc2c config")
-        return self.config_type(**{f.name: _config_value(getattr(self, f.name)) for f in fields(self.config_type)})
+        return self.config_type(**{f.name: as_config(getattr(self, f.name)) for f in fields(self.config_type)})
 
 
-def _config_value(value: Any) -> Any:
+def as_config(value: Any) -> Any:
+    """A section as its qc2c config, a tuple of them as a tuple of configs, any other value as it is."""
     if isinstance(value, Section):
         return value.config()
     if isinstance(value, tuple):
-        return tuple(_config_value(v) for v in value)
+        return tuple(as_config(v) for v in value)
     return value

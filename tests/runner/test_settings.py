@@ -22,7 +22,7 @@ from qc2c.kv import precision as kv_precision
 from qc2c.kv.quant import build_scheme
 from runner import schema
 from runner.manifest import load_manifest
-from runner.schema_types import Problems, Section
+from runner.schema_types import Problems, Section, as_config
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((ROOT / "manifests").glob("*.yaml"))
@@ -40,14 +40,6 @@ def _default(cls: type, name: str) -> object:
     return cls.model_fields[name].get_default(call_default_factory=True)
 
 
-def _as_config(value: object) -> object:
-    if isinstance(value, Section):
-        return value.config()
-    if isinstance(value, tuple):
-        return tuple(_as_config(v) for v in value)
-    return value
-
-
 def test_every_section_qc2c_consumes_names_its_config() -> None:
     names = {cls.__name__ for cls in WITH_CONFIG}
     assert names >= {"Quant", "Override", "Precision", "Selection", "Budget", "KV", "Text", "TrainData", "Projector"}
@@ -63,7 +55,7 @@ def test_schema_defaults_are_the_configs_defaults(section: type[Section]) -> Non
         if f.default is dataclasses.MISSING:
             assert section.model_fields[f.name].is_required(), f"{section.__name__}.{f.name} has a default"
             continue
-        assert _as_config(_default(section, f.name)) == f.default, f"{section.__name__}.{f.name}"
+        assert as_config(_default(section, f.name)) == f.default, f"{section.__name__}.{f.name}"
 
 
 @pytest.mark.parametrize("section", WITH_CONFIG, ids=lambda c: c.__name__)

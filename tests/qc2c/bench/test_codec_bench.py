@@ -13,25 +13,7 @@ from qc2c.bench.quality import DATA_KINDS
 
 def test_codec_bench_reports_round_trip_next_to_memcpy(capsys) -> None:
     rc = codec_main(
-        [
-            "--batch",
-            "2",
-            "--tokens",
-            "16",
-            "--layers",
-            "3",
-            "--heads",
-            "1",
-            "--head-dim",
-            "8",
-            "--schemes",
-            "int8",
-            "int4",
-            "fp16",
-            "--repeat",
-            "1",
-            "--json",
-        ]
+        "--batch 2 --tokens 16 --layers 3 --heads 1 --head-dim 8 --schemes int8 int4 fp16 --repeat 1 --json".split()
     )
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
@@ -45,27 +27,7 @@ def test_codec_bench_reports_round_trip_next_to_memcpy(capsys) -> None:
 
 
 def test_codec_bench_prints_a_table_by_default(capsys) -> None:
-    assert (
-        codec_main(
-            [
-                "--batch",
-                "1",
-                "--tokens",
-                "4",
-                "--layers",
-                "1",
-                "--heads",
-                "1",
-                "--head-dim",
-                "4",
-                "--schemes",
-                "nf4",
-                "--repeat",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert codec_main("--batch 1 --tokens 4 --layers 1 --heads 1 --head-dim 4 --schemes nf4 --repeat 1".split()) == 0
     out = capsys.readouterr().out
     assert "memcpy" in out and "nf4" in out
 
@@ -74,25 +36,7 @@ def test_quality_reports_mse_per_scheme_and_convention(capsys) -> None:
     """One row per asymmetric convention of each int scheme (one for the others), keys and values apart, and the
     rankings the README states: kivi wins on fixed-sign outlier key channels, observer on heavy-tailed int2."""
     rc = codec_main(
-        [
-            "--batch",
-            "1",
-            "--tokens",
-            "64",
-            "--layers",
-            "2",
-            "--heads",
-            "2",
-            "--head-dim",
-            "64",
-            "--schemes",
-            "int2",
-            "fp16",
-            "--repeat",
-            "1",
-            "--json",
-            "--quality",
-        ]
+        "--batch 1 --tokens 64 --layers 2 --heads 2 --head-dim 64 --schemes int2 fp16 --repeat 1 --json --quality".split()
     )
     assert rc == 0
     rows = json.loads(capsys.readouterr().out)["quality"]
@@ -105,25 +49,7 @@ def test_quality_reports_mse_per_scheme_and_convention(capsys) -> None:
 
 def test_quality_prints_its_table_after_the_throughput_table(capsys) -> None:
     assert (
-        codec_main(
-            [
-                "--batch",
-                "1",
-                "--tokens",
-                "8",
-                "--layers",
-                "1",
-                "--heads",
-                "1",
-                "--head-dim",
-                "8",
-                "--schemes",
-                "int4",
-                "--repeat",
-                "1",
-                "--quality",
-            ]
-        )
+        codec_main("--batch 1 --tokens 8 --layers 1 --heads 1 --head-dim 8 --schemes int4 --repeat 1 --quality".split())
         == 0
     )
     out = capsys.readouterr().out
@@ -138,24 +64,7 @@ def test_unknown_scheme_exits_2_with_a_suggestion(capsys) -> None:
 def test_dispatcher_runs_codec_and_refuses_unknown_commands(capsys) -> None:
     assert (
         bench_main(
-            [
-                "codec",
-                "--batch",
-                "1",
-                "--tokens",
-                "2",
-                "--layers",
-                "1",
-                "--heads",
-                "1",
-                "--head-dim",
-                "2",
-                "--schemes",
-                "int8",
-                "--repeat",
-                "1",
-                "--json",
-            ]
+            "codec --batch 1 --tokens 2 --layers 1 --heads 1 --head-dim 2 --schemes int8 --repeat 1 --json".split()
         )
         == 0
     )

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from qc2c.bench.quality import synthetic_kv
 from qc2c.kv.grouping import AXES
+from qc2c.kv.quant import Scheme, build_scheme
 from qc2c.kv.schemes.base import CONVENTIONS
 
 # tests parametrized over every family member run a quarter of the profile's examples each
@@ -27,6 +28,18 @@ class Case:
     kind: str
     seed: int
     convention: str = "kivi"
+
+
+def case_scheme(name: str, case: Case) -> Scheme:
+    """Scheme `name` with the case's grouping, symmetry, scale dtype and convention."""
+    return build_scheme(
+        name,
+        axis=case.axis,
+        group_size=case.group_size,
+        symmetric=case.symmetric,
+        scale_dtype=case.scale_dtype,
+        convention=case.convention,
+    )
 
 
 def build_tensor(shape: tuple[int, ...], kind: str, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -6,12 +6,12 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from kv_cases import PER_MEMBER, Case, build_tensor, cases
+from kv_cases import PER_MEMBER, Case, build_tensor, case_scheme, cases
 from reference import decode_group, groups
 from reference import encode as reference_encode
 from reference import pack as reference_pack
 
-from qc2c.kv.quant import NonFiniteInput, build_scheme, pack, unpack
+from qc2c.kv.quant import NonFiniteInput, pack, unpack
 from qc2c.kv.schemes.base import SCALE_DTYPES
 from qc2c.kv.schemes.uniform import UniformInt
 
@@ -24,14 +24,7 @@ SCALED = ("int8", "int4", "int2", "nf4", "fp8_e4m3", "fp8_e5m2")
 def test_codes_scales_and_offsets_equal_the_reference(name: str, case: Case, dtype: torch.dtype) -> None:
     """Each convention (kivi, observer) and symmetric against the loop reference, on every data kind and cache
     dtype: codes, scale bytes, offsets (observer zero points, kivi mins) and decoded values, bit for bit."""
-    scheme = build_scheme(
-        name,
-        axis=case.axis,
-        group_size=case.group_size,
-        symmetric=case.symmetric,
-        scale_dtype=case.scale_dtype,
-        convention=case.convention,
-    )
+    scheme = case_scheme(name, case)
     x = build_tensor(case.shape, case.kind, case.seed, dtype)
     try:
         enc = scheme.encode(x)

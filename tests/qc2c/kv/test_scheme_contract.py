@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 from hypothesis import given
-from kv_cases import PER_MEMBER, Case, build_tensor, cases
+from kv_cases import PER_MEMBER, Case, build_tensor, case_scheme, cases
 
 from qc2c.kv.quant import SCHEMES, NonFiniteInput, Scheme, build_scheme, unpack
 from qc2c.kv.schemes.floats import RawFloat
@@ -20,14 +20,7 @@ from qc2c.kv.schemes.uniform import UniformInt
 
 
 def _scheme(name: str, case: Case) -> Scheme:
-    return build_scheme(
-        name,
-        axis=case.axis,
-        group_size=case.group_size,
-        symmetric=case.symmetric,
-        scale_dtype=case.scale_dtype,
-        convention=case.convention,
-    )
+    return case_scheme(name, case)
 
 
 def per_element(scheme: Scheme, stored: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
