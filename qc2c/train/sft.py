@@ -1,6 +1,6 @@
 """Supervised training of the C2C projectors with both LLMs frozen (docs/c2c.md §6).
 
-    spec = TrainSpec.from_manifest(manifest_dict)      # pair + train + kv + runtime sections, plain dicts
+    spec = TrainSpec.from_manifest(manifest_json)      # qc2c.train.spec: pair, train, kv and runtime settings
     result = Trainer(spec, out_dir).train()           # checkpoints, diagnostics.jsonl, final/
 
 The sharer runs under no_grad in eval mode; the receiver's weights are frozen but it runs in the autograd
@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qc2c.config import KVConfig, OptimConfig, ProjectorConfig, RuntimeConfig, TrainConfig, from_json, kv_config
 from qc2c.dtypes import DTYPES
 from qc2c.fuser.checkpoint import Fuser
 from qc2c.fuser.fuse import FusePlan, fused_forward
@@ -37,8 +36,8 @@ from qc2c.train import checkpointing as ckpt
 from qc2c.train.data import Example, TrainBatch, build_examples, collate, load_conversations, micro_batches
 from qc2c.train.diagnostics import DiagnosticsLog, Progress, gate_logits, grad_norms, peak_memory_bytes
 from qc2c.train.schedule import anneal_temperature, build_optimizer, build_scheduler, total_optimizer_steps
+from qc2c.train.spec import TrainSpec
 
-RUNNER_ONLY_RUNTIME = ("container", "max_sample_errors")  # runtime settings of where a run is placed
 EVAL_FRACTION = 0.01  # the reference's 99/1 random_split of the training conversations
 
 
@@ -58,57 +57,6 @@ class TrainingStopped(Exception):
     def __init__(self, step: int) -> None:
         super().__init__(f"stopped after step {step} (checkpoint written)")
         self.step = step
-
-
-@dataclass
-class TrainSpec:
-    """What a training run needs: the pair, the `train` and `kv` settings (qc2c.config) and the runtime."""
-
-    receiver: str
-    sharer: str
-    train: TrainConfig
-    alignment: str | None = None
-    receiver_revision: str = "main"
-    sharer_revision: str = "main"
-    kv: KVConfig = KVConfig()  # the codec in the path with train.qat
-    device: str = "cpu"
-    dtype: str = "float32"
-    seed: int = 0
-    name: str = ""
-
-    @classmethod
-    def from_manifest(cls, m: dict[str, Any]) -> TrainSpec:
-        """From a kind: train manifest as JSON (the validated manifest's dump, or a manifest file as read);
-        settings it leaves out take qc2c.config's defaults."""
-        if m.get("kind", "train") != "train" or not isinstance(m.get("train"), dict):
-            raise ValueError(f"manifest {m.get('name', '?')}: kind: training needs kind: train and a train: section")
-        pair = m["pair"]
-        runtime = from_json(RuntimeConfig, m.get("runtime") or {}, ignore=RUNNER_ONLY_RUNTIME)
-        device = runtime.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        alignment = pair.get("alignment", "none")
-        return cls(
-            receiver=pair["receiver"],
-            sharer=pair["sharer"],
-            train=from_json(TrainConfig, m["train"]),
-            alignment=None if alignment == "none" else alignment,
-            receiver_revision=pair.get("receiver_revision", "main"),
-            sharer_revision=pair.get("sharer_revision", "main"),
-            kv=kv_config(m.get("kv")),
-            device=device,
-            dtype=runtime.dtype,
-            seed=runtime.seed,
-            name=m.get("name", ""),
-        )
-
-    @property
-    def optim(self) -> OptimConfig:
-        return self.train.optim
-
-    @property
-    def projector(self) -> ProjectorConfig:
-        return self.train.projector
 
 
 @dataclass
@@ -141,9 +89,13 @@ class Trainer:
         self.spec, self.out = spec, Path(out_dir)
         self.device, self.dtype = torch.device(spec.device), DTYPES[spec.dtype]
         self.pair = pair or load_pair(
-            spec.receiver, spec.sharer, receiver_revision=spec.receiver_revision,
-            sharer_revision=spec.sharer_revision, dtype=self.dtype, device=self.device,
-        )  # fmt: skip
+            spec.receiver,
+            spec.sharer,
+            receiver_revision=spec.receiver_revision,
+            sharer_revision=spec.sharer_revision,
+            dtype=self.dtype,
+            device=self.device,
+        )
         for model in (self.pair.receiver, self.pair.sharer):
             model.requires_grad_(False).eval()
         if spec.alignment is None and not self.pair.same_tokenizer:
@@ -185,15 +137,22 @@ class Trainer:
         del params["type"]
         params["anneal_steps"] = params["anneal_steps"] or self.total_steps  # the whole run by default
         self.init_args = [
-            {"source_dim": s_dim, "target_dim": r_dim, "source_num_heads": s_heads, "target_num_heads": r_heads,
-             "dtype": self.dtype, **params}
+            {
+                "source_dim": s_dim,
+                "target_dim": r_dim,
+                "source_num_heads": s_heads,
+                "target_num_heads": r_heads,
+                "dtype": self.dtype,
+                **params,
+            }
             for _ in range(r_layers)
-        ]  # fmt: skip
+        ]
         torch.manual_seed(self.spec.seed)
         projectors = nn.ModuleList(C2CProjector(**args) for args in self.init_args).to(self.device)
         layer_map = LAYER_MAPS.get(self.spec.train.layer_map)(r_layers, s_layers)
-        self.fuser = Fuser(projectors, layer_map, {t: t for t in layer_map}, self.recipe(params), self.init_args,
-                           self.out, sha256="")  # fmt: skip
+        self.fuser = Fuser(
+            projectors, layer_map, {t: t for t in layer_map}, self.recipe(params), self.init_args, self.out, sha256=""
+        )
         self.n_layers = (r_layers, s_layers)
 
     def _init_from(self, ref: Any) -> None:
@@ -215,8 +174,9 @@ class Trainer:
         from qc2c.train.qat import build_qat_path
 
         r_layers, s_layers = self.n_layers
-        return build_qat_path(self.spec.kv, layer_map=dict(self.fuser.layer_map), n_sharer_layers=s_layers,
-                              n_receiver_layers=r_layers)  # fmt: skip
+        return build_qat_path(
+            self.spec.kv, layer_map=dict(self.fuser.layer_map), n_sharer_layers=s_layers, n_receiver_layers=r_layers
+        )
 
     def recipe(self, params: dict[str, Any]) -> dict[str, Any]:
         """config.json: the reference recipe's keys (what preflight and the upstream loaders read) + qc2c's."""
@@ -278,11 +238,17 @@ class Trainer:
         batch = batch.to(self.device)
         plan = FusePlan.from_runs(batch.fuse_mask, batch.last_len)
         out = fused_forward(
-            self.pair.receiver, self.pair.sharer, self.fuser, plan, batch.input_ids,
-            attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-            sharer_input_ids=batch.sharer_input_ids, sharer_attention_mask=batch.sharer_attention_mask,
+            self.pair.receiver,
+            self.pair.sharer,
+            self.fuser,
+            plan,
+            batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            sharer_input_ids=batch.sharer_input_ids,
+            sharer_attention_mask=batch.sharer_attention_mask,
             message_path=self.message_path,
-        )  # fmt: skip
+        )
         logits = out.logits[:, :-1].float()
         labels = batch.labels[:, 1:]
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
@@ -323,8 +289,13 @@ class Trainer:
         return step
 
     def save(self, step: int, loss: float) -> Path:
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "loss": loss,
-                 "micro_batch": step * self.spec.optim.grad_accum, "total_steps": self.total_steps}  # fmt: skip
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loss": loss,
+            "micro_batch": step * self.spec.optim.grad_accum,
+            "total_steps": self.total_steps,
+        }
         return ckpt.save_checkpoint(self.out, step, self.fuser.projectors, self.fuser.layer_map, self.init_args, state)
 
     def train(
@@ -340,8 +311,9 @@ class Trainer:
         start = self.resume()
         if start == 0:
             random.seed(self.spec.seed)
-        result = TrainResult(self.out, start, self.total_steps, start, n_examples=len(self.examples),
-                             n_dropped=self.n_dropped)  # fmt: skip
+        result = TrainResult(
+            self.out, start, self.total_steps, start, n_examples=len(self.examples), n_dropped=self.n_dropped
+        )
         data = micro_batches(self.examples, o.batch_size, self.spec.seed, start=start * o.grad_accum)
         bar = Progress(self.total_steps, start, enabled=progress)
         t_run, done_here = time.monotonic(), 0
@@ -353,12 +325,20 @@ class Trainer:
                 wall = time.monotonic() - t0
                 done_here += 1
                 per_step = (time.monotonic() - t_run) / done_here
-                record = {"step": step, "loss": stats["loss"], "lr": stats["lr"], "gate_temperature": temperature,
-                          "gate_logits": gate_logits(self.fuser.projectors), "grad_norm": stats["grad_norm"],
-                          "tokens": stats["tokens"], "tokens_per_s": stats["tokens"] / max(wall, 1e-9),
-                          "peak_memory_bytes": peak_memory_bytes(self.device), "wall_s": wall,
-                          "elapsed_s": time.monotonic() - t_run,
-                          "eta_s": per_step * (self.total_steps - step)}  # fmt: skip
+                record = {
+                    "step": step,
+                    "loss": stats["loss"],
+                    "lr": stats["lr"],
+                    "gate_temperature": temperature,
+                    "gate_logits": gate_logits(self.fuser.projectors),
+                    "grad_norm": stats["grad_norm"],
+                    "tokens": stats["tokens"],
+                    "tokens_per_s": stats["tokens"] / max(wall, 1e-9),
+                    "peak_memory_bytes": peak_memory_bytes(self.device),
+                    "wall_s": wall,
+                    "elapsed_s": time.monotonic() - t_run,
+                    "eta_s": per_step * (self.total_steps - step),
+                }
                 if not math.isfinite(stats["loss"]):
                     raise FloatingPointError(f"step {step}: loss is {stats['loss']} (not finite); lower train.optim.lr")
                 at_checkpoint = step % save_steps == 0 or step == self.total_steps
