@@ -16,6 +16,7 @@ from torch import Tensor
 
 from qc2c.eval.batching import PromptBatch
 from qc2c.eval.clock import StageClock
+from qc2c.models.decode import greedy_decode
 
 
 @dataclass
@@ -30,6 +31,22 @@ class Prefill:
 
 
 PrefillFn = Callable[[PromptBatch], Prefill]
+
+
+def decode_after(
+    model: Any, prefill: Prefill, batch: PromptBatch, *, max_new_tokens: int, eos_ids: set[int], pad_id: int
+) -> list[list[int]]:
+    """Greedy tokens per row of `batch`, `model` continuing from `prefill` (`qc2c.models.decode`)."""
+    return greedy_decode(
+        model,
+        prefill.cache,
+        prefill.logits_last,
+        batch.attention_mask,
+        batch.position_ids,
+        max_new_tokens=max_new_tokens,
+        eos_ids=eos_ids,
+        pad_id=pad_id,
+    )
 
 
 def plain_prefill(model: Any, stage: str = "receiver_s") -> PrefillFn:

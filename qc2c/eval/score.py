@@ -32,9 +32,8 @@ import torch
 
 from qc2c.eval.batching import PromptBatch, left_pad
 from qc2c.eval.extract import extract_answer
-from qc2c.eval.prefill import PrefillFn
+from qc2c.eval.prefill import PrefillFn, decode_after
 from qc2c.eval.prompts import RenderedPrompt, option_token_ids, render
-from qc2c.models.decode import greedy_decode
 
 PROTOCOLS = ("logits", "generate")
 
@@ -141,15 +140,8 @@ class SettingScorer:
                 row.pred = item.labels[int(probs.argmax())]
             return rows
         t0 = time.perf_counter()
-        generated = greedy_decode(
-            self.decoder,
-            prefill.cache,
-            prefill.logits_last,
-            batch.attention_mask,
-            batch.position_ids,
-            max_new_tokens=self.max_new_tokens,
-            eos_ids=self.eos_ids,
-            pad_id=self.pad_id,
+        generated = decode_after(
+            self.decoder, prefill, batch, max_new_tokens=self.max_new_tokens, eos_ids=self.eos_ids, pad_id=self.pad_id
         )
         decode_s = (time.perf_counter() - t0) / batch.size
         for row, item, ids in zip(rows, items, generated):

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qc2c.eval.batching import left_pad
-from qc2c.eval.prefill import plain_prefill
+from qc2c.eval.prefill import decode_after, plain_prefill
 from qc2c.eval.prompts import RenderedPrompt, render, render_analysis, with_context
 from qc2c.eval.score import RowScore, SettingScorer, error_text, pad_and_eos
-from qc2c.models.decode import greedy_decode
 
 KINDS = ("text_answer", "text_analysis")
 
@@ -65,12 +64,10 @@ class TextScorer(SettingScorer):
         batch = batch.to(self.device)
         prefill = plain_prefill(self.sharer, "sharer_prefill_s")(batch)
         t0 = time.perf_counter()
-        generated = greedy_decode(
+        generated = decode_after(
             self.sharer,
-            prefill.cache,
-            prefill.logits_last,
-            batch.attention_mask,
-            batch.position_ids,
+            prefill,
+            batch,
             max_new_tokens=self.text_max_new_tokens,
             eos_ids=self.sharer_eos,
             pad_id=self.sharer_pad,
