@@ -23,7 +23,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from runner.execute import REPO_ROOT
+from runner.lifecycle import REPO_ROOT
 
 # fuser name in the zoo -> the training manifest that makes it (trained in this order; the QAT fuser starts
 # from the receiver+sharer fuser, so it comes after it).

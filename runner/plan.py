@@ -6,7 +6,7 @@ Decisions (registry entry / run folder → what `runner run` does):
   invalid or failed             → rerun     (the old folder is moved to runs/<milestone>/.superseded/)
   progress files present        → resume    (a killed or preempted run; samples done are not scored again)
   nothing                       → new
-The plan reads the registry without its lock, so its decision is a forecast: runner.execute claims the run
+The plan reads the registry without its lock, so its decision is a forecast: runner.lifecycle claims the run
 (Registry.claim, one locked compare-and-set) and decides again from what the claim saw.
 A skip names the folder that holds the complete run (a renamed copy of a manifest has the same run key).
 The run tag `<name>-<run_key[:10]>` depends only on the manifest, so a requeued job finds its folder again.
@@ -21,6 +21,7 @@ from typing import Any
 
 from qc2c.errors import ProblemsError
 from runner.registry import Entry, Registry
+from runner.schema import Manifest
 
 DECISIONS = ("new", "resume", "skip", "rerun", "busy")
 
@@ -31,7 +32,7 @@ class PlanError(ProblemsError):
 
 @dataclass
 class Plan:
-    manifest: Any  # runner.schema.Manifest
+    manifest: Manifest
     source: Path | None  # the manifest file (None for a sweep member)
     runs_dir: Path
     run_key: str
@@ -86,7 +87,7 @@ def decide(entry: Entry | None, run_dir: Path) -> tuple[str, str]:
     return "new", "no registry entry and no progress"
 
 
-def resolve_fuser(manifest: Any, registry: Registry) -> tuple[str | dict[str, Any] | None, str | None]:
+def resolve_fuser(manifest: Manifest, registry: Registry) -> tuple[str | dict[str, Any] | None, str | None]:
     """The fuser reference `qc2c.fuser.checkpoint.load_fuser` takes (path, "tiny:a+b" or a hub dict) and a
     human-readable source. `from_run: NAME` becomes the final/ of NAME's latest complete run."""
     fuser = manifest.fuser
@@ -111,7 +112,7 @@ def resolve_fuser(manifest: Any, registry: Registry) -> tuple[str | dict[str, An
     return str(final), f"from_run:{fuser.from_run}@{entry.key[:10]}"
 
 
-def make_plan(manifest: Any, *, source: Path | None, runs_dir: Path | None = None) -> Plan:
+def make_plan(manifest: Manifest, *, source: Path | None, runs_dir: Path | None = None) -> Plan:
     """Everything `runner run` decides before loading a model (no side effects on disk)."""
     runs_dir = runs_dir or default_runs_dir()
     registry = Registry(runs_dir)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from qc2c.errors import ProblemsError
+
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
@@ -71,8 +73,10 @@ def _model_and_fuser_problems(plan: Any) -> tuple[Any, list[str]]:
 
     try:
         return preflight(plan.manifest, plan.fuser_ref), []
+    except ProblemsError as exc:
+        problems = list(exc.problems) or [f"preflight: {_one_line(exc)}"]
     except Exception as exc:  # noqa: BLE001 - every load failure is a preflight problem, one line each
-        problems = list(getattr(exc, "problems", None) or [f"preflight: {_one_line(exc)}"])
+        problems = [f"preflight: {_one_line(exc)}"]
     if plan.fuser_ref is not None and all(p.startswith("pair.") for p in problems):
         try:  # the models are missing, so the fit was not checked: the checkpoint itself still can be
             load_fuser(plan.fuser_ref, sha256=plan.manifest.fuser.sha256)

@@ -10,36 +10,48 @@ One progress line per sample: {"id", "gold", "subject", "settings": {setting: Ro
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from qc2c.eval.batching import by_length
+from qc2c.eval.datasets import MCDataset, MCItem, load_mc
+from qc2c.eval.score import RowScore
+from runner import fsio
+from runner.lifecycle import RunFailed, StopFlag
+from runner.plan import Plan
+from runner.progress_ui import ProgressUI
 from runner.provenance import redact, secret_values
 from runner.records import Progress, ProgressError, ProgressLog, batch_plan
 from runner.registry import Registry
+from runner.schema import Manifest
+from runner.session import Session
 from runner.status import StatusFile
 
 
-def sample_record(item: Any, rows: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+def progress_log(plan: Plan, dataset: str) -> ProgressLog:
+    """progress/<dataset>.jsonl of the run folder: one line per scored sample."""
+    return ProgressLog(plan.run_dir / "progress" / f"{dataset}.jsonl")
+
+
+def sample_record(item: MCItem, rows: dict[str, RowScore], secrets: list[str]) -> dict[str, Any]:
     settings = {name: row.to_json(item.answer) for name, row in rows.items()}
     errors = [f"{name}: {row.error}" for name, row in rows.items() if row.error]
     record = {
         "id": item.id,
         "gold": item.answer,
-        "subject": getattr(item, "subject", None),
+        "subject": item.subject,
         "settings": settings,
         "error": "; ".join(errors) or None,
     }
     return redact(record, secrets)
 
 
-def load_datasets(manifest: Any) -> dict[str, Any]:
-    from qc2c.eval.datasets import load_mc
-
+def load_datasets(manifest: Manifest) -> dict[str, MCDataset]:
     ev = manifest.eval
     return {name: load_mc(name, split=ev.split, limit=ev.limit) for name in ev.datasets}
 
 
-def dataset_info(ds: Any, manifest: Any) -> dict[str, Any]:
+def dataset_info(ds: MCDataset, manifest: Manifest) -> dict[str, Any]:
     limit = manifest.eval.limit
     return {
         "split": manifest.eval.split,
@@ -47,19 +59,16 @@ def dataset_info(ds: Any, manifest: Any) -> dict[str, Any]:
         "n_total": ds.n_total,
         "limit": list(limit) if isinstance(limit, tuple) else limit,
         "n_declared": len(ds.items) if limit is not None else None,
-        "notes": list(getattr(ds, "notes", []) or []),
+        "notes": list(ds.notes),
     }
 
 
-def check_items(name: str, ds: Any, run_dir: Any) -> None:
+def check_items(name: str, ds: MCDataset, run_dir: Path) -> None:
     """Refuse duplicate sample ids (resume keys on them) and a dataset that changed under a partial run.
 
     The fingerprint of the items is pinned in progress/<dataset>.fingerprint when scoring starts; a resume
     with different items (an updated HF cache, edited local files) would mix two datasets in one result.
     """
-    from runner import fsio
-    from runner.execute import RunFailed
-
     ids = [item.id for item in ds.items]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
@@ -77,12 +86,10 @@ def check_items(name: str, ds: Any, run_dir: Any) -> None:
 
 
 def resume_batches(
-    name: str, ds: Any, progress_log: ProgressLog, batch_size: int, log: logging.Logger
-) -> tuple[list[list[Any]], Progress]:
+    name: str, ds: MCDataset, progress_log: ProgressLog, batch_size: int, log: logging.Logger
+) -> tuple[list[list[MCItem]], Progress]:
     """The planned batches not yet written whole, and the progress kept: a partly written batch (a kill between
     its lines, or records from another batching) is cut from the file and scored again whole."""
-    from runner.execute import RunFailed
-
     by_id = {item.id: item for item in ds.items}
     ordered = [item.id for item in by_length(ds.items)]
     try:
@@ -102,23 +109,21 @@ def resume_batches(
 
 
 def score_datasets(
-    plan: Any,
-    session: Any,
+    plan: Plan,
+    session: Session,
     *,
     status: StatusFile,
     registry: Registry,
-    stop: Any,
+    stop: StopFlag,
     log: logging.Logger,
-    ui: Any = None,
+    ui: ProgressUI | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score every dataset of the manifest to completion (or raise Preempted / RunFailed)."""
-    from runner.execute import RunFailed, progress_log
-
     m = plan.manifest
     datasets = load_datasets(m)
     infos = {name: dataset_info(ds, m) for name, ds in datasets.items()}
     logs = {name: progress_log(plan, name) for name in datasets}
-    todo: dict[str, list[list[Any]]] = {}
+    todo: dict[str, list[list[MCItem]]] = {}
     for name, ds in datasets.items():
         check_items(name, ds, plan.run_dir)
         todo[name], progress = resume_batches(name, ds, logs[name], m.eval.batch_size, log)

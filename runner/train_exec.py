@@ -16,20 +16,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from qc2c.train.checkpointing import latest_checkpoint
+from qc2c.train.sft import Trainer, TrainingStopped, TrainSpec
 from runner import fsio
-from runner.execute import REPO_ROOT, Preempted, RunHandles, execute_lifecycle
+from runner.lifecycle import REPO_ROOT, Preempted, RunHandles, execute_lifecycle
 from runner.plan import Plan
+from runner.progress_ui import ProgressUI
 from runner.provenance import collect
+from runner.session import _model_info, resolve_device
 
 
-def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Any = None) -> int:
-    """Train (or resume) the fuser of `plan`; returns an exit code from runner.exitcodes."""
+def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: ProgressUI | None = None) -> int:
+    """Train (or resume) the fuser of `plan`; returns an exit code from runner.exitcodes. `ui` is unused: a
+    train run reports through logs/run.log and status.json."""
 
     def train(run: RunHandles) -> str:
-        from qc2c.train.checkpointing import latest_checkpoint
-        from qc2c.train.sft import Trainer, TrainingStopped, TrainSpec
-        from runner.session import _model_info, resolve_device
-
         log, status, registry, m = run.log, run.status, run.registry, plan.manifest
         data = m.model_dump(mode="json", by_alias=True)
         data["runtime"]["device"] = resolve_device(m.runtime.device)
@@ -38,8 +39,12 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: A
         trainer = Trainer(spec, plan.run_dir, init_from=plan.fuser_ref)
         log.info(
             "loaded pair on %s in %.1f s; %d conversations (%d dropped: longer than max_length), %d optimizer steps",
-            spec.device, time.monotonic() - t0, len(trainer.examples), trainer.n_dropped, trainer.total_steps,
-        )  # fmt: skip
+            spec.device,
+            time.monotonic() - t0,
+            len(trainer.examples),
+            trainer.n_dropped,
+            trainer.total_steps,
+        )
         status.set_dataset("train", n_done=0, n_total=trainer.total_steps, n_errors=0)
         beat = registry.heartbeat_every(plan.run_key)
 
@@ -54,8 +59,13 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: A
                 "step %d loss %.5f lr %.3g T %.4g", step, record["loss"], record["lr"], record["gate_temperature"]
             )
             if record.get("eval_loss") is not None:
-                log.info("step %d/%d: train loss %.4f, eval loss %.4f", step, trainer.total_steps, record["loss"],
-                         record["eval_loss"])  # fmt: skip
+                log.info(
+                    "step %d/%d: train loss %.4f, eval loss %.4f",
+                    step,
+                    trainer.total_steps,
+                    record["loss"],
+                    record["eval_loss"],
+                )
 
         latest = latest_checkpoint(plan.run_dir)
         if latest is not None:
@@ -65,13 +75,22 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: A
         except TrainingStopped as exc:  # a checkpoint was written first: the re-run resumes from it
             raise Preempted(str(exc)) from exc
         log.info("trained %d steps; last loss %s", result.steps, f"{result.losses[-1]:.4f}" if result.losses else "-")
+        train_data = {
+            **vars(spec.train.data),
+            "n_examples": len(trainer.examples),
+            "n_eval": len(trainer.eval_examples),
+            "n_dropped_too_long": trainer.n_dropped,
+            "total_steps": trainer.total_steps,
+        }
         provenance = collect(
-            repo=REPO_ROOT, device=spec.device, run_key=plan.run_key, models=_model_info(trainer.pair),
-            fuser={"init_from": plan.fuser_source}, container=container,
-            datasets={"train": {**vars(spec.train.data), "n_examples": len(trainer.examples),
-                                "n_eval": len(trainer.eval_examples), "n_dropped_too_long": trainer.n_dropped,
-                                "total_steps": trainer.total_steps}},
-        )  # fmt: skip
+            repo=REPO_ROOT,
+            device=spec.device,
+            run_key=plan.run_key,
+            models=_model_info(trainer.pair),
+            fuser={"init_from": plan.fuser_source},
+            container=container,
+            datasets={"train": train_data},
+        )
         fsio.atomic_write_json(plan.run_dir / "provenance.json", provenance)
         return f" (fuser in {plan.run_dir / 'final'})"
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.execute import Preempted, StopFlag, run_plan
+from runner.execute import run_plan
 from runner.exitcodes import EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
+from runner.lifecycle import Preempted, StopFlag
 from runner.manifest import load_manifest
 from runner.plan import make_plan
 from runner.registry import Registry
@@ -54,7 +55,8 @@ def test_a_run_that_scores_nothing_is_never_complete(tmp_path: Path) -> None:
 
 
 def test_sweep_runs_every_member_then_skips_them(tmp_path: Path, capsys) -> None:
-    from runner.cli.run import load_manifests, run_native
+    from runner.cli.manifests import load_manifests
+    from runner.cli.run import run_native
 
     (tmp_path / "base.yaml").write_text(BASE.format(name="base", limit=3))
     sweep = tmp_path / "sweep.yaml"
