@@ -40,8 +40,12 @@ EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m qc2c.bench eval", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("examples:")[1], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m qc2c.bench eval",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("examples:")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--receiver", default="tiny:qwen3")
     parser.add_argument("--sharer", default="tiny:qwen2")
     parser.add_argument("--fuser", default="tiny:qwen3+qwen2")
@@ -59,9 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
 def build_codec_for(fuser: Any, pair: Any) -> Any:
     from qc2c.kv.codec import build_codec
 
-    return build_codec(SMOKE_KV, layer_map=dict(fuser.layer_map),
-                       n_sharer_layers=pair.sharer.config.num_hidden_layers,
-                       n_receiver_layers=pair.receiver.config.num_hidden_layers)  # fmt: skip
+    return build_codec(
+        SMOKE_KV,
+        layer_map=dict(fuser.layer_map),
+        n_sharer_layers=pair.sharer.config.num_hidden_layers,
+        n_receiver_layers=pair.receiver.config.num_hidden_layers,
+    )
 
 
 def _sync(device: str) -> None:
@@ -81,8 +88,10 @@ def timed(scorer: SettingScorer, items: list[Any], batch: int, device: str) -> t
 
 def scorer_batches(scorer: SettingScorer, items: list[Any], batch: int, device: str) -> list[PromptBatch]:
     """The batches `scorer` itself would build for `items` (rendered, padded, on `device`)."""
-    return [scorer.make_batch([scorer.prepare(it)[0] for it in items[r.start : r.stop]]).to(device)
-            for r in chunks(len(items), batch)]  # fmt: skip
+    return [
+        scorer.make_batch([scorer.prepare(it)[0] for it in items[r.start : r.stop]]).to(device)
+        for r in chunks(len(items), batch)
+    ]
 
 
 @torch.no_grad()
@@ -92,8 +101,13 @@ def forward_floor(models: list[Any], batches: list[PromptBatch], device: str) ->
     t0 = time.perf_counter()
     for b in batches:
         for model in models:
-            model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
-                  use_cache=True, logits_to_keep=1)  # fmt: skip
+            model(
+                input_ids=b.input_ids,
+                attention_mask=b.attention_mask,
+                position_ids=b.position_ids,
+                use_cache=True,
+                logits_to_keep=1,
+            )
     _sync(device)
     return time.perf_counter() - t0
 
@@ -112,10 +126,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m qc2c.bench eval: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     fuser = fuser.to(device=args.device, dtype=torch.float32)
-    scorers = build_scorers(args.settings, pair, fuser, build_codec_for(fuser, pair), protocol=args.protocol,
-                            max_new_tokens=args.max_new_tokens, device=args.device)  # fmt: skip
-    report: dict[str, Any] = {"device": args.device, "n": len(items), "batch": args.batch, "protocol": args.protocol,
-                              "torch_threads": torch.get_num_threads(), "settings": {}}  # fmt: skip
+    scorers = build_scorers(
+        args.settings,
+        pair,
+        fuser,
+        build_codec_for(fuser, pair),
+        protocol=args.protocol,
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
+    )
+    report: dict[str, Any] = {
+        "device": args.device,
+        "n": len(items),
+        "batch": args.batch,
+        "protocol": args.protocol,
+        "torch_threads": torch.get_num_threads(),
+        "settings": {},
+    }
     identical = True
     ordered = by_length(items)  # as the runner batches: similar lengths together
     for name, scorer in scorers.items():
@@ -139,16 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"eval bench: {report['n']} items, batch {args.batch}, {args.protocol}, {args.device}, "
-              f"{report['torch_threads']} torch threads")  # fmt: skip
+        print(
+            f"eval bench: {report['n']} items, batch {args.batch}, {args.protocol}, {args.device}, "
+            f"{report['torch_threads']} torch threads"
+        )
         for name, r in report["settings"].items():
-            print(f"  {name:<11} batched {r['batched_samples_per_s']:8.1f} samples/s   one-at-a-time "
-                  f"{r['one_at_a_time_samples_per_s']:7.1f} samples/s   ratio {r['ratio']:5.1f}x "
-                  f"(target >= {TARGET_RATIO:.0f}x)   identical predictions: {r['identical_predictions']}")  # fmt: skip
+            print(
+                f"  {name:<11} batched {r['batched_samples_per_s']:8.1f} samples/s   one-at-a-time "
+                f"{r['one_at_a_time_samples_per_s']:7.1f} samples/s   ratio {r['ratio']:5.1f}x "
+                f"(target >= {TARGET_RATIO:.0f}x)   identical predictions: {r['identical_predictions']}"
+            )
             if "ratio_ceiling" in r:
-                print(f"  {'':<11} floor: receiver + sharer forwards alone on the same batches "
-                      f"{r['forward_floor_samples_per_s']:8.1f} samples/s -> batching can reach at most "
-                      f"{r['ratio_ceiling']:5.1f}x here")  # fmt: skip
+                print(
+                    f"  {'':<11} floor: receiver + sharer forwards alone on the same batches "
+                    f"{r['forward_floor_samples_per_s']:8.1f} samples/s -> batching can reach at most "
+                    f"{r['ratio_ceiling']:5.1f}x here"
+                )
     if not identical:
         print("eval bench: batched and one-at-a-time predictions differ (or a sample failed)", file=sys.stderr)
         return 1

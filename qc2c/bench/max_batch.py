@@ -195,9 +195,12 @@ def trainer_step(manifest: dict[str, Any]) -> tuple[Any, Callable[[int], int], C
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m qc2c.bench max-batch", description=__doc__.splitlines()[0],
-                                epilog="examples:" + __doc__.split("examples:")[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m qc2c.bench max-batch",
+        description=__doc__.splitlines()[0],
+        epilog="examples:" + __doc__.split("examples:")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("manifest", type=Path, metavar="MANIFEST", help="a kind: train manifest")
     p.add_argument("--memory-limit-gb", type=float, default=None, help="required on CPU; on CUDA caps free memory")
     p.add_argument("--cap", type=positive_int, default=256, help="largest batch tried (default 256)")

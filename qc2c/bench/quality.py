@@ -55,8 +55,9 @@ def settings(schemes: list[str]) -> list[tuple[str, str]]:
     return rows
 
 
-def measure_quality(schemes: list[str], shape: tuple[int, int, int, int, int], dtype: torch.dtype,
-                    seed: int = 0) -> list[dict]:  # fmt: skip
+def measure_quality(
+    schemes: list[str], shape: tuple[int, int, int, int, int], dtype: torch.dtype, seed: int = 0
+) -> list[dict]:
     """One row per (scheme, convention): {"scheme", "convention", "mse": {kind: {"keys": MSE, "values": MSE}}}.
 
     shape = (batch, layers, heads, tokens, head_dim); the same tensors are used for every row.
@@ -72,8 +73,9 @@ def measure_quality(schemes: list[str], shape: tuple[int, int, int, int, int], d
     rows = []
     for name, convention in settings(schemes):
         quant = QuantConfig(scheme=name) if convention == "—" else QuantConfig(scheme=name, convention=convention)
-        codec = build_codec(KVConfig(quant=quant), layer_map=layer_map, n_sharer_layers=n_layers,
-                            n_receiver_layers=n_layers)  # fmt: skip
+        codec = build_codec(
+            KVConfig(quant=quant), layer_map=layer_map, n_sharer_layers=n_layers, n_receiver_layers=n_layers
+        )
         mse = {}
         for kind, sharer in data.items():
             section = SectionKV(sharer=sharer, receiver=[], fuse_mask=mask, layer_map=layer_map, project=None)  # type: ignore[arg-type]

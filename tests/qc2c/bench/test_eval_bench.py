@@ -42,8 +42,9 @@ class Recorder:
 def test_floor_runs_each_model_once_on_each_of_the_scorers_own_batches() -> None:
     pair = load_pair("tiny:qwen3", "tiny:qwen2")
     fuser = load_fuser("tiny:qwen3+qwen2")
-    (scorer,) = build_scorers(["c2c_fp16"], pair, fuser, None, protocol="logits", max_new_tokens=1,
-                              device="cpu").values()  # fmt: skip
+    (scorer,) = build_scorers(
+        ["c2c_fp16"], pair, fuser, None, protocol="logits", max_new_tokens=1, device="cpu"
+    ).values()
     items = load_mc("mini", limit=5).items
     batches = scorer_batches(scorer, items, 2, "cpu")
     receiver, sharer = Recorder(), Recorder()

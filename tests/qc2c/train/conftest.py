@@ -13,8 +13,14 @@ ECHO = DATA / "synthetic_echo.jsonl"
 
 def train_section(**over: Any) -> dict[str, Any]:
     """A tiny, fast training setup: small projectors, no dropout, constant lr (a learnable echo task)."""
-    optim = {"lr": 3e-3, "batch_size": 4, "grad_accum": 1, "max_steps": 12, "warmup_ratio": 0.0,
-             "scheduler": "constant"}  # fmt: skip
+    optim = {
+        "lr": 3e-3,
+        "batch_size": 4,
+        "grad_accum": 1,
+        "max_steps": 12,
+        "warmup_ratio": 0.0,
+        "scheduler": "constant",
+    }
     optim.update(over.pop("optim", {}))
     section = {
         "data": {"jsonl": str(ECHO), "max_length": 256},

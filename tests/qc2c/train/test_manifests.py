@@ -16,8 +16,14 @@ ROOT = Path(__file__).resolve().parents[3]
 TRAIN_MANIFESTS = sorted(
     p for p in (ROOT / "manifests").glob("*.yaml") if re.search(r"^kind: *train\b", p.read_text(), re.MULTILINE)
 )
-LAYERS = {"Qwen/Qwen3-0.6B": 28, "Qwen/Qwen2.5-0.5B-Instruct": 24, "meta-llama/Llama-3.2-1B-Instruct": 16,
-          "demo:receiver": 4, "demo:sharer": 5, "demo:sharer_llama": 6}  # fmt: skip
+LAYERS = {
+    "Qwen/Qwen3-0.6B": 28,
+    "Qwen/Qwen2.5-0.5B-Instruct": 24,
+    "meta-llama/Llama-3.2-1B-Instruct": 16,
+    "demo:receiver": 4,
+    "demo:sharer": 5,
+    "demo:sharer_llama": 6,
+}
 
 
 @pytest.mark.parametrize("path", TRAIN_MANIFESTS, ids=lambda p: p.name)

@@ -78,8 +78,14 @@ def test_checkpoint_loads_and_evaluates_like_the_in_memory_model(tmp_path, secti
 def _preflight(fuser_dir, receiver, sharer, alignment):
     r, s = resolve_model_dir(receiver), resolve_model_dir(sharer)
     toks = (AutoTokenizer.from_pretrained(r), AutoTokenizer.from_pretrained(s))
-    return check_compatible(load_fuser(fuser_dir), AutoConfig.from_pretrained(r), AutoConfig.from_pretrained(s),
-                            toks, alignment=alignment, names=(receiver, sharer))  # fmt: skip
+    return check_compatible(
+        load_fuser(fuser_dir),
+        AutoConfig.from_pretrained(r),
+        AutoConfig.from_pretrained(s),
+        toks,
+        alignment=alignment,
+        names=(receiver, sharer),
+    )
 
 
 def test_hetero_training_with_alignment_and_preflight(tmp_path, section) -> None:
@@ -114,16 +120,16 @@ def _grads(trainer: Trainer) -> list[torch.Tensor]:
 
 def test_qat_changes_gradients(tmp_path, section) -> None:
     plain = Trainer(spec(section), tmp_path / "a")
-    qat = Trainer(spec(section, train={"qat": True}, kv={"quant": {"scheme": "int2"}}), tmp_path / "b",
-                  pair=plain.pair)  # fmt: skip
+    qat = Trainer(spec(section, train={"qat": True}, kv={"quant": {"scheme": "int2"}}), tmp_path / "b", pair=plain.pair)
     assert qat.message_path is not None
     g_plain, g_qat = _grads(plain), _grads(qat)
     assert all(torch.isfinite(g).all() for g in g_qat)
     assert sum(float(g.abs().sum()) for g in g_qat) > 0  # gradients reach the projectors through the codec
     assert any(not torch.allclose(a, b, atol=1e-7) for a, b in zip(g_plain, g_qat))
     # the same codec with a lossless scheme gives the plain gradients back (the difference is quantization)
-    lossless = Trainer(spec(section, train={"qat": True}, kv={"quant": {"scheme": "fp32"}}), tmp_path / "c",
-                       pair=plain.pair)  # fmt: skip
+    lossless = Trainer(
+        spec(section, train={"qat": True}, kv={"quant": {"scheme": "fp32"}}), tmp_path / "c", pair=plain.pair
+    )
     for a, b in zip(g_plain, _grads(lossless)):
         assert torch.allclose(a, b, atol=1e-6)
 
