@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qc2c.demo.zoo import SHIPPED
+from runner.demo_zoo import build_zoo
 from runner.exitcodes import EXIT_OK
 
 
@@ -23,8 +25,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qc2c.demo.zoo import SHIPPED
-    from runner.demo_zoo import build_zoo
-
     build_zoo(args.out or SHIPPED, reduced=args.reduced)
     return EXIT_OK

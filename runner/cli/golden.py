@@ -6,7 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from runner import fsio
 from runner.exitcodes import EXIT_BAD_INPUT, EXIT_OK
+from runner.golden.merge import (
+    GOLDEN_JSON,
+    SUMMARY_MD,
+    GoldenFileError,
+    check_golden,
+    discover_complete_runs,
+    load_golden,
+    merge_runs,
+)
+from runner.golden.show import show
+from runner.golden.summary import render_summary
+from runner.golden.validate import GoldenFile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EPILOG = """examples:
@@ -68,8 +81,6 @@ def _fail(problems: list[str]) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from runner.golden.merge import discover_complete_runs, merge_runs
-
     run_dirs = list(args.run_dirs)
     runs_dir = args.runs_dir
     if args.all:
@@ -98,8 +109,6 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from runner.golden.merge import GOLDEN_JSON, check_golden
-
     unverified: list[str] = []
     problems = check_golden(args.golden_dir, unverified)
     for line in unverified:
@@ -111,9 +120,7 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load(args: argparse.Namespace):
-    from runner.golden.merge import GOLDEN_JSON, GoldenFileError, load_golden
-
+def _load(args: argparse.Namespace) -> tuple[GoldenFile | None, list[str]]:
     try:
         return load_golden(args.golden_dir / GOLDEN_JSON), []
     except GoldenFileError as exc:
@@ -121,10 +128,6 @@ def _load(args: argparse.Namespace):
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from runner import fsio
-    from runner.golden.merge import SUMMARY_MD
-    from runner.golden.summary import render_summary
-
     golden, problems = _load(args)
     if problems:
         return _fail(problems)
@@ -134,7 +137,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _plots(args: argparse.Namespace) -> int:
-    from runner.golden.plots import write_plots
+    from runner.golden.plots import write_plots  # deferred: it loads matplotlib, which only plots need
 
     golden, problems = _load(args)
     if problems:
@@ -145,8 +148,6 @@ def _plots(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from runner.golden.show import show
-
     golden, problems = _load(args)
     if problems:
         return _fail(problems)

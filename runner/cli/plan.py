@@ -12,9 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+from runner.cli.manifests import ALLOW_DOWNLOADS_HELP, find_manifest, load_manifests_or_report
 from runner.exitcodes import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED
-
-ALLOW_DOWNLOADS_HELP = "let Hugging Face libraries download (default: offline, HF_HUB_OFFLINE=1 unless set)"
+from runner.plan import make_plan
+from runner.preflight import offline_unless, preflight_report
 
 EPILOG = """examples:
   python -m runner plan manifests/smoke.yaml
@@ -40,10 +41,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.cli.run import find_manifest, load_manifests_or_report
-    from runner.plan import make_plan
-    from runner.preflight import offline_unless, preflight_report
-
     offline_unless(args.allow_downloads)
     args.manifest = find_manifest(args.manifest)
     manifests = load_manifests_or_report(args.manifest)

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from runner.exitcodes import EXIT_BAD_INPUT, EXIT_OK
+from runner.plan import default_runs_dir
+from runner.registry import Registry, RegistryError
 
 EPILOG = """examples:
   python -m runner registry list
@@ -39,9 +41,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.plan import default_runs_dir
-    from runner.registry import Registry, RegistryError
-
     registry = Registry(args.runs_dir or default_runs_dir())
     try:
         if args.action == "list":

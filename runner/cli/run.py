@@ -12,13 +12,18 @@ one locked compare-and-set in runs/registry.json, so two copies never run togeth
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from pathlib import Path
 from typing import Any
 
-from runner.cli.plan import ALLOW_DOWNLOADS_HELP
+from runner.cli.manifests import ALLOW_DOWNLOADS_HELP, find_manifest, load_manifests_or_report
+from runner.container import ContainerError, choose_runtime, container_provenance, run_in_container
 from runner.exitcodes import EXIT_ALREADY_RUNNING, EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
+from runner.plan import make_plan
+from runner.preflight import offline_unless
+from runner.progress_ui import ProgressUI, print_table, results_table, subjects_table, sweep_table
+from runner.schema import Manifest
+from runner.summarize import read_results
 
 EPILOG = """examples:
   python -m runner run manifests/smoke.yaml                  # make run
@@ -49,49 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-MANIFEST_DIRS = (Path("manifests"), Path("manifests") / "sweeps")  # where a bare name is looked for
-
-
-def find_manifest(path: Path) -> Path:
-    """`path` itself when it exists; else a bare name (`m7_align1` or `m7_align1.yaml`, as the design card
-    writes it) found in manifests/ or manifests/sweeps/ of the working directory; else `path` unchanged."""
-    if path.exists() or len(path.parts) != 1:
-        return path
-    names = [path.name] if path.suffix in (".yaml", ".yml") else [f"{path.name}.yaml", f"{path.name}.yml"]
-    found = [d / n for d in MANIFEST_DIRS for n in names if (d / n).is_file()]
-    return found[0] if found else path
-
-
-def load_manifests(path: Path) -> list[Any]:
-    """Every manifest `path` holds (one, or a sweep's expansion); ManifestError on any problem."""
-    from runner.sweep import expand_file
-
-    if not path.is_file():
-        from runner.manifest import ManifestError
-
-        known = {p.stem: p for d in (path.parent, *MANIFEST_DIRS) for p in sorted(d.glob("*.y*ml"))}
-        close = difflib.get_close_matches(path.stem, list(known), n=3, cutoff=0.6)
-        hint = f" (did you mean {', '.join(str(known[c]) for c in close)}?)" if close else ""
-        raise ManifestError([f"{path}:1: (file): no such manifest file{hint}"])
-    return expand_file(path)
-
-
-def load_manifests_or_report(path: Path) -> list[Any] | None:
-    """`load_manifests`, with every problem printed as a `file:line: field: message` line (None then)."""
-    from runner.manifest import ManifestError
-
-    try:
-        return load_manifests(path)
-    except ManifestError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return None
-
-
 def container_decision(requested: str, device: str) -> tuple[str, str]:
     """(runtime, reason); raises runner.container.ContainerError when docker was asked for and cannot be used."""
-    from runner.container import choose_runtime
-
     decision = choose_runtime(requested, device=device)
     return decision.runtime, decision.reason
 
@@ -99,22 +63,16 @@ def container_decision(requested: str, device: str) -> tuple[str, str]:
 def container_info(runtime: str, reason: str) -> dict[str, Any]:
     """What provenance records about the container: inside the image, what the container hook passed in
     (runner.container.container_provenance); outside it, no image."""
-    from runner.container import container_provenance
-
     native = {"runtime": runtime, "image": None, "image_id": None, "image_digest": None}
     return {**(container_provenance() or native), "reason": reason}
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.preflight import offline_unless
-
     offline_unless(args.allow_downloads)
     args.manifest = find_manifest(args.manifest)
     manifests = load_manifests_or_report(args.manifest)
     if manifests is None:
         return EXIT_BAD_INPUT
-    from runner.container import ContainerError, run_in_container
-
     requested = args.container or manifests[0].runtime.container
     try:
         runtime, reason = container_decision(requested, manifests[0].runtime.device)
@@ -127,11 +85,8 @@ def run(args: argparse.Namespace) -> int:
     return run_native(args.manifest, manifests, runs_dir=args.runs_dir, container=container_info(runtime, reason))
 
 
-def run_native(source: Path, manifests: list[Any], *, runs_dir: Path | None, container: dict[str, Any]) -> int:
-    from runner.execute import run_plan
-    from runner.plan import make_plan
-    from runner.progress_ui import ProgressUI, print_table, results_table, subjects_table, sweep_table
-    from runner.summarize import read_results
+def run_native(source: Path, manifests: list[Manifest], *, runs_dir: Path | None, container: dict[str, Any]) -> int:
+    from runner.execute import run_plan  # deferred: it imports transformers (see runner/cli/__init__.py)
 
     rows, all_results, worst = [], [], EXIT_OK
     for manifest in manifests:

@@ -151,6 +151,20 @@ def test_runs_are_offline_unless_downloads_are_allowed(monkeypatch) -> None:
     assert env == {**dict.fromkeys(OFFLINE_VARS, "1"), "HF_DATASETS_OFFLINE": "0"}
 
 
+def test_the_cli_imports_no_hugging_face_library_before_it_can_go_offline() -> None:
+    """offline_unless must run before huggingface_hub / datasets / transformers read their offline switches
+    at import, so building the parser (every subcommand module, at the top) must not import them."""
+    code = (
+        "import sys, runner.__main__ as m\n"
+        "m.build_parser()\n"
+        "print(sorted(k for k in ('huggingface_hub', 'datasets', 'transformers') if k in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_a_bare_manifest_name_is_found_in_manifests_or_says_did_you_mean(tmp_path, monkeypatch, capsys) -> None:
     from runner.__main__ import main
 
