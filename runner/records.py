@@ -160,6 +160,8 @@ def batch_plan(path: str | os.PathLike[str], ordered_ids: list[str], batch_size:
         raise ProgressError(f"{path}: batches: not a list of batches of 1..{batch_size} sample ids")
     planned = [i for b in batches for i in b]
     if len(planned) != len(set(planned)) or set(planned) != set(ordered_ids):
-        raise ProgressError(f"{path}: batches: the planned sample ids are not the dataset's ({len(planned)} planned, "
-                            f"{len(ordered_ids)} in the dataset)")  # fmt: skip
+        raise ProgressError(
+            f"{path}: batches: the planned sample ids are not the dataset's ({len(planned)} planned, "
+            f"{len(ordered_ids)} in the dataset)"
+        )
     return BatchPlan(batch_size, batches)

@@ -85,8 +85,8 @@ def load_golden(path: Path) -> GoldenFile:
             [f"{path}: json: key {exc} appears twice (a hand merge?); one row would be lost"]
         ) from None
     if isinstance(data, dict) and data.get("schema") == 1:
-        raise GoldenFileError([f"{path}: schema: 1 is a store from before content hashes; move it aside and merge the "
-                               "runs again (python -m runner golden merge --all)"])  # fmt: skip
+        hint = "move it aside and merge the runs again (python -m runner golden merge --all)"
+        raise GoldenFileError([f"{path}: schema: 1 is a store from before content hashes; {hint}"])
     try:
         golden = GoldenFile.model_validate(data)
     except ValidationError as exc:

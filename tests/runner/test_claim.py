@@ -113,8 +113,10 @@ def test_simultaneous_launches_under_load_run_once(tmp_path: Path, round_: int) 
     cmd = [sys.executable, "-m", "runner", "run", str(path), "--runs-dir", str(runs)]
     hogs = _hogs(2)
     try:
-        procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(4)]  # fmt: skip
+        procs = [
+            subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
         outs = [(proc.wait(timeout=300), proc.stderr.read()) for proc in procs]
     finally:
         for hog in hogs:

@@ -99,12 +99,19 @@ def test_text_rows_record_the_text_and_its_utf8_bytes(text_run) -> None:
 
 def test_text_to_text_runs_on_an_aligned_pair(tmp_path) -> None:
     _, records, result = _run(
-        tmp_path, "aligned", "[text_answer]", sharer="llama", alignment=", alignment: longest",
-        fuser="", text=", text: {max_new_tokens: 3}",
-    )  # fmt: skip
+        tmp_path,
+        "aligned",
+        "[text_answer]",
+        sharer="llama",
+        alignment=", alignment: longest",
+        fuser="",
+        text=", text: {max_new_tokens: 3}",
+    )
     assert result.settings["text_answer"].n == 6 and result.settings["text_answer"].n_errors == 0
-    assert all(r["settings"]["text_answer"]["nbytes"] == len(r["settings"]["text_answer"]["sharer_text"].encode())
-               for r in records)  # fmt: skip
+    assert all(
+        r["settings"]["text_answer"]["nbytes"] == len(r["settings"]["text_answer"]["sharer_text"].encode())
+        for r in records
+    )
 
 
 def test_an_oracle_selector_is_marked_in_results_golden_rows_and_the_summary(tmp_path) -> None:

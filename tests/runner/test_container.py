@@ -233,8 +233,12 @@ def test_run_provenance_names_an_image_only_inside_one(monkeypatch) -> None:
     monkeypatch.delenv("QC2C_IN_CONTAINER", raising=False)
     monkeypatch.setenv("QC2C_IMAGE", "qc2c:abc")  # set in the host shell, but this run is native
     assert container_info("native", "asked") == {
-        "runtime": "native", "image": None, "image_id": None, "image_digest": None, "reason": "asked",
-    }  # fmt: skip
+        "runtime": "native",
+        "image": None,
+        "image_id": None,
+        "image_digest": None,
+        "reason": "asked",
+    }
     monkeypatch.setenv("QC2C_IN_CONTAINER", "1")
     monkeypatch.setenv("QC2C_IMAGE_ID", "sha256:1")
     monkeypatch.setenv("QC2C_GIT_COMMIT", "c0ffee")

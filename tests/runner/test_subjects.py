@@ -7,10 +7,13 @@ from runner.summarize import setting_result
 
 def _records(pattern: list[tuple[str, bool, bool]]) -> list[dict]:
     return [
-        {"id": str(i), "subject": subject,
-         "settings": {"receiver": {"correct": r, "pred": "A"}, "c2c_fp16": {"correct": c, "pred": "A"}}}
+        {
+            "id": str(i),
+            "subject": subject,
+            "settings": {"receiver": {"correct": r, "pred": "A"}, "c2c_fp16": {"correct": c, "pred": "A"}},
+        }
         for i, (subject, r, c) in enumerate(pattern)
-    ]  # fmt: skip
+    ]
 
 
 def test_subjects_count_their_own_items_and_pair_within_them():
