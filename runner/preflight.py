@@ -98,19 +98,21 @@ def _eval_data_problems(m: Any) -> list[str]:
 
 
 def _train_data_problems(m: Any) -> list[str]:
+    from dataclasses import replace
+
     from qc2c.train.data import DataError, load_conversations
 
-    data = m.train.data.model_dump(mode="json")
+    data = m.train.data.config()
     try:
-        load_conversations({**data, "limit": 1})
+        load_conversations(replace(data, limit=1))
     except DataError as exc:
         return [f"train.data: {exc}"]
     except Exception as exc:  # noqa: BLE001 - the HF datasets library raises many types for a cache miss
-        if data.get("jsonl"):
-            return [f"train.data.jsonl: {data['jsonl']}: {_one_line(exc)}"]
-        fetch = f"python -m qc2c.prefetch train-data {data['dataset']} --split {data.get('split', 'train')}"
+        if data.jsonl:
+            return [f"train.data.jsonl: {data.jsonl}: {_one_line(exc)}"]
+        fetch = f"python -m qc2c.prefetch train-data {data.dataset} --split {data.split}"
         return [
-            f"train.data.dataset: {data['dataset']!r} cannot be loaded here ({_one_line(exc)[:200]}); on a machine "
+            f"train.data.dataset: {data.dataset!r} cannot be loaded here ({_one_line(exc)[:200]}); on a machine "
             f"with hub access run `{fetch}` and copy the HF cache, or give train.data.jsonl"
         ]
     return []

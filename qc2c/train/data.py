@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from qc2c.config import TrainDataConfig
+
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
@@ -108,11 +110,11 @@ def resolve_jsonl(ref: str) -> Path:
     return Path(ref)
 
 
-def load_conversations(data: dict[str, Any]) -> list[list[dict[str, str]]]:
-    """`train.data` of a manifest (plain dict): exactly one of jsonl / dataset."""
-    if data.get("jsonl"):
-        return read_jsonl(resolve_jsonl(data["jsonl"]), data.get("limit"))
-    return read_hf(data["dataset"], data.get("split", "train"), data.get("limit"))
+def load_conversations(data: TrainDataConfig) -> list[list[dict[str, str]]]:
+    """The conversations of `train.data`: exactly one of jsonl / dataset."""
+    if data.jsonl:
+        return read_jsonl(resolve_jsonl(data.jsonl), data.limit)
+    return read_hf(data.dataset, data.split, data.limit)
 
 
 def build_example(messages: list[dict[str, str]], tokenizer: Any, aligner: Any = None) -> Example:

@@ -109,7 +109,7 @@ class Trainer:
             else None
         )
         data = spec.train.data
-        convs = conversations if conversations is not None else load_conversations(asdict(data))
+        convs = conversations if conversations is not None else load_conversations(data)
         tok = self.pair.receiver_tokenizer
         examples, self.n_dropped = build_examples(convs, tok, self.aligner, data.max_length)
         self.examples, self.eval_examples = split_eval(examples, spec.seed)

@@ -82,8 +82,9 @@ def test_micro_batches_resume_at_the_same_place(tok, echo) -> None:
 
 
 def test_hf_dataset_id_reads_a_local_dataset_folder(tmp_path, echo) -> None:
+    from qc2c.config import TrainDataConfig
     from qc2c.train.data import load_conversations
 
     (tmp_path / "train.jsonl").write_text(echo.read_text())
-    convs = load_conversations({"dataset": str(tmp_path), "split": "train", "limit": 3})
+    convs = load_conversations(TrainDataConfig(dataset=str(tmp_path), split="train", limit=3))
     assert convs == read_jsonl(echo, 3)
