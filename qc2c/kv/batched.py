@@ -169,7 +169,8 @@ def _message(
 # ---- tensor helpers ----
 #
 # Scratch buffers (qc2c.kv.schemes.base.scratch) are module-level CPU buffers, one per (slot, device, dtype),
-# reused by every later call that asks for the same slot. The contract that keeps them safe:
+# reused by every later call that asks for the same slot (on other devices `scratch` allocates afresh). The
+# contract that keeps them safe:
 # - a stack built by `_stack` lives in slot "stack<i>", i counting the stacks of ONE `encode_rows` call, so two
 #   stacks alive in that call never share memory; the next call overwrites them;
 # - nothing a scratch buffer holds escapes: schemes copy what they keep into fresh tensors (payload, scales,

@@ -139,7 +139,8 @@ def scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, sl
 
     Why: on CPU, glibc hands blocks over 32 MB back to the OS on free, so every fresh 100 MB float32
     temporary pays its page faults again, which costs about as much as the arithmetic done in it. CUDA's
-    caching allocator already reuses memory, so there this is a plain allocation. Never returned to callers.
+    caching allocator already reuses memory, so there this is a plain allocation. Never returned to callers
+    (the aliasing contract is the comment above `_stack` in qc2c/kv/batched.py).
     """
     if device.type != "cpu":
         return torch.empty(shape, dtype=dtype, device=device)
