@@ -17,11 +17,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qc2c.errors import ProblemsError
 from runner.registry import Entry, Registry
-from runner.schema import Manifest
+
+if TYPE_CHECKING:  # runner.schema imports torch, which remote/ (it imports PlanError from here) does not need
+    from runner.schema import Manifest
 
 DECISIONS = ("new", "resume", "skip", "rerun", "busy")
 

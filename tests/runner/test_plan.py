@@ -165,6 +165,14 @@ def test_the_cli_imports_no_hugging_face_library_before_it_can_go_offline() -> N
     assert done.stdout.strip() == "[]"
 
 
+def test_runner_plan_imports_no_torch() -> None:
+    """remote/ imports PlanError from runner.plan on the submitting machine; planning needs no torch there."""
+    code = "import sys, runner.plan\nprint('torch' in sys.modules)\n"
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
+
+
 def test_a_bare_manifest_name_is_found_in_manifests_or_says_did_you_mean(tmp_path, monkeypatch, capsys) -> None:
     from runner.__main__ import main
 
