@@ -80,7 +80,7 @@ class GoldenRow(Part):
         """The token selector of a compressed row (None for the other settings)."""
         if self.setting != COMPRESSED:
             return None
-        return kv_config(self.kv).selection.method if self.kv is not None else SelectionConfig.method
+        return row_kv(self.kv).selection.method if self.kv is not None else SelectionConfig.method
 
     def numbers(self) -> dict[str, Any]:
         """What a conflict compares: everything measured except timing; nothing about where or when."""
@@ -106,7 +106,7 @@ def setting_family(setting: str, kv: dict[str, Any] | None) -> str:
     sent) and the row recorded it; rows merged before kv.quant.convention existed (all observer) carry none."""
     if setting != COMPRESSED or kv is None:
         return setting
-    config = kv_config(kv)
+    config = row_kv(kv)
     convention = (kv.get("quant") or {}).get("convention")  # as recorded, not the schema's default
     quantizer = [str(convention)] if convention and convention_applies(config) else []
     if config.budget is not None:
@@ -120,7 +120,7 @@ def setting_family(setting: str, kv: dict[str, Any] | None) -> str:
     return "+".join(parts)
 
 
-def kv_config(kv: dict[str, Any]) -> KVConfig:
+def row_kv(kv: dict[str, Any]) -> KVConfig:
     """A row's recorded `kv` section as the settings it ran with (read by the manifest schema, which fills in
     settings added after the row was merged with their defaults)."""
     return KVSection.model_validate(kv).config()
