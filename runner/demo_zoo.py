@@ -4,8 +4,8 @@ The models are pretrained by qc2c.demo (three processes side by side); the fuser
 itself from the shipped manifests `manifests/demo_fuser_train*.yaml` (`kind: train`), so the zoo exercises
 the same training path users run. Everything is built into a staging folder next to the target
 (`.<zoo>.build/`, run folders in `.<zoo>.runs/`) and swapped in when complete: an interrupted build never
-leaves a half-written zoo, and re-running it continues where it stopped (finished models are kept, fuser
-trainings resume from their checkpoints).
+leaves a half-written zoo, and re-running it continues where it stopped (finished models and the models'
+first training stage, in `.<zoo>.runs/stage1/`, are kept; fuser trainings resume from their checkpoints).
 """
 
 from __future__ import annotations
@@ -25,17 +25,24 @@ from ruamel.yaml import YAML
 
 from runner.lifecycle import REPO_ROOT
 
-# fuser name in the zoo -> the training manifest that makes it (trained in this order; the QAT fuser starts
-# from the receiver+sharer fuser, so it comes after it).
-FUSER_MANIFESTS: dict[str, str] = {
-    "receiver+sharer": "manifests/demo_fuser_train.yaml",
-    "receiver+sharer_llama": "manifests/demo_fuser_train_llama.yaml",
-    "receiver+sharer-qat_int2": "manifests/demo_fuser_train_qat_int2.yaml",
-}
-PARALLEL_FIRST = ("receiver+sharer", "receiver+sharer_llama")  # independent: trained side by side
+# fuser name in the zoo -> the training manifest that makes it, in training stages: the fusers of one stage are
+# independent and train side by side; a later stage starts from an earlier one's fuser (the whole-message
+# fusers from the tail fusers, the QAT fuser from receiver+sharer).
+FUSER_STAGES: tuple[dict[str, str], ...] = (
+    {
+        "receiver+sharer-tail": "manifests/demo_fuser_train_tail.yaml",
+        "receiver+sharer_llama-tail": "manifests/demo_fuser_train_llama_tail.yaml",
+    },
+    {
+        "receiver+sharer": "manifests/demo_fuser_train.yaml",
+        "receiver+sharer_llama": "manifests/demo_fuser_train_llama.yaml",
+    },
+    {"receiver+sharer-qat_int2": "manifests/demo_fuser_train_qat_int2.yaml"},
+)
+FUSER_MANIFESTS: dict[str, str] = {name: path for stage in FUSER_STAGES for name, path in stage.items()}
 
 # A reduced world and budget for the rebuild test (minutes, not an hour); not a zoo anyone should ship.
-REDUCED_WORLD = {"entities": (8, 8, 6)}
+REDUCED_WORLD = {"entities": (8, 8, 6, 4)}
 REDUCED_PRETRAIN = {"max_steps": 20, "probe_every": 10, "batch_size": 16, "question_batch_size": 8, "probe_size": 32}
 REDUCED_FUSER_STEPS = 4
 
@@ -149,15 +156,16 @@ def build_zoo(target: Path, *, reduced: bool = False) -> dict[str, Any]:
     _say(f"world data: {info['data']}")
     missing = [n for n in zoo.MODELS if not (staging / n / "config.json").is_file()]
     t1 = time.monotonic()
-    demo_build.build_models(world, staging, only=missing, pretrain=REDUCED_PRETRAIN if reduced else None)
+    demo_build.build_models(
+        world, staging, only=missing, pretrain=REDUCED_PRETRAIN if reduced else None, stage1_root=runs / "stage1"
+    )
     info["models"] = {n: json.loads((staging / n / PRETRAINING_RECORD).read_text()) for n in zoo.MODELS}
     info["models_wall_s"] = round(time.monotonic() - t1, 1)
     _say(f"models: {info['models']}")
     t2 = time.monotonic()
-    info["fusers"] = _train_fusers(list(PARALLEL_FIRST), staging, runs, reduced)
-    info["fusers"].update(
-        _train_fusers([n for n in FUSER_MANIFESTS if n not in PARALLEL_FIRST], staging, runs, reduced)
-    )
+    info["fusers"] = {}
+    for stage in FUSER_STAGES:
+        info["fusers"].update(_train_fusers(list(stage), staging, runs, reduced))
     info["fusers_wall_s"] = round(time.monotonic() - t2, 1)
     info["total_wall_s"] = round(time.monotonic() - t0, 1)
     (staging / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -19,7 +19,7 @@ from typing import Any
 
 from qc2c.atomic import atomic_write
 from qc2c.demo.models import DEMO_MODELS
-from qc2c.demo.pretrain import PretrainSpec
+from qc2c.demo.pretrain import ANSWER_STAGE, PretrainSpec
 from qc2c.demo.world import LABELS, World, WorldSpec
 from qc2c.eval.prompts import RESPONSE_TEXT, build_prompt
 
@@ -41,37 +41,53 @@ def fuser_conversation(question) -> dict[str, Any]:
 
 
 def write_data(world: World, root: Path) -> dict[str, int]:
-    """data/demo/test.jsonl (the `demo` dataset) and data/fuser_train.jsonl (C and A facts, never B)."""
+    """The `demo` dataset's splits (data/demo/test.jsonl, validation.jsonl) and the fusers' chat data:
+    data/fuser_train.jsonl (C and A facts) and data/fuser_train_shared.jsonl (A facts only). Never a B or V fact."""
     test = [q.as_row(item_id) for item_id, q in world.test_questions()]
     _write_lines(root / "data" / "demo" / "test.jsonl", test)
+    validation = [q.as_row(item_id) for item_id, q in world.validation_questions()]
+    _write_lines(root / "data" / "demo" / "validation.jsonl", validation)
     train = [fuser_conversation(q) for q in world.fuser_questions()]
     _write_lines(root / "data" / "fuser_train.jsonl", train)
-    return {"test_items": len(test), "fuser_conversations": len(train)}
+    shared = [fuser_conversation(q) for q in world.fuser_questions("A")]
+    _write_lines(root / "data" / "fuser_train_shared.jsonl", shared)
+    return {"test_items": len(test), "validation_items": len(validation), "fuser_conversations": len(train),
+            "fuser_conversations_shared": len(shared)}  # fmt: skip
 
 
-def _build_one(args: tuple[str, dict, str, dict | None, str]) -> dict[str, Any]:
+def _build_one(args: tuple[str, dict, str, dict | None, str, str | None]) -> dict[str, Any]:
     from qc2c.demo.models import build_model  # in the child: imports torch there
 
-    name, world_spec, out, pretrain_over, log_path = args
-    spec = DEMO_MODELS[name].pretrain
-    if pretrain_over:
-        spec = replace(spec, **pretrain_over)
+    name, world_spec, out, over, log_path, stage1_root = args
+    over = over or {}
+    first = replace(DEMO_MODELS[name].pretrain, **over)
+    answer = replace(ANSWER_STAGE, **{k: v for k, v in over.items() if k != "target"})
     with open(log_path, "a", encoding="utf-8") as log:
 
         def write(record: dict[str, Any]) -> None:
             log.write(json.dumps({"model": name, **record}) + "\n")
             log.flush()
 
-        return build_model(name, World(WorldSpec(**world_spec)), Path(out) / name, pretrain=spec, log=write)
+        world = World(WorldSpec(**world_spec))
+        return build_model(
+            name, world, Path(out) / name, pretrain=first, answer=answer, log=write,
+            stage1_root=Path(stage1_root) if stage1_root else None,
+        )  # fmt: skip
 
 
 def build_models(
-    world: World, root: Path, *, only: Sequence[str] | None = None, pretrain: dict[str, Any] | None = None
+    world: World,
+    root: Path,
+    *,
+    only: Sequence[str] | None = None,
+    pretrain: dict[str, Any] | None = None,
+    stage1_root: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Pretrain the demo models into `root/<name>` in parallel processes; returns their training stats.
 
-    `pretrain` overrides PretrainSpec fields for every model (a reduced build for tests). Progress lines go
-    to `root/build.log` (one JSON object per probe).
+    `pretrain` overrides PretrainSpec fields of both stages for every model (a reduced build for tests).
+    `stage1_root`: where first-stage models are kept (qc2c.demo.models.build_model). Progress lines go to
+    `root/build.log` (one JSON object per probe).
     """
     names = list(DEMO_MODELS if only is None else only)
     for name in names:
@@ -84,6 +100,7 @@ def build_models(
     root.mkdir(parents=True, exist_ok=True)
     if not names:
         return []
-    jobs = [(n, asdict(world.spec), str(root), pretrain, str(root / "build.log")) for n in names]
+    first = str(stage1_root) if stage1_root else None
+    jobs = [(n, asdict(world.spec), str(root), pretrain, str(root / "build.log"), first) for n in names]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         return pool.map(_build_one, jobs)

@@ -5,7 +5,15 @@ multiple-choice questions rendered exactly as evaluation renders them (qc2c.eval
 chat template, C2C's prompt, "The correct answer is"), with the loss on the answer letter only.
 
 Training stops when the model answers a fixed sample of its own facts' questions at `target` accuracy, or
-after `max_steps`. A demo model is *meant* to know its facts, so these questions are also test items (the
+after `max_steps`.
+
+A second stage (`AnswerTrainer`) then teaches the model to have the answer *inside the prompt*: C2C's prompt
+ends its user turn with "The correct answer is", and a model that reads it should know the answer there, as
+large instruction-tuned models do. The small demo models only form the answer at the very last token, in their
+last layer, which no KV cache holds (a layer's K/V are computed from the layer below it); a fuser could then
+only memorise entities. The second stage adds a loss on the answer letter read from the next-to-last layer at
+the user turn's last token, so the top layer's K/V there carry the answer (a linear probe trained on C facts
+reads it on held-out B facts at 0.99, against 0.5 before). The fact-answering loss stays in the step. A demo model is *meant* to know its facts, so these questions are also test items (the
 receiver's are the `shared` ones); what the demo tests is the fuser, which never sees a B fact. Everything
 is seeded: the same spec, world, torch version and thread count give the same weights.
 """
@@ -39,16 +47,32 @@ class PretrainSpec:
     weight_decay: float = 0.01
     probe_every: int = 100
     probe_size: int = 256
-    target: float = 0.99  # probe accuracy at which training stops
+    target: float | None = 0.99  # probe accuracy at which training stops (None: run max_steps)
     seed: int = 0
 
 
-def question_ids(tokenizer: Any, fact: Fact) -> tuple[list[int], int]:
-    """(prompt ids as evaluation renders them, the answer letter's id)."""
+# The second stage's settings (see the module docstring): a few hundred steps from the first stage's weights.
+ANSWER_STAGE = PretrainSpec(max_steps=300, lr=1e-3, warmup_steps=20, target=None)
+LENS_LAYER_FROM_END = 2  # hidden_states[-2]: the input of the last layer, whose K/V the cache holds
+
+
+def question_ids(tokenizer: Any, fact: Fact) -> tuple[list[int], int, int]:
+    """(prompt ids as evaluation renders them, the answer letter's id, the position of the user turn's answer
+    phrase: the last token of the last "The correct answer is" inside the instruction)."""
     q = ask(fact)
     item = MCItem("train", q.fact.question, list(q.choices), ["A", "B", "C", "D"], q.answer)
     letters = option_token_ids(tokenizer, item.labels)
-    return render(tokenizer, item, protocol="logits").ids, letters[item.labels.index(q.answer)]
+    prompt = render(tokenizer, item, protocol="logits")
+    return prompt.ids, letters[item.labels.index(q.answer)], phrase_end(prompt.instruction_ids, prompt.response_ids)
+
+
+def phrase_end(ids: Sequence[int], phrase: Sequence[int]) -> int:
+    """Index of the last token of the last occurrence of `phrase` in `ids`; ValueError when it does not occur."""
+    n = len(phrase)
+    for start in range(len(ids) - n, -1, -1):
+        if list(ids[start : start + n]) == list(phrase):
+            return start + n - 1
+    raise ValueError("the answer phrase does not occur in the instruction")
 
 
 def _pad(rows: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -96,14 +120,14 @@ class FactTrainer:
         qs = [self.questions[rng.randrange(len(self.questions))] for _ in range(self.spec.question_batch_size)]
         return loss_s + self.question_loss(qs)
 
-    def question_logits(self, rows: Sequence[tuple[list[int], int]]) -> tuple[Tensor, Tensor]:
+    def question_logits(self, rows: Sequence[tuple[list[int], int, int]]) -> tuple[Tensor, Tensor]:
         """Logits at each prompt's last token over the vocabulary (B, V), and the answers' ids (B,)."""
         ids, mask = _pad([r[0] for r in rows], self.pad_id)
         last = mask.sum(1) - 1
         out = self.model(input_ids=ids, attention_mask=mask).logits
         return out[torch.arange(len(rows)), last].float(), torch.tensor([r[1] for r in rows])
 
-    def question_loss(self, rows: Sequence[tuple[list[int], int]]) -> Tensor:
+    def question_loss(self, rows: Sequence[tuple[list[int], int, int]]) -> Tensor:
         logits, answers = self.question_logits(rows)
         return F.cross_entropy(logits, answers)
 
@@ -139,7 +163,22 @@ class FactTrainer:
                 acc = self.probe_accuracy()
                 if log is not None:
                     log({"step": step, "loss": loss_v, "probe_accuracy": acc, "elapsed_s": time.monotonic() - t0})
-                if acc >= self.spec.target:
+                if self.spec.target is not None and acc >= self.spec.target:
                     break
         self.model.eval()
         return {"steps": step, "probe_accuracy": acc, "loss": loss_v, "wall_s": round(time.monotonic() - t0, 1)}
+
+
+class AnswerTrainer(FactTrainer):
+    """The second stage (module docstring): FactTrainer's step plus the answer loss at the user turn's answer
+    phrase, read through the final norm and output layer from the next-to-last layer's hidden state."""
+
+    def question_loss(self, rows: Sequence[tuple[list[int], int, int]]) -> Tensor:
+        ids, mask = _pad([r[0] for r in rows], self.pad_id)
+        out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        rows_ix = torch.arange(len(rows))
+        answers = torch.tensor([r[1] for r in rows])
+        final = out.logits[rows_ix, mask.sum(1) - 1].float()
+        inner = out.hidden_states[-LENS_LAYER_FROM_END][rows_ix, torch.tensor([r[2] for r in rows])]
+        lens = self.model.get_output_embeddings()(self.model.model.norm(inner)).float()
+        return F.cross_entropy(final, answers) + F.cross_entropy(lens, answers)

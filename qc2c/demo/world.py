@@ -8,13 +8,17 @@ answers them through the fused cache is reading the message.
   so every name spans several tokens and a fact has to be assembled in the models' deeper layers rather than
   sit in one name embedding.
 * A fact is (entity, attribute, value).
-* Entities are split into three disjoint groups, and so are their facts:
+* Entities are split into four disjoint groups, and so are their facts:
   ``A`` known to both models, ``C`` known to the sharer only and used to train the fuser, ``B`` known to the
-  sharer only and used only to *test* it. The fuser never sees a B fact, so a gain on B is communication,
-  not memorisation by the projector.
+  sharer only and used only to *test* it, ``V`` like B but used to *choose* training settings (the
+  validation split), so that no setting is tuned on the items it is reported on. The fuser never sees a B
+  or V fact, so a gain on them is communication, not memorisation by the projector.
 * Every entity has one value per attribute (4 values each, drawn uniformly). The test split asks one
   multiple-choice question per A fact (subject ``shared``) and per B fact (subject ``sharer_only``) in the
-  ARC/OpenBookQA schema; the options are the attribute's four values in a fixed order (see `ask`).
+  ARC/OpenBookQA schema; the validation split asks one per V fact (``sharer_only``) and per tenth A entity's
+  facts (``shared``). The options are the attribute's four values in a fixed order (see `ask`).
+* Entities are numbered A first, then B, C, V: the sharers know every fact, in the same order whatever the
+  split sizes, so re-splitting the sharer-only entities never changes what a sharer is trained on.
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ STATEMENTS = {
     "home": ("{name} lives in the {value}.", "The home of {name} is the {value}."),
     "pet": ("{name} keeps a {value}.", "The pet of {name} is a {value}."),
 }
-SPLITS = ("A", "B", "C")
-SUBJECTS = {"A": "shared", "B": "sharer_only"}  # the test split's subjects; C never appears in it
+SPLITS = ("A", "B", "C", "V")
+SUBJECTS = {"A": "shared", "B": "sharer_only", "V": "sharer_only"}  # C never appears in an evaluation split
 LABELS = ("A", "B", "C", "D")
 
 
@@ -53,10 +57,11 @@ class WorldSpec:
     """Everything that determines a world; two equal specs give identical worlds and files."""
 
     seed: int = 0
-    # entities in A, B, C (x3 attributes = facts): 210 + 210 test items; few entities with several facts each,
-    # because telling 3-syllable names apart is what the small sharers learn slowest (360 entities with two
-    # facts each did not train in 20 minutes on two cores; 180 with three do)
-    entities: tuple[int, int, int] = (70, 70, 40)
+    # entities in A, B, C, V (x3 attributes = facts): 180 shared + 225 sharer_only test items, 45 + 18
+    # validation items; few entities with several facts each, because telling 3-syllable names apart is what
+    # the small sharers learn slowest (360 entities with two facts each did not train in 20 minutes on two
+    # cores; 180 with three do). 30 C entities suffice: the fuser learns to read the sharer's answer, not facts.
+    entities: tuple[int, ...] = (60, 75, 30, 15)
     train_variants: int = 1  # copies of each fact's question in the fuser's training data (epochs repeat them)
 
 
@@ -65,7 +70,7 @@ class Fact:
     entity: str
     attribute: str
     value: str
-    split: str  # "A" | "B" | "C"
+    split: str  # "A" | "B" | "C" | "V"
     index: int  # entity index within the world
 
     @property
@@ -150,10 +155,19 @@ class World:
         for fact in self.facts_of("A") + self.facts_of("B"):
             yield f"demo-{fact.key}", ask(fact)
 
-    def fuser_questions(self) -> Iterator[MCQuestion]:
+    def validation_questions(self) -> Iterator[tuple[str, MCQuestion]]:
+        """The `demo` validation split: every V fact (sharer_only) and the facts of every tenth A entity
+        (shared, to see damage to what the receiver knows); for choosing training settings, never reported."""
+        shared = [f for f in self.facts_of("A") if f.index % 10 == 0]
+        for fact in shared + self.facts_of("V"):
+            yield f"demo-{fact.key}", ask(fact)
+
+    def fuser_questions(self, *splits: str) -> Iterator[MCQuestion]:
         """The fuser's training questions: C facts (what it must learn to carry) and A facts (so fusion learns
-        to keep what the receiver already knows), `train_variants` times each. Never a B fact."""
-        for fact in self.facts_of("C", "A"):
+        to keep what the receiver already knows), `train_variants` times each. Never a B or V fact."""
+        if set(splits) - {"A", "C"}:
+            raise ValueError(f"fuser training data holds A and C facts only (asked for {splits})")
+        for fact in self.facts_of(*(splits or ("C", "A"))):
             for _ in range(self.spec.train_variants):
                 yield ask(fact)
 

@@ -4,11 +4,16 @@ Layout of the zoo folder (``qc2c/demo/zoo/``, or ``$QC2C_DEMO_ZOO`` for a rebuil
 
 ```
 receiver/ sharer/ sharer_llama/          HF model folders (fp16 safetensors + tokenizer)
-fusers/receiver+sharer/                   C2C_Fuser layout: config.json + final/projector_*.{pt,json} ...
-fusers/receiver+sharer_llama/             the aligned pair's fuser (token alignment 'longest')
+fusers/receiver+sharer-tail/              C2C_Fuser layout (config.json + final/projector_*.{pt,json}) trained
+                                          on the last quarter of the message: it learns to read the sharer
+fusers/receiver+sharer/                   the tail fuser fine-tuned on whole messages of A facts (all tokens)
+fusers/receiver+sharer_llama-tail/        the aligned pair's fusers (token alignment 'longest'), same two steps
+fusers/receiver+sharer_llama/
 fusers/receiver+sharer-qat_int2/          the receiver+sharer fuser trained with the int2 codec in its path
-data/demo/test.jsonl                      the `demo` dataset (ARC schema + subject)
-data/fuser_train.jsonl                    chat data the fusers are trained on (C and A facts, never B)
+data/demo/test.jsonl                      the `demo` dataset (ARC schema + subject): reported
+data/demo/validation.jsonl                its validation split: for choosing training settings, never reported
+data/fuser_train.jsonl                    chat data the fusers are trained on (C and A facts, never B or V)
+data/fuser_train_shared.jsonl             its A facts only (the whole-message fine-tuning step)
 build.json                                world spec, training figures and times of the build
 SHA256SUMS                                sha256 of every file above (`sha256sum -c` format)
 ```
@@ -26,7 +31,13 @@ from qc2c.fuser.checkpoint import file_sha256
 
 PREFIX = "demo:"
 MODELS = ("receiver", "sharer", "sharer_llama")
-FUSERS = ("receiver+sharer", "receiver+sharer_llama", "receiver+sharer-qat_int2")
+FUSERS = (
+    "receiver+sharer-tail",
+    "receiver+sharer",
+    "receiver+sharer_llama-tail",
+    "receiver+sharer_llama",
+    "receiver+sharer-qat_int2",
+)
 RECORD = "SHA256SUMS"
 SHIPPED = Path(__file__).resolve().parent / "zoo"
 

@@ -186,7 +186,8 @@ class Mini(MCSource):
 @DATASETS.register("demo")
 class Demo(MCSource):
     """The demo world's questions (qc2c/demo): subject `shared` (facts both models know) or `sharer_only`
-    (facts only the sharer knows, never shown to the fuser). One split: test. Read from the demo zoo in use."""
+    (facts only the sharer knows, never shown to the fuser). Splits: test (reported) and validation (for
+    choosing training settings; never reported). Read from the demo zoo in use."""
 
     hub_id = "qc2c/demo (bundled)"
 
@@ -195,7 +196,9 @@ class Demo(MCSource):
 
         path = dataset_file(split)
         if not path.is_file():
-            raise DatasetUnavailable(f"dataset 'demo': {path} does not exist (split {split!r}; the demo has 'test')")
+            raise DatasetUnavailable(
+                f"dataset 'demo': {path} does not exist (split {split!r}; the demo has 'test', 'validation')"
+            )
         return _file_rows(path, None), f"source: demo zoo {path}"
 
     def convert(self, rows):

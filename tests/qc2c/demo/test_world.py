@@ -1,8 +1,10 @@
-"""The demo world: deterministic, three disjoint fact splits, no B fact anywhere near the fuser's data."""
+"""The demo world: deterministic, four disjoint fact splits, no B or V fact anywhere near the fuser's data."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from qc2c.demo.build import write_data
 from qc2c.demo.vocab import build_demo_tokenizer
@@ -18,23 +20,56 @@ def test_world_is_deterministic_and_seeded():
 
 def test_splits_are_disjoint_and_cover_every_entity():
     world = World()
-    by_split = {s: {f.entity for f in world.facts_of(s)} for s in "ABC"}
-    assert [len(by_split[s]) for s in "ABC"] == list(world.spec.entities)
-    assert not (by_split["A"] & by_split["B"]) and not (by_split["A"] & by_split["C"])
-    assert not (by_split["B"] & by_split["C"])
+    by_split = {s: {f.entity for f in world.facts_of(s)} for s in "ABCV"}
+    assert [len(by_split[s]) for s in "ABCV"] == list(world.spec.entities)
+    for i, a in enumerate("ABCV"):
+        for b in "ABCV"[i + 1 :]:
+            assert not (by_split[a] & by_split[b]), (a, b)
     assert len(world.facts) == sum(world.spec.entities) * len(ATTRIBUTES)
 
 
-def test_fuser_training_data_never_mentions_a_b_entity(tmp_path):
+def test_resplitting_sharer_only_entities_keeps_what_a_sharer_is_trained_on():
+    """Entities are numbered A, B, C, V: moving entities between the sharer-only splits (or adding V) leaves
+    the sharers' facts, in order, as they were, so first-stage sharer weights stay valid."""
+    three = World(WorldSpec(entities=(60, 90, 30)))
+    four = World()
+    assert [(f.entity, f.attribute, f.value) for f in three.facts_of("A", "B", "C")] == [
+        (f.entity, f.attribute, f.value) for f in four.facts_of("A", "B", "C", "V")
+    ]
+
+
+def test_fuser_training_data_never_mentions_a_b_or_v_entity(tmp_path):
     world = World()
     write_data(world, tmp_path)
-    b_names = {f.entity for f in world.facts_of("B")}
-    text = (tmp_path / "data" / "fuser_train.jsonl").read_text()
-    assert not [n for n in b_names if n in text]
-    rows = [json.loads(x) for x in text.splitlines()]
-    assert {r["fact"][0] for r in rows} == {"A", "C"}
-    a, _, c = world.spec.entities
-    assert len(rows) == (a + c) * len(ATTRIBUTES) * world.spec.train_variants
+    held_out = {f.entity for f in world.facts_of("B", "V")}
+    a, _, c, _ = world.spec.entities
+    for name, splits, n_entities in (("fuser_train", {"A", "C"}, a + c), ("fuser_train_shared", {"A"}, a)):
+        text = (tmp_path / "data" / f"{name}.jsonl").read_text()
+        assert not [n for n in held_out if n in text], name
+        rows = [json.loads(x) for x in text.splitlines()]
+        assert {r["fact"][0] for r in rows} == splits, name
+        assert len(rows) == n_entities * len(ATTRIBUTES) * world.spec.train_variants, name
+
+
+def test_fuser_questions_refuse_held_out_splits():
+    with pytest.raises(ValueError, match="A and C facts only"):
+        list(World().fuser_questions("B"))
+
+
+def test_validation_split_is_disjoint_from_the_reported_sharer_only_items(tmp_path):
+    world = World()
+    write_data(world, tmp_path)
+
+    def read(split: str) -> list[dict]:
+        return [json.loads(x) for x in (tmp_path / "data" / "demo" / f"{split}.jsonl").read_text().splitlines()]
+
+    test, validation = read("test"), read("validation")
+    assert {r["subject"] for r in validation} == {"shared", "sharer_only"}
+    test_only = {r["question"] for r in test if r["subject"] == "sharer_only"}
+    val_only = {r["question"] for r in validation if r["subject"] == "sharer_only"}
+    assert val_only and not (val_only & test_only)
+    v_names = {f.entity for f in world.facts_of("V")}
+    assert not any(name in r["question"] for r in test for name in v_names)
 
 
 def test_test_split_has_both_subjects_and_valid_answers(tmp_path):
@@ -45,6 +80,7 @@ def test_test_split_has_both_subjects_and_valid_answers(tmp_path):
     assert {r["subject"] for r in rows} == {"shared", "sharer_only"}
     c_names = {f.entity for f in world.facts_of("C")}
     assert not any(name in r["question"] for r in rows for name in c_names)
+    assert sum(r["subject"] == "sharer_only" for r in rows) == 3 * world.spec.entities[1]
     for r in rows:
         assert r["answerKey"] in r["choices"]["label"] and len(set(r["choices"]["text"])) == 4
     # every letter is the answer about equally often: no letter prior to exploit (values are uniform)
@@ -54,7 +90,12 @@ def test_test_split_has_both_subjects_and_valid_answers(tmp_path):
 
 def test_shipped_data_is_what_the_world_generates(tmp_path):
     write_data(World(), tmp_path)
-    for rel in ("data/demo/test.jsonl", "data/fuser_train.jsonl"):
+    for rel in (
+        "data/demo/test.jsonl",
+        "data/demo/validation.jsonl",
+        "data/fuser_train.jsonl",
+        "data/fuser_train_shared.jsonl",
+    ):
         assert (tmp_path / rel).read_bytes() == (SHIPPED / rel).read_bytes(), rel
 
 
