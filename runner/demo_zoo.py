@@ -129,8 +129,12 @@ def _fuser_stats(run_dir: Path) -> dict[str, Any]:
     lines = DiagnosticsLog(run_dir / "diagnostics.jsonl").read()
     last = lines[-1] if lines else {}
     evals = [x["eval_loss"] for x in lines if x.get("eval_loss") is not None]
-    return {"steps": last.get("step"), "loss": last.get("loss"), "eval_loss": evals[-1] if evals else None,
-            "wall_s": round(sum(x.get("wall_s", 0.0) for x in lines), 1)}  # fmt: skip
+    return {
+        "steps": last.get("step"),
+        "loss": last.get("loss"),
+        "eval_loss": evals[-1] if evals else None,
+        "wall_s": round(sum(x.get("wall_s", 0.0) for x in lines), 1),
+    }
 
 
 def build_zoo(target: Path, *, reduced: bool = False) -> dict[str, Any]:

@@ -288,8 +288,11 @@ def _plain(node: Any, file: str, problems: list[str], line: int = 1, loc: Loc = 
     budget[0] -= 1
     if budget[0] < 0 or len(loc) > MAX_DEPTH:
         dotted = ".".join(str(p) for p in loc[:MAX_DEPTH]) or "(top level)"
-        why = f"nested more than {MAX_DEPTH} levels deep" if len(loc) > MAX_DEPTH else (
-            f"expands to more than {MAX_VALUES} values (YAML aliases repeating each other?)")  # fmt: skip
+        why = (
+            f"nested more than {MAX_DEPTH} levels deep"
+            if len(loc) > MAX_DEPTH
+            else (f"expands to more than {MAX_VALUES} values (YAML aliases repeating each other?)")
+        )
         raise ManifestError([f"{file}:{line}: {dotted}: {why}"])
     if isinstance(node, CommentedMap):
         return {

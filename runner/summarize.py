@@ -125,9 +125,12 @@ def _subjects(
         part = [r for r in records if r["subject"] == name]
         n_correct = sum(bool(r["correct"]) for r in setting_rows(part, setting))
         out[name] = SubjectResult(
-            n=len(part), n_correct=n_correct, accuracy=n_correct / len(part),
-            ci95=metrics.wilson_interval(n_correct, len(part)), paired=_paired(part, setting, settings, seed),
-        )  # fmt: skip
+            n=len(part),
+            n_correct=n_correct,
+            accuracy=n_correct / len(part),
+            ci95=metrics.wilson_interval(n_correct, len(part)),
+            paired=_paired(part, setting, settings, seed),
+        )
     return out
 
 

@@ -51,8 +51,12 @@ def write_data(world: World, root: Path) -> dict[str, int]:
     _write_lines(root / "data" / "fuser_train.jsonl", train)
     shared = [fuser_conversation(q) for q in world.fuser_questions("A")]
     _write_lines(root / "data" / "fuser_train_shared.jsonl", shared)
-    return {"test_items": len(test), "validation_items": len(validation), "fuser_conversations": len(train),
-            "fuser_conversations_shared": len(shared)}  # fmt: skip
+    return {
+        "test_items": len(test),
+        "validation_items": len(validation),
+        "fuser_conversations": len(train),
+        "fuser_conversations_shared": len(shared),
+    }
 
 
 def _build_one(args: tuple[str, dict, str, dict | None, str, str | None]) -> dict[str, Any]:
@@ -70,9 +74,14 @@ def _build_one(args: tuple[str, dict, str, dict | None, str, str | None]) -> dic
 
         world = World(WorldSpec(**world_spec))
         return build_model(
-            name, world, Path(out) / name, pretrain=first, answer=answer, log=write,
+            name,
+            world,
+            Path(out) / name,
+            pretrain=first,
+            answer=answer,
+            log=write,
             stage1_root=Path(stage1_root) if stage1_root else None,
-        )  # fmt: skip
+        )
 
 
 def build_models(

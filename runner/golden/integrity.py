@@ -55,8 +55,13 @@ def results_match_progress(row: Any, ctx: Any) -> list[str]:
     path = Path(ctx.run_dir) / "progress" / f"{row.dataset.name}.jsonl"
     if not row.progress_sha256:
         return ["the results file records no progress_sha256 (written before content hashes): run it again"]
-    return mismatch(path, progress_sha256, row.progress_sha256, "the results file says",
-                    "the results or the progress lines were changed after the run")  # fmt: skip
+    return mismatch(
+        path,
+        progress_sha256,
+        row.progress_sha256,
+        "the results file says",
+        "the results or the progress lines were changed after the run",
+    )
 
 
 def mismatch(path: Path, hasher: Callable[[Path], str], recorded: str | None, says: str, why: str) -> list[str]:

@@ -32,9 +32,11 @@ def subject_lines(rows: Sequence[tuple[GoldenRow, int]]) -> list[str]:
                 cells.append("—")
                 continue
             vs = part.paired.get("receiver")
-            versus = "reference" if row.setting == "receiver" else (
-                f"{vs.diff:+.3f} ({vs.mcnemar_p:.2g})" if vs is not None else "—"
-            )  # fmt: skip
+            versus = (
+                "reference"
+                if row.setting == "receiver"
+                else (f"{vs.diff:+.3f} ({vs.mcnemar_p:.2g})" if vs is not None else "—")
+            )
             cells.append(f"{part.accuracy:.3f} [{part.ci95[0]:.3f}, {part.ci95[1]:.3f}] · {versus}")
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return [*lines, ""]

@@ -112,10 +112,17 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         run, log = self.root / "run", self.root / "log"
         if not pid_alive(read_pid(self.pid_file("munged"))):
             subprocess.run(
-                ["/usr/sbin/munged", "--force", f"--socket={self.munge_socket}", f"--key-file={self.root / 'etc' / 'munge.key'}",
-                 f"--pid-file={self.pid_file('munged')}", f"--log-file={log / 'munged.log'}", f"--seed-file={run / 'munged.seed'}"],
+                [
+                    "/usr/sbin/munged",
+                    "--force",
+                    f"--socket={self.munge_socket}",
+                    f"--key-file={self.root / 'etc' / 'munge.key'}",
+                    f"--pid-file={self.pid_file('munged')}",
+                    f"--log-file={log / 'munged.log'}",
+                    f"--seed-file={run / 'munged.seed'}",
+                ],
                 check=True,
-            )  # fmt: skip
+            )
             wait_until(self._munge_ok, 10, "munged")
         if not pid_alive(read_pid(self.pid_file("slurmctld"))):
             subprocess.run(["/usr/sbin/slurmctld", "-c"], check=True, env=self.env)

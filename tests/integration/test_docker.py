@@ -53,12 +53,30 @@ def image(dockerd) -> str:
     with serving(wheels) as url:
         proc = subprocess.run(
             [
-                sys.executable, "-m", "runner", "image", "--repo", str(REPO), "--docker", DOCKER_CLI,
-                "--tag", IMAGE, "--base-image", base, "--network", "host",
-                "--build-arg", "PIP_NO_INDEX=1", "--build-arg", f"PIP_FIND_LINKS={url}",
+                sys.executable,
+                "-m",
+                "runner",
+                "image",
+                "--repo",
+                str(REPO),
+                "--docker",
+                DOCKER_CLI,
+                "--tag",
+                IMAGE,
+                "--base-image",
+                base,
+                "--network",
+                "host",
+                "--build-arg",
+                "PIP_NO_INDEX=1",
+                "--build-arg",
+                f"PIP_FIND_LINKS={url}",
             ],
-            env=dockerd.env(), capture_output=True, text=True, timeout=1200,
-        )  # fmt: skip
+            env=dockerd.env(),
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
     assert proc.returncode == 0, proc.stderr[-4000:]
     # The previous build's image (now untagged) and unused build records: the cached data-root stays ≈2 GB;
     # the next build still reuses the dependency layer through the tagged image.

@@ -47,9 +47,13 @@ def far(tmp_path_factory, sshd) -> dict:
     env_file = root / "qc2c.env"
     env_file.write_text("export QC2C_FAR_MARKER=from-env-file\n")
     fields = sshd.target_fields() | {
-        "kind": "runpod", "workdir": str(root / "qc2c"), "env_file": str(env_file), "venv": str(VENV),
-        "forward_env": ["HF_TOKEN"], "run_command": STANDIN,
-    }  # fmt: skip
+        "kind": "runpod",
+        "workdir": str(root / "qc2c"),
+        "env_file": str(env_file),
+        "venv": str(VENV),
+        "forward_env": ["HF_TOKEN"],
+        "run_command": STANDIN,
+    }
     local = tmp_path_factory.mktemp("local")
     targets = local / "targets.yaml"
     real = {k: v for k, v in fields.items() if k != "run_command"}  # the real runner: python -m runner run
@@ -74,9 +78,12 @@ def launch_standin(far: dict, tmp_path: Path, name: str, **spec) -> ledger.Ledge
     manifest = tmp_path / "standin.yaml"
     manifest.write_text(json.dumps({"name": name, "milestone": "remote_test", "standin": spec}))
     return tasks.launch(
-        far["target"], manifest, ledger_path=far["local"] / "runs" / "remote_jobs.json",
-        planner=standin_planner(spec), environ={"HF_TOKEN": SECRET},
-    )  # fmt: skip
+        far["target"],
+        manifest,
+        ledger_path=far["local"] / "runs" / "remote_jobs.json",
+        planner=standin_planner(spec),
+        environ={"HF_TOKEN": SECRET},
+    )
 
 
 def wait_state(far: dict, entry: ledger.LedgerEntry, states: set[str], timeout_s: float = 30):
@@ -259,8 +266,14 @@ def test_ssh_config_alias_reaches_the_same_host_for_fabric_and_rsync(far, sshd, 
         f"Host loopbackpod\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n  IdentityFile {sshd.client_key}\n"
         f"  IdentitiesOnly yes\n  UserKnownHostsFile {sshd.known_hosts}\n  BatchMode yes\n"
     )
-    fields = {"name": "alias", "kind": "runpod", "host": "loopbackpod", "ssh_config": str(config),
-              "known_hosts_file": str(sshd.known_hosts), "workdir": str(tmp_path / "far")}  # fmt: skip
+    fields = {
+        "name": "alias",
+        "kind": "runpod",
+        "host": "loopbackpod",
+        "ssh_config": str(config),
+        "known_hosts_file": str(sshd.known_hosts),
+        "workdir": str(tmp_path / "far"),
+    }
     target = Target.model_validate(fields)
     assert connect(target).run("echo $USER", hide=True).stdout.strip() == "root"
     (tmp_path / "src").mkdir()

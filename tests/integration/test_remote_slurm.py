@@ -48,10 +48,13 @@ def far(tmp_path_factory, cluster) -> dict:
     env_file.write_text(f"export SLURM_CONF={cluster.conf}\n")
     with sshd_infra.SshDaemon(tmp_path_factory.mktemp("sshd")) as sshd:
         fields = sshd.target_fields() | {
-            "kind": "slurm", "workdir": str(root / "qc2c"), "env_file": str(env_file), "venv": str(REPO / ".venv"),
+            "kind": "slurm",
+            "workdir": str(root / "qc2c"),
+            "env_file": str(env_file),
+            "venv": str(REPO / ".venv"),
             "run_command": ["python", "tests/remote/standin_runner.py"],
             "slurm": {"partition": cluster.partition, "cpus": 1, "mem": "500M", "time": "00:10:00"},
-        }  # fmt: skip
+        }
         local = tmp_path_factory.mktemp("local")
         targets = local / "targets.yaml"
         real = {k: v for k, v in fields.items() if k != "run_command"}  # the real runner: python -m runner run
@@ -68,9 +71,12 @@ def launch_standin(far: dict, tmp_path: Path, *specs: dict) -> ledger.LedgerEntr
     manifest = tmp_path / "standin.yaml"
     manifest.write_text(texts[0])
     return tasks.launch(
-        far["target"], manifest, is_sweep=len(specs) > 1, ledger_path=far["local"] / "runs" / "remote_jobs.json",
+        far["target"],
+        manifest,
+        is_sweep=len(specs) > 1,
+        ledger_path=far["local"] / "runs" / "remote_jobs.json",
         planner=lambda _m, _s: planned,
-    )  # fmt: skip
+    )
 
 
 def wait_state(far: dict, entry: ledger.LedgerEntry, predicate, timeout_s: float = 60):

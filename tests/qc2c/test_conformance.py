@@ -29,18 +29,23 @@ def ref(conformance):
 def pair_a(conformance, request):
     f = conformance / "fixtures"
     return C2CModel.from_pretrained(
-        str(f / "models/recv_qwen3"), str(f / "models/sharer_qwen2"), f / "ckpt/tiny_qwen3+tiny_qwen2_Fuser",
+        str(f / "models/recv_qwen3"),
+        str(f / "models/sharer_qwen2"),
+        f / "ckpt/tiny_qwen3+tiny_qwen2_Fuser",
         attn_implementation=request.param,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module", params=ATTENTION)
 def pair_b(conformance, request):
     f = conformance / "fixtures"
     return C2CModel.from_pretrained(
-        str(f / "models/recv_qwen3"), str(f / "models/sharer_llama"), f / "ckpt/tiny_qwen3+tiny_llama_Fuser",
-        alignment="first", attn_implementation=request.param,
-    )  # fmt: skip
+        str(f / "models/recv_qwen3"),
+        str(f / "models/sharer_llama"),
+        f / "ckpt/tiny_qwen3+tiny_llama_Fuser",
+        alignment="first",
+        attn_implementation=request.param,
+    )
 
 
 def test_fixture_files_match_their_recorded_hashes(conformance):

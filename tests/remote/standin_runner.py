@@ -42,11 +42,19 @@ def main(path: str) -> int:
     signal.signal(signal.SIGTERM, lambda s, f: stop.update(signal=s))
 
     def status(state: str, exit_code: int | None = None) -> None:
-        atomic_write_json(run_dir / "status.json", {
-            "state": state, "run_key": key, "pid": os.getpid(), "host": socket.gethostname(),
-            "updated": datetime.now(UTC).isoformat(), "eta_s": (n_total - len(done)) * sleep_s,
-            "datasets": {"mini": {"n_done": len(done), "n_total": n_total, "n_errors": 0}}, "exit_code": exit_code,
-        })  # fmt: skip
+        atomic_write_json(
+            run_dir / "status.json",
+            {
+                "state": state,
+                "run_key": key,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "updated": datetime.now(UTC).isoformat(),
+                "eta_s": (n_total - len(done)) * sleep_s,
+                "datasets": {"mini": {"n_done": len(done), "n_total": n_total, "n_errors": 0}},
+                "exit_code": exit_code,
+            },
+        )
 
     status("running")
     print(

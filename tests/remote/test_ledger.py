@@ -12,9 +12,14 @@ from remote import ledger
 
 def _entry(i: int) -> ledger.LedgerEntry:
     return ledger.LedgerEntry(
-        name=f"job-{i}", target="pod", kind="runpod", manifest="m.yaml", run_dirs=[f"runs/m/r{i}-0123456789"],
-        job_dir=f"/w/runs/remote/job-{i}", handle=f"job-{i}",
-    )  # fmt: skip
+        name=f"job-{i}",
+        target="pod",
+        kind="runpod",
+        manifest="m.yaml",
+        run_dirs=[f"runs/m/r{i}-0123456789"],
+        job_dir=f"/w/runs/remote/job-{i}",
+        handle=f"job-{i}",
+    )
 
 
 def _add(args: tuple[int, str]) -> None:

@@ -48,4 +48,4 @@ def test_sweep_members_round_trip_to_the_planned_run_keys(monkeypatch):
         "nf4",
         "fp8_e4m3",
         "fp8_e5m2",
-    ]  # fmt: skip  -- the grid order in manifests/sweeps/m2_schemes.yaml
+    ]  # the grid order in manifests/sweeps/m2_schemes.yaml

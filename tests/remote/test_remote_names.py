@@ -28,9 +28,15 @@ def test_check_name_refuses_a_trailing_newline(value: str) -> None:
 
 @pytest.mark.parametrize(
     "field, value",
-    [("host", "login1\n"), ("user", "root\n"), ("workdir", "/workspace/q\n"), ("forward_env", ["HF_TOKEN\n"]),
-     ("run_command", ["python\n", "-m", "runner"]), ("venv", "/opt/venv\n")],
-)  # fmt: skip
+    [
+        ("host", "login1\n"),
+        ("user", "root\n"),
+        ("workdir", "/workspace/q\n"),
+        ("forward_env", ["HF_TOKEN\n"]),
+        ("run_command", ["python\n", "-m", "runner"]),
+        ("venv", "/opt/venv\n"),
+    ],
+)
 def test_target_fields_refuse_a_trailing_newline(field: str, value) -> None:
     with pytest.raises(ValidationError):
         Target(**{**POD, field: value})

@@ -30,9 +30,16 @@ SLURM = Target(
     ssh_config="/keys/ssh_config",
     workdir="/scratch/me/qc2c",
     venv="/scratch/me/venv",
-    slurm={"partition": "gpu", "account": "proj", "gpus": 1, "cpus": 8, "mem": "64G", "time": "12:00:00",
-           "extra": ["--constraint=a100"]},
-)  # fmt: skip
+    slurm={
+        "partition": "gpu",
+        "account": "proj",
+        "gpus": 1,
+        "cpus": 8,
+        "mem": "64G",
+        "time": "12:00:00",
+        "extra": ["--constraint=a100"],
+    },
+)
 
 
 def job(target: Target, n: int = 1, name: str = "smoke-20260101-000000-000000") -> render.Job:
@@ -107,10 +114,18 @@ def test_hostile_run_dirs_are_refused(run_dir):
 
 @pytest.mark.parametrize(
     "field,value",
-    [("workdir", "/tmp/$(id)"), ("workdir", "relative/dir"), ("workdir", "/a/../b"), ("host", "-oProxyCommand=x"),
-     ("host", "h;id"), ("venv", "/v env"), ("forward_env", ["HF TOKEN"]), ("run_command", ["python", "-c", "x;y"]),
-     ("user", "root;id")],
-)  # fmt: skip
+    [
+        ("workdir", "/tmp/$(id)"),
+        ("workdir", "relative/dir"),
+        ("workdir", "/a/../b"),
+        ("host", "-oProxyCommand=x"),
+        ("host", "h;id"),
+        ("venv", "/v env"),
+        ("forward_env", ["HF TOKEN"]),
+        ("run_command", ["python", "-c", "x;y"]),
+        ("user", "root;id"),
+    ],
+)
 def test_hostile_target_fields_are_refused(field, value):
     data = RUNPOD.model_dump() | {field: value}
     with pytest.raises(ValidationError):

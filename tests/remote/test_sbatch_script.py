@@ -25,8 +25,14 @@ SCONTROL_REFUSES = (
 
 
 def run_script(tmp_path: Path, runner_exit: int, scontrol: str) -> tuple[subprocess.CompletedProcess, Path]:
-    target = Target(name="hpc", kind="slurm", host="127.0.0.1", workdir=str(tmp_path / "work"), venv=str(tmp_path),
-                    run_command=["runner"])  # fmt: skip
+    target = Target(
+        name="hpc",
+        kind="slurm",
+        host="127.0.0.1",
+        workdir=str(tmp_path / "work"),
+        venv=str(tmp_path),
+        run_command=["runner"],
+    )
     job = render.Job(name="j-1", target=target, run_dirs=["runs/smoke/s-0123456789"])
     job_dir = Path(job.job_dir)
     (job_dir / "manifests").mkdir(parents=True)

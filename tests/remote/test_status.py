@@ -67,10 +67,14 @@ def run_status(state: str, n_done: int, n_total: int, eta: float | None = None) 
 
 def entry(target: Target, n: int = 1) -> ledger.LedgerEntry:
     return ledger.LedgerEntry(
-        name="smoke-1", target=target.name, kind=target.kind, manifest="m.yaml",
-        run_dirs=[f"runs/smoke/s{i}-0123456789" for i in range(n)], job_dir="/w/runs/remote/smoke-1", handle="17"
-        if target.kind == "slurm" else "smoke-1",
-    )  # fmt: skip
+        name="smoke-1",
+        target=target.name,
+        kind=target.kind,
+        manifest="m.yaml",
+        run_dirs=[f"runs/smoke/s{i}-0123456789" for i in range(n)],
+        job_dir="/w/runs/remote/smoke-1",
+        handle="17" if target.kind == "slurm" else "smoke-1",
+    )
 
 
 def test_running_slurm_task_reports_progress_and_eta():
@@ -147,8 +151,13 @@ def test_array_rollup_worst_first():
 
 
 def test_parse_squeue_and_sacct_shapes():
-    assert parse_squeue("17_0|RUNNING\n17_[1-3,5%2]|PENDING\n") == {0: "RUNNING", 1: "PENDING", 2: "PENDING",
-                                                                    3: "PENDING", 5: "PENDING"}  # fmt: skip
+    assert parse_squeue("17_0|RUNNING\n17_[1-3,5%2]|PENDING\n") == {
+        0: "RUNNING",
+        1: "PENDING",
+        2: "PENDING",
+        3: "PENDING",
+        5: "PENDING",
+    }
     assert parse_squeue("18|PENDING\n") == {0: "PENDING"}
     assert parse_sacct("17_0|CANCELLED by 0|0:15\n17_1|COMPLETED|0:0\n") == {0: "CANCELLED", 1: "COMPLETED"}
 

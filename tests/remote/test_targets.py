@@ -52,8 +52,10 @@ def test_errors_name_file_line_and_field(tmp_path):
 
 def test_hostile_target_name_and_kind_mismatch_refused(tmp_path):
     path = tmp_path / "t.yaml"
-    path.write_text("targets:\n  'x;id':\n    kind: runpod\n    host: h\n    workdir: /w\n"
-                    "  p:\n    kind: runpod\n    host: h\n    workdir: /w\n    slurm: {gpus: 1}\n")  # fmt: skip
+    path.write_text(
+        "targets:\n  'x;id':\n    kind: runpod\n    host: h\n    workdir: /w\n"
+        "  p:\n    kind: runpod\n    host: h\n    workdir: /w\n    slurm: {gpus: 1}\n"
+    )
     with pytest.raises(TargetError) as err:
         load_targets(path)
     assert any(":2: targets.x;id: name must match" in p for p in err.value.problems)
