@@ -1,5 +1,5 @@
 """Load what a run scores with: the pair, the fuser (checked against the pair first), the codec, and one
-`SettingScorer` per setting. Kept apart from the loop in runner/execute.py so `plan` can run the same
+`SettingScorer` per setting. Kept apart from the loop in runner/scoring_loop.py so `plan` can run the same
 preflight without scoring anything.
 """
 
