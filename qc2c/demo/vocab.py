@@ -7,9 +7,11 @@ of C2C's multiple-choice prompt ("Accurately answer the following question:", th
 instead of 140, which is what lets the whole demo zoo train on two CPU cores in minutes. The prompt *text*
 is C2C's, unchanged (qc2c.eval.prompts renders it); only its segmentation is coarse.
 
-The Llama tokenizer differs in everything the token-alignment path must cope with: other ids, its own chat
-template and special tokens, a smaller vocabulary trained without the syllable lines (names split into other
-pieces), and the Llama-3 digit split.
+The Llama tokenizer differs in what the token-alignment path must cope with: other ids, its own chat template
+and special tokens and the Llama-3 digit split. Its merges are learnt from the receiver's corpus at the
+receiver's vocabulary size, so a name splits into the same pieces in both (checked by a test), because C2C's token alignment maps each receiver token to *one* sharer
+token: with names split into other pieces the sharer read mangled names (2 of 75 held-out names came through
+intact; "ĠMu"+"la"+"p"+"o" arrived as "Ġ"+"la"+"p"+"o") and could not know any fact about them.
 """
 
 from __future__ import annotations
@@ -30,15 +32,13 @@ DEMO_TOKENIZERS: dict[str, TokenizerSpec] = {
     "qwen": replace(
         TOKENIZERS["qwen"], vocab_size=610, added_tokens=(*TOKENIZERS["qwen"].added_tokens, *PROMPT_PHRASES)
     ),
-    "llama": replace(TOKENIZERS["llama"], vocab_size=468, added_tokens=PROMPT_PHRASES),
+    "llama": replace(TOKENIZERS["llama"], vocab_size=610, added_tokens=PROMPT_PHRASES),
 }
 
 
 def corpus(world: World, family: str) -> list[str]:
-    """Templates, values, syllables (qwen only), letters and a rendered prompt per question template."""
+    """Templates, values, syllables, letters and a rendered prompt per question template."""
     lines = world.corpus_words()
-    if family != "qwen":  # the Llama vocabulary never sees the syllables: names fall into other pieces
-        lines = lines[:-8]
     for attr_question in ("What is the color of X?", "Where does X live?"):
         prompt = build_prompt(attr_question, ["red", "blue", "green", "forest"], LABELS)
         lines += [prompt.replace(p, " ") for p in PROMPT_PHRASES] + [f"{RESPONSE_TEXT} {x}" for x in LABELS]

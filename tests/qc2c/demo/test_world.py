@@ -105,3 +105,19 @@ def test_names_span_several_tokens_in_both_tokenizers():
         tok = build_demo_tokenizer(world, family)
         lengths = [len(tok(" " + n, add_special_tokens=False).input_ids) for n in world.names]
         assert min(lengths) >= 2, family
+
+
+def test_token_alignment_carries_every_name_intact():
+    """C2C's alignment maps each receiver token to one sharer token: a name must arrive as the Llama sharer
+    itself would tokenize it, or the sharer cannot recognise the entity (and nothing can be carried)."""
+    from qc2c.models.align import TokenAligner
+
+    world = World()
+    receiver, sharer = build_demo_tokenizer(world, "qwen"), build_demo_tokenizer(world, "llama")
+    aligner = TokenAligner(receiver, sharer, "longest")
+    assert receiver.chat_template != sharer.chat_template  # still the Llama's own tokenizer:
+    assert receiver.convert_tokens_to_ids("la") != sharer.convert_tokens_to_ids("la")  # other ids, same pieces
+    for name in world.names:
+        text = " " + name
+        ids = receiver(text, add_special_tokens=False).input_ids
+        assert aligner.align_tokens(ids) == sharer(text, add_special_tokens=False).input_ids, name
