@@ -1,6 +1,7 @@
 """The batch loop of a run: for each dataset, score the planned batches not yet in progress/<dataset>.jsonl
 with every setting, append the batch's records (fsync'd), update status.json, and check the stop flag and the
-error budget between batches. The batches are the stored plan (runner.records.batch_plan), so a resumed run
+error budget between batches. All settings of a batch are scored from one receiver and one sharer prefill
+where they can be (`qc2c.eval.shared`). The batches are the stored plan (runner.records.batch_plan), so a resumed run
 scores every sample in the batch the uninterrupted run scored it in.
 
 One progress line per sample: {"id", "gold", "subject", "settings": {setting: RowScore.to_json}, "error"}.
@@ -16,6 +17,7 @@ from typing import Any
 from qc2c.eval.batching import by_length
 from qc2c.eval.datasets import MCDataset, MCItem, load_mc
 from qc2c.eval.score import RowScore
+from qc2c.eval.shared import score_settings
 from runner import fsio
 from runner.lifecycle import RunFailed, StopFlag
 from runner.plan import Plan
@@ -151,7 +153,7 @@ def score_datasets(
             raise RunFailed(f"dataset {name}: {exc}") from None
         for batch_items in batches:
             stop.check()
-            rows_by_setting = {s: scorer.score_rows(batch_items) for s, scorer in session.scorers.items()}
+            rows_by_setting = score_settings(session.scorers, batch_items)  # one prefill per model (qc2c.eval.shared)
             records = [
                 sample_record(item, {s: rows[j] for s, rows in rows_by_setting.items()}, secrets)
                 for j, item in enumerate(batch_items)

@@ -9,7 +9,14 @@ alone (no projector, no codec, no scoring). A batched C2C scorer has to run both
 the one-at-a-time time divided by that floor is the highest ratio batching could reach on this machine even
 if fusion, codec and scoring cost nothing.
 
+With --one-run it instead times ONE RUN's batch step: the settings receiver, sharer, c2c_fp16 and compressed
+on the same batches, before (each setting its own prefills: `score_settings(shared=False)`) and after (the
+C2C settings from one receiver + one sharer prefill, `qc2c.eval.shared`), interleaved, best of --repeats;
+it fails if any row differs. Its floor: the forwards the shared path still runs (the receiver and sharer
+baselines' whole-prompt forwards and the shared fused-section forwards) on the same batches, no fusion.
+
 examples:
+  python -m qc2c.bench eval --one-run                        # before/after of one run's batch step
   python -m qc2c.bench eval                                  # tiny pair, mini set, batch 32, CPU
   python -m qc2c.bench eval --settings compressed --n 64 --batch 32 --protocol logits
   python -m qc2c.bench eval --device cuda --json
@@ -36,6 +43,8 @@ SMOKE_KV = KVConfig(
 )
 SETTINGS = ("receiver", "c2c_fp16", "compressed")
 TARGET_RATIO = 8.0
+ONE_RUN = ("receiver", "sharer", "c2c_fp16", "compressed")
+TARGET_ONE_RUN = 1.5
 EXIT_BAD_INPUT = 2
 
 
@@ -57,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=["compressed"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--one-run", action="store_true", help="per-setting vs shared prefill of one run")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="--one-run: best of this many")
     return parser
 
 
@@ -126,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m qc2c.bench eval: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     fuser = fuser.to(device=args.device, dtype=torch.float32)
+    if args.one_run:
+        return one_run(args, pair, fuser, items)
     scorers = build_scorers(
         args.settings,
         pair,
@@ -186,6 +199,100 @@ def main(argv: list[str] | None = None) -> int:
         print("eval bench: batched and one-at-a-time predictions differ (or a sample failed)", file=sys.stderr)
         return 1
     return 0
+
+
+def _strip(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _strip(v) if isinstance(v, dict) else v for k, v in d.items() if k != "timing" and not k.endswith("_s")}
+
+
+def one_run(args: argparse.Namespace, pair: Any, fuser: Any, items: list[Any]) -> int:
+    """Before (per-setting prefills) vs after (shared prefills) of one run's batch step; see the docstring."""
+    from qc2c.eval.shared import score_settings
+
+    scorers = build_scorers(
+        ONE_RUN,
+        pair,
+        fuser,
+        build_codec_for(fuser, pair),
+        protocol=args.protocol,
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
+    )
+    batches = [by_length(items)[r.start : r.stop] for r in chunks(len(items), args.batch)]
+
+    def run(shared: bool) -> tuple[float, list[Any]]:
+        _sync(args.device)
+        t0 = time.perf_counter()
+        rows = [score_settings(scorers, b, shared=shared) for b in batches]
+        _sync(args.device)
+        out = [
+            {k: _strip(v[j].to_json(it.answer)) for k, v in r.items()}
+            for r, b in zip(rows, batches)
+            for j, it in enumerate(b)
+        ]
+        return time.perf_counter() - t0, out
+
+    score_settings(scorers, batches[0][:2], shared=True)  # warm-up: kernels, codec extension
+    score_settings(scorers, batches[0][:2], shared=False)
+    before_s, after_s, floor_s, identical = [], [], [], True
+    c2c = scorers["c2c_fp16"]
+    whole = scorer_batches(c2c, [it for b in batches for it in b], args.batch, args.device)
+    section = [_section(b) for b in whole]
+    for _ in range(args.repeats):
+        t, old = run(False)
+        before_s.append(t)
+        t, new = run(True)
+        after_s.append(t)
+        identical &= old == new
+        floor_s.append(
+            forward_floor([pair.receiver, pair.sharer], whole, args.device)
+            + forward_floor([pair.receiver, pair.sharer], section, args.device)
+        )
+    before, after, floor = min(before_s), min(after_s), min(floor_s)
+    report = {
+        "device": args.device,
+        "n": len(items),
+        "batch": args.batch,
+        "protocol": args.protocol,
+        "settings": list(ONE_RUN),
+        "torch_threads": torch.get_num_threads(),
+        "before_s": before,
+        "after_s": after,
+        "ratio": before / after,
+        "target_ratio": TARGET_ONE_RUN,
+        "floor_s": floor,
+        "ratio_ceiling": before / floor,
+        "after_over_floor": after / floor,
+        "identical": identical,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"eval bench, one run ({', '.join(ONE_RUN)}): {len(items)} items, batch {args.batch}, {args.protocol}, "
+            f"{args.device}, {report['torch_threads']} torch threads, best of {args.repeats}\n"
+            f"  before (per-setting prefills) {before:7.3f} s   after (shared prefills) {after:7.3f} s   "
+            f"ratio {before / after:4.2f}x (target >= {TARGET_ONE_RUN}x)   identical rows: {identical}\n"
+            f"  floor: the forwards the shared path runs, alone {floor:7.3f} s -> at most {before / floor:4.2f}x; "
+            f"after is {after / floor:4.2f}x the floor"
+        )
+    if not identical:
+        print("eval bench: shared and per-setting rows differ", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _section(batch: PromptBatch) -> PromptBatch:
+    """The fused section [0, fused_end) of `batch`: what each model runs once for the C2C settings."""
+    a = batch.fused_end
+    return PromptBatch(
+        batch.input_ids[:, :a],
+        batch.attention_mask[:, :a],
+        batch.position_ids[:, :a],
+        batch.fuse_mask[:, :a],
+        a,
+        batch.lengths,
+    )
 
 
 if __name__ == "__main__":

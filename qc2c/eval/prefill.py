@@ -49,13 +49,18 @@ def decode_after(
     )
 
 
-def plain_prefill(model: Any, stage: str = "receiver_s") -> PrefillFn:
+@dataclass
+class PlainPrefill:
     """Prefill of one model alone (receiver or sharer baseline) on a left-padded batch; its seconds per
-    sample are recorded under `stage` ("receiver_s", or "sharer_prefill_s" for the sharer alone)."""
+    sample are recorded under `stage` ("receiver_s", or "sharer_prefill_s" for the sharer alone). A callable
+    object, not a closure, so that `qc2c.eval.shared` can see which model it runs."""
 
-    def prefill(batch: PromptBatch) -> Prefill:
+    model: Any
+    stage: str = "receiver_s"
+
+    def __call__(self, batch: PromptBatch) -> Prefill:
         t0 = time.perf_counter()
-        out = model(
+        out = self.model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
@@ -64,13 +69,17 @@ def plain_prefill(model: Any, stage: str = "receiver_s") -> PrefillFn:
         )
         seconds = (time.perf_counter() - t0) / batch.size
         return Prefill(
-            out.logits[:, -1].float(), out.past_key_values, [{} for _ in range(batch.size)], {stage: seconds}
+            out.logits[:, -1].float(), out.past_key_values, [{} for _ in range(batch.size)], {self.stage: seconds}
         )
 
-    return prefill
+
+def plain_prefill(model: Any, stage: str = "receiver_s") -> PrefillFn:
+    """`PlainPrefill` of `model` (see there)."""
+    return PlainPrefill(model, stage)
 
 
-def c2c_prefill(receiver: Any, sharer: Any, fuser: Any, message_path: Any | None) -> PrefillFn:
+@dataclass
+class C2CPrefill:
     """Prefill of a C2C pair on a batch (`qc2c.fuser.fuse.fused_forward`).
 
     The batch's per-row fuse mask selects the fused tokens; the last `L - fused_end` columns (the response
@@ -79,17 +88,23 @@ def c2c_prefill(receiver: Any, sharer: Any, fuser: Any, message_path: Any | None
     per-row records carry bytes, tokens sent and encode/decode seconds. Timing per sample: sharer prefill,
     receiver, and fuse_s = the rest minus the codec's encode + decode (projectors, cache writes, overhead).
     """
-    # imported here, not at the top: transformers is slow to import and the runner imports this module to plan
-    from qc2c.fuser.fuse import FusePlan, fused_forward
 
-    def prefill(batch: PromptBatch) -> Prefill:
+    receiver: Any
+    sharer: Any
+    fuser: Any
+    message_path: Any | None
+
+    def __call__(self, batch: PromptBatch) -> Prefill:
+        # imported here, not at the top: transformers is slow to import and the runner imports this module
+        from qc2c.fuser.fuse import FusePlan, fused_forward
+
         t0 = time.perf_counter()
         plan = FusePlan.from_runs(batch.fuse_mask, batch.input_ids.shape[1] - batch.fused_end)
-        with StageClock({"sharer": sharer, "receiver": receiver}, batch.input_ids.device) as clock:
+        with StageClock({"sharer": self.sharer, "receiver": self.receiver}, batch.input_ids.device) as clock:
             out = fused_forward(
-                receiver,
-                sharer,
-                fuser,
+                self.receiver,
+                self.sharer,
+                self.fuser,
                 plan,
                 batch.input_ids,
                 attention_mask=batch.attention_mask,
@@ -97,18 +112,32 @@ def c2c_prefill(receiver: Any, sharer: Any, fuser: Any, message_path: Any | None
                 sharer_input_ids=batch.sharer_input_ids,
                 sharer_attention_mask=batch.sharer_attention_mask,
                 sharer_position_ids=batch.sharer_position_ids,
-                message_path=message_path,
+                message_path=self.message_path,
             )
         total = time.perf_counter() - t0
         records = out.records or [{} for _ in range(batch.size)]
-        codec_s = sum(float(r.get("encode_s", 0.0)) + float(r.get("decode_s", 0.0)) for r in records)
-        other_s = total - clock.seconds["sharer"] - clock.seconds["receiver"] - codec_s
-        timing = {
-            "sharer_prefill_s": clock.seconds["sharer"] / batch.size,
-            "receiver_s": clock.seconds["receiver"] / batch.size,
-            "fuse_s": max(0.0, other_s) / batch.size,
-            "c2c_prefill_s": total / batch.size,
-        }
+        timing = c2c_timing(batch.size, clock.seconds["sharer"], clock.seconds["receiver"], total, records)
         return Prefill(out.logits[:, -1].float(), out.cache, records, timing)
 
-    return prefill
+
+def codec_seconds(records: list[dict[str, Any]]) -> float:
+    """The codec's encode + decode seconds summed over a batch's rows."""
+    return sum(float(r.get("encode_s", 0.0)) + float(r.get("decode_s", 0.0)) for r in records)
+
+
+def c2c_timing(
+    size: int, sharer_s: float, receiver_s: float, total_s: float, records: list[dict[str, Any]]
+) -> dict[str, float]:
+    """Per-sample stage seconds of a C2C prefill: fuse_s is the rest of `total_s` minus the codec."""
+    other_s = total_s - sharer_s - receiver_s - codec_seconds(records)
+    return {
+        "sharer_prefill_s": sharer_s / size,
+        "receiver_s": receiver_s / size,
+        "fuse_s": max(0.0, other_s) / size,
+        "c2c_prefill_s": total_s / size,
+    }
+
+
+def c2c_prefill(receiver: Any, sharer: Any, fuser: Any, message_path: Any | None) -> PrefillFn:
+    """`C2CPrefill` of the pair (see there)."""
+    return C2CPrefill(receiver, sharer, fuser, message_path)

@@ -32,7 +32,7 @@ import torch
 
 from qc2c.eval.batching import PromptBatch, left_pad
 from qc2c.eval.extract import extract_answer
-from qc2c.eval.prefill import PrefillFn, decode_after
+from qc2c.eval.prefill import Prefill, PrefillFn, decode_after
 from qc2c.eval.prompts import RenderedPrompt, option_token_ids, render
 
 PROTOCOLS = ("logits", "generate")
@@ -126,9 +126,20 @@ class SettingScorer:
     def _score_prepared(
         self, items: Sequence[Any], prepared: Sequence[tuple[RenderedPrompt, list[int]]]
     ) -> list[RowScore]:
+        batch = self.make_batch([p for p, _ in prepared]).to(self.device)
+        return self.score_prefill(items, prepared, batch, self.prefill(batch))
+
+    @torch.no_grad()
+    def score_prefill(
+        self,
+        items: Sequence[Any],
+        prepared: Sequence[tuple[RenderedPrompt, list[int]]],
+        batch: PromptBatch,
+        prefill: Prefill,
+    ) -> list[RowScore]:
+        """Score `items` from their batch's prefill (this setting's own, or one built from shared prefills by
+        `qc2c.eval.shared`): option probabilities (`logits`), or greedy decoding from the prefill's cache."""
         prompts = [p for p, _ in prepared]
-        batch = self.make_batch(prompts).to(self.device)
-        prefill = self.prefill(batch)
         rows = [
             RowScore(n_tokens_prompt=len(p.ids), message=dict(r), timing=dict(prefill.timing))
             for p, r in zip(prompts, prefill.records)

@@ -69,3 +69,12 @@ def test_bad_input_gets_one_line_and_exit_2(capsys) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["--batch", "0"])
     assert stop.value.code == 2 and "--batch: must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_one_run_mode_times_per_setting_against_shared_with_identical_rows(capsys) -> None:
+    assert main(["--one-run", "--n", "6", "--batch", "3", "--repeats", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["identical"] is True and report["settings"] == ["receiver", "sharer", "c2c_fp16", "compressed"]
+    assert report["before_s"] > 0 and report["after_s"] > 0 and report["floor_s"] > 0
+    assert abs(report["ratio"] - report["before_s"] / report["after_s"]) < 1e-9
+    assert abs(report["ratio_ceiling"] - report["before_s"] / report["floor_s"]) < 1e-9

@@ -1,0 +1,146 @@
+"""The C2C settings of a batch scored from ONE receiver prefill and ONE sharer prefill (`score_settings`).
+
+In C2C the receiver's own cache and the sharer's cache of a prompt do not depend on the codec: only
+selection → encode → decode → project/fuse → the short last section differ. So per batch of items:
+
+1. the batch is rendered and padded once (every shared setting renders the same ids: checked per batch);
+2. the receiver and the sharer each run the fused section [0, fused_end) once, as `fused_forward` runs it;
+3. each C2C setting (`c2c_fp16`, `compressed`) fuses the sharer's section into its own VIEW of the receiver
+   cache (`cache_view`: new layer objects over the same tensors; fusion and cache appends replace tensors,
+   never write into them, so no setting sees another's) with `qc2c.fuser.fuse.fuse_section` — the step
+   `fused_forward` runs — then runs the receiver's last section [fused_end, L) on it, and is scored like
+   its own prefill (`SettingScorer.score_prefill`; `generate` decodes per setting from its view).
+
+Numbers: the same operations on the same tensors as `fused_forward`, so every row equals the per-setting path
+bit for bit (`tests/qc2c/eval/test_shared.py`). The `receiver` and `sharer` baselines keep their own one
+forward over the whole prompt: neither its prefix KV nor its last logits equal those of the two-section
+forward bit for bit in general (float32 CPU, SDPA: they differ in the last bits when the two forwards' query
+lengths fall on different sides of the attention kernel's block-size thresholds, e.g. L = 195 vs 191), so
+sharing them would change today's numbers.
+
+Timing: each setting's stage seconds are what it costs on its own: the shared prefills' time is attributed in
+full to every setting that reads it (`sharer_prefill_s` = the sharer's section, `receiver_s` = the
+receiver's section plus the setting's own last section, `fuse_s` = its own fusion minus its codec), so the
+per-setting times of one batch add up to more than its wall time. Settings that do not share — the
+baselines, aligned pairs, `c2c_placebo` (its sharer reads other items' prompts), text settings, a message
+path that needs the sharer's attention probabilities (eager attention) — and any batch that raises run the
+per-setting path (`SettingScorer.score_rows`), which pins errors on their samples.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from qc2c.eval.batching import PromptBatch
+from qc2c.eval.prefill import C2CPrefill, Prefill, c2c_timing
+from qc2c.eval.score import RowScore, SettingScorer
+
+
+def score_settings(
+    scorers: dict[str, SettingScorer], items: Sequence[Any], *, shared: bool = True
+) -> dict[str, list[RowScore]]:
+    """Rows per setting (in `scorers` order) for one batch; `shared=False` is the per-setting path."""
+    group = shareable(scorers) if shared else []
+    rows: dict[str, list[RowScore]] = {}
+    if len(group) > 1:
+        try:
+            rows = score_shared([scorers[name] for name in group], items)
+        except Exception:  # noqa: BLE001 - a bad item or a failing batch: the per-setting path pins the error
+            rows = {}
+    return {name: rows[name] if name in rows else scorer.score_rows(items) for name, scorer in scorers.items()}
+
+
+def shareable(scorers: dict[str, SettingScorer]) -> list[str]:
+    """Settings that can be scored from one receiver + one sharer prefill (see the module docstring)."""
+    c2c = [s.prefill for s in scorers.values() if type(s) is SettingScorer and isinstance(s.prefill, C2CPrefill)]
+    if not c2c:
+        return []
+    receiver, sharer = c2c[0].receiver, c2c[0].sharer
+    protocol = next(iter(scorers.values())).protocol
+    names = []
+    for name, s in scorers.items():
+        p = s.prefill
+        if type(s) is SettingScorer and s.protocol == protocol and isinstance(p, C2CPrefill):
+            if p.receiver is receiver and p.sharer is sharer:
+                if not getattr(p.message_path, "needs_sharer_attention", False):
+                    names.append(name)
+    return names
+
+
+def cache_view(cache: Any) -> Any:
+    """A cache object of its own over the same tensors: updates and fusion replace a layer's tensors, so the
+    view can be extended or fused without the original (or another view) seeing it."""
+    view = copy.copy(cache)
+    view.layers = [copy.copy(layer) for layer in cache.layers]
+    return view
+
+
+def _forward(model: Any, batch: PromptBatch, a: int, b: int, cache: Any, keep: int) -> tuple[Tensor, float]:
+    t0 = time.perf_counter()
+    out = model(
+        input_ids=batch.input_ids[:, a:b],
+        attention_mask=batch.attention_mask[:, :b],
+        position_ids=batch.position_ids[:, a:b],
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=keep,
+    )
+    return out.logits, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def score_shared(group: list[SettingScorer], items: Sequence[Any]) -> dict[str, list[RowScore]]:
+    """Score `items` under every setting of `group` (all `shareable`) from one prefill per model; raises on
+    any failure (the caller then takes the per-setting path)."""
+    from transformers import DynamicCache
+
+    from qc2c.fuser.fuse import FusePlan, fuse_section, merge_records, projector_fn
+    from qc2c.fuser.seam import SectionKV
+
+    prepared = {s.name: [s.prepare(item) for item in items] for s in group}
+    ref = group[0]
+    ids = [p.ids for p, _ in prepared[ref.name]]
+    if any([p.ids for p, _ in prepared[s.name]] != ids or s.pad_id != ref.pad_id for s in group):
+        raise ValueError("settings render different prompts: not shareable")
+    batch = ref.make_batch([p for p, _ in prepared[ref.name]]).to(ref.device)
+    a, length, size = batch.fused_end, batch.input_ids.shape[1], batch.size
+    plan = FusePlan.from_runs(batch.fuse_mask, length - a)
+    if plan.ends != [a, length]:
+        raise ValueError(f"sections {plan.ends}: the shared path needs one fused section then the last")
+    c2c = [s.prefill for s in group if isinstance(s.prefill, C2CPrefill)]
+    receiver, sharer = c2c[0].receiver, c2c[0].sharer
+    caches, seconds = {}, {}
+    for model in (receiver, sharer):
+        caches[id(model)] = DynamicCache(config=model.config)
+        _, seconds[id(model)] = _forward(model, batch, 0, a, caches[id(model)], 1)
+    r_cache, s_cache = caches[id(receiver)], caches[id(sharer)]
+    fuse_mask = plan.fuse_mask[:, :a]
+    rows: dict[str, list[RowScore]] = {}
+    for s in group:
+        p = s.prefill
+        cache, records = cache_view(r_cache), []
+        t0 = time.perf_counter()
+        if bool(fuse_mask.any()):
+            section = SectionKV(
+                sharer=[(lay.keys[:, :, :a], lay.values[:, :, :a]) for lay in s_cache.layers],
+                receiver=[(lay.keys[:, :, :a], lay.values[:, :, :a]) for lay in r_cache.layers],
+                fuse_mask=fuse_mask,
+                layer_map=dict(p.fuser.layer_map),
+                project=projector_fn(p.fuser),
+                section_start=0,
+            )
+            records = merge_records(records, fuse_section(cache, p.fuser, section, p.message_path))
+        fuse_s = time.perf_counter() - t0
+        logits, last_s = _forward(receiver, batch, a, length, cache, 0)
+        records = records or [{} for _ in range(size)]
+        r_s, s_s = seconds[id(receiver)] + last_s, seconds[id(sharer)]
+        timing = c2c_timing(size, s_s, r_s, s_s + r_s + fuse_s, records)
+        prefill = Prefill(logits[:, -1].float(), cache, records, timing)
+        rows[s.name] = s.score_prefill(items, prepared[s.name], batch, prefill)
+    return rows
