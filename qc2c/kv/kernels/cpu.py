@@ -1,4 +1,5 @@
-"""Fused CPU kernels for int8/int4/int2 (uniform_cpu.cpp): build once, choose the path, call them.
+"""Fused CPU kernels for int8/int4/int2 (uniform_cpu.cpp) and the float messages, fp16/bf16/fp32, fp8 and nf4
+(floats_cpu.cpp, one extension with it): build once, choose the path, call them.
 
 Why: the eager int schemes make several full passes over the cache (min/max, scale, float32 product, round,
 clamp, cast, pack) and reach a few % of memcpy on a 2-core CPU; the fused kernels read each fp16 element
@@ -35,7 +36,8 @@ import torch
 from torch import Tensor
 
 MODES = ("auto", "cpu", "eager")
-SOURCE = Path(__file__).with_name("uniform_cpu.cpp")
+SOURCES = tuple(Path(__file__).with_name(n) for n in ("uniform_cpu.cpp", "floats_cpu.cpp"))
+FUNCTIONS = ["encode", "decode", "raw_encode", "scaled_encode", "scaled_decode"]
 log = logging.getLogger("qc2c.kv.kernels")
 
 
@@ -101,7 +103,7 @@ def _build_spec() -> BuildSpec:
 
         simd = cpu_flags()
         cflags = ["-O3", "-fopenmp", "-ffp-contract=off", *simd]
-        source = SOURCE.read_text()
+        source = "\n".join(path.read_text() for path in SOURCES)
         includes = [*cpp_extension.include_paths(), sysconfig.get_paths()["include"]]
         key = build_key(source, cflags, torch.__version__, includes)
         _state["spec"] = BuildSpec(f"qc2c_uniform_cpu_{key}", source, cflags, simd)
@@ -135,7 +137,7 @@ def load() -> ModuleType:
         module = cpp_extension.load_inline(
             name=spec.name,
             cpp_sources=[spec.source],
-            functions=["encode", "decode"],
+            functions=FUNCTIONS,
             extra_cflags=spec.cflags,
             extra_ldflags=["-fopenmp"],
             verbose=False,
@@ -219,3 +221,34 @@ def decode(
 
 
 BAD_INPUT, SCALE_OVERFLOW = 1, 2
+
+
+# ---- float messages (floats_cpu.cpp) ----
+
+
+def raw_encode(x: Tensor | list[Tensor], dtype: torch.dtype) -> tuple[Tensor, bool]:
+    """x (R, L, H, n, D), or its L layers (R, H, n, D) read in place -> ((R, L, H, n, D) in `dtype`, whether a
+    converted value is NaN/Inf)."""
+    xs = [x.contiguous()] if isinstance(x, Tensor) else [t.contiguous() for t in x]
+    out, flags = load().raw_encode(xs, torch.empty(0, dtype=dtype))
+    return out, bool(flags.item() & BAD_INPUT)
+
+
+def scaled_encode(
+    x: Tensor | list[Tensor], geometry: tuple[int, int, int], kind: int, fp16_scale: bool, table: Tensor
+) -> tuple[Tensor, Tensor, int]:
+    """x (R, L, H, n, D), or its L layers (R, H, n, D) read in place where no group spans two layers, each row
+    grouped as `geometry` (O, g, I) -> (codes: kind 0 e4m3fn, 1 e5m2 (R, M) uint8, 2 nf4 (R, M/2) two per byte,
+    `table` its 15 midpoints; scales (R, O·I) fp16/fp32; flags int)."""
+    xs = [x.contiguous()] if isinstance(x, Tensor) else [t.contiguous() for t in x]
+    codes, scales, flags = load().scaled_encode(xs, *geometry, kind, fp16_scale, table)
+    return codes, scales, int(flags.item())
+
+
+def scaled_decode(
+    codes: Tensor, scales: Tensor, outer: int, group: int, inner: int, kind: int, table: Tensor, dtype: torch.dtype
+) -> Tensor:
+    """(R, outer·group·inner) in `dtype` = table[code] × the float32 scale (R, outer·inner) of its group; kind as
+    in `scaled_encode` (table: the 256 fp8 byte values, or the 16 nf4 levels)."""
+    like = torch.empty(0, dtype=dtype)
+    return load().scaled_decode(codes.contiguous(), scales.contiguous(), outer, group, inner, kind, table, like)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from qc2c.dtypes import SCALE_DTYPES as SCALE_DTYPES  # re-exported: the schemes' scale dtypes
 from qc2c.kv.grouping import Grouping, Shape
+from qc2c.kv.kernels import cpu as kernels
 from qc2c.plugins import Plugins
 
 # How an asymmetric uniform scheme maps a group's range to codes (qc2c.kv.schemes.uniform): `kivi`, KIVI's
@@ -219,3 +220,74 @@ def group_absmax(xg: Tensor, dim: int, what: str) -> Tensor:
     absmax = torch.maximum(-lo, hi)
     check_finite(absmax, what)
     return absmax
+
+
+# ---- fused CPU kernels (qc2c.kv.kernels.cpu) for the float schemes ----
+
+FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def fused(t: Tensor, dtype: torch.dtype, n_elements: int) -> bool:
+    """Whether a float scheme's encode/decode of `n_elements` of `t` into/from `dtype` runs the fused kernels."""
+    return (
+        t.device.type == "cpu"
+        and t.dtype in (*FUSED_DTYPES, torch.uint8)
+        and dtype in FUSED_DTYPES
+        and kernels.active(t.device, n_elements)
+    )
+
+
+def group_geometry(grouping: Grouping, shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """One row of (L, H, n, D) = `shape` as (O, g, I): group (o, i) is the g elements at stride I from o·g·I,
+    in the order of `Grouping.view`'s statistics; None where a ragged last group needs padding."""
+    n_layers, n_heads, n_tokens, head_dim = shape
+    if grouping.axis in ("token", "channel"):
+        length = head_dim if grouping.axis == "token" else n_tokens
+        g = min(grouping.group_size or length, length)
+        if g == 0 or length % g:
+            return None
+        if grouping.axis == "token":
+            return n_layers * n_heads * n_tokens * (head_dim // g), g, 1
+        return n_layers * n_heads * (n_tokens // g), g, head_dim
+    keep = {"head": 2, "layer": 1, "tensor": 0}[grouping.axis]
+    return math.prod(shape[:keep]), math.prod(shape[keep:]), 1
+
+
+def _kernel_geometry(scheme: Scheme, shape: tuple[int, ...], even: bool) -> tuple[int, int, int] | None:
+    """`group_geometry`, or None where it is ragged, or (`even`: nf4's whole bytes) a group has an odd size."""
+    geo = group_geometry(scheme.grouping, shape)
+    return None if geo is None or (even and (geo[1] * geo[2]) % 2) else geo
+
+
+def encode_scaled_fused(
+    scheme: Scheme, x: Tensor | list[Tensor], kind: int, table: Tensor, even: bool = False
+) -> Encoded | None:
+    """fp8 (kind 0 e4m3fn, 1 e5m2) or nf4 (kind 2, `table` its midpoints, `even`) codes of x (R, L, H, n, D), or
+    of its layers read in place, by the fused CPU kernels: the eager code's bytes; None where they do not apply."""
+    layers = not isinstance(x, Tensor)
+    x0 = x[0] if layers else x
+    shape = (len(x), *x0.shape[1:]) if layers else tuple(x0.shape[1:])
+    n_elements = x0.shape[0] * math.prod(shape)
+    geo = _kernel_geometry(scheme, shape, even)
+    if geo is None or n_elements == 0 or (layers and scheme.grouping.axis == "tensor" and len(x) > 1):
+        return None
+    if not fused(x0, x0.dtype, n_elements):
+        return None
+    codes, scales, flags = kernels.scaled_encode(x, geo, kind, scheme.scale_dtype == torch.float16, table)
+    if flags & kernels.BAD_INPUT:
+        raise non_finite(scheme.name)
+    if flags & kernels.SCALE_OVERFLOW:
+        raise scale_overflow(scheme.scale_dtype)
+    return Encoded(codes, scales.view(torch.uint8), x0.new_zeros((x0.shape[0], 0), dtype=torch.uint8), shape)
+
+
+def decode_scaled_fused(
+    scheme: Scheme, enc: Encoded, dtype: torch.dtype, kind: int, table: Tensor, even: bool = False
+) -> Tensor | None:
+    """`encode_scaled_fused`'s inverse in `dtype` (table: the 256 fp8 byte values, or the 16 nf4 levels)."""
+    r = enc.payload.shape[0]
+    geo = _kernel_geometry(scheme, enc.shape, even)
+    if geo is None or not fused(enc.payload, dtype, r * math.prod(enc.shape)):
+        return None
+    scales = load_scales(enc, scheme.scale_dtype)
+    return kernels.scaled_decode(enc.payload, scales, *geo, kind, table, dtype).view(r, *enc.shape)

@@ -2,7 +2,8 @@
 
 The codebook is bitsandbytes' (docs/kv-compression.md §3). A value maps to the nearest level, found by
 comparing x/absmax with the midpoints between neighbouring levels (ties go to the lower level), so
-|decode(encode(x)) − x| <= absmax × (largest codebook gap)/2. Codes pack two per byte.
+|decode(encode(x)) − x| <= absmax × (largest codebook gap)/2. Codes pack two per byte. On CPU the fused kernels
+(qc2c.kv.kernels.cpu) compute the group absmax, and the packed codes, in one pass each; same bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from qc2c.kv.schemes.base import (
     SCHEMES,
     Encoded,
     Scheme,
+    decode_scaled_fused,
+    encode_scaled_fused,
     group_absmax,
     load_scales,
     pack,
@@ -45,6 +48,9 @@ class NF4(Scheme):
     rank: ClassVar[int] = 35
 
     def encode(self, x: Tensor) -> Encoded:
+        enc = self.encode_layers(x)  # the stack, read as one tensor
+        if enc is not None:
+            return enc
         r = x.shape[0]
         xg, dim, unview = self.grouping.view(x)
         absmax = group_absmax(xg, dim, self.name)
@@ -57,6 +63,9 @@ class NF4(Scheme):
         )
 
     def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
+        fast = decode_scaled_fused(self, enc, dtype, 2, torch.tensor(NF4_LEVELS, dtype=torch.float32), even=True)
+        if fast is not None:
+            return fast
         r = enc.payload.shape[0]
         codes = unpack(enc.payload, 4, math.prod(enc.shape)).view(r, *enc.shape)
         cg, dim, unview = self.grouping.view(codes)
@@ -65,3 +74,8 @@ class NF4(Scheme):
         levels = torch.tensor(NF4_LEVELS, dtype=torch.float32, device=codes.device)
         scale = load_scales(enc, self.scale_dtype).view(stat)
         return unview((levels[cg.long()] * scale).to(dtype))
+
+    def encode_layers(self, layers: list[Tensor] | Tensor) -> Encoded | None:
+        """The fused CPU kernels read each layer (or a stack) in place; elsewhere None (see Scheme.encode_layers)."""
+        mids = torch.tensor(NF4_MIDPOINTS, dtype=torch.float32)
+        return encode_scaled_fused(self, layers, 2, mids, even=True)
