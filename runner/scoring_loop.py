@@ -145,6 +145,8 @@ def score_datasets(
     secrets = secret_values()
     beat = registry.heartbeat_every(plan.run_key)
     max_errors = m.runtime.max_sample_errors
+    # one prefill per model for the C2C settings (qc2c.eval.shared); a stop signal abandons the batch in flight
+    score_batch = stop.interruptible(score_settings)
     for name, batches in todo.items():
         try:
             for scorer in session.scorers.values():
@@ -153,7 +155,7 @@ def score_datasets(
             raise RunFailed(f"dataset {name}: {exc}") from None
         for batch_items in batches:
             stop.check()
-            rows_by_setting = score_settings(session.scorers, batch_items)  # one prefill per model (qc2c.eval.shared)
+            rows_by_setting = score_batch(session.scorers, batch_items)
             records = [
                 sample_record(item, {s: rows[j] for s, rows in rows_by_setting.items()}, secrets)
                 for j, item in enumerate(batch_items)
