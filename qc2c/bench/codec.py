@@ -5,7 +5,9 @@ For each scheme the full message path runs (stack layers, quantize, pack into pe
 back to the cache dtype) with `kv.quant` defaults (keys per channel, values per token, group 64,
 asymmetric). Throughput = fp16 input bytes / (encode + decode) seconds. Quantize/dequantize is
 memory-bound, so the yardstick is a memcpy of the same bytes measured right before each scheme in the
-same process (a loaded machine slows both alike); `ratio` = memcpy time / round-trip time.
+same process (a loaded machine slows both alike); `ratio` = memcpy time / round-trip time, `floor` = the
+ratio of a codec that only moves the bytes it must at memcpy speed (see `measure_row`). A raw float message
+(fp16, bf16) of another dtype than the cache is also measured on a cache of its own dtype: its lossless path.
 `--quality` adds the MSE of each scheme and asymmetric convention (kivi, observer) against the input on
 synthetic KV with normal, heavy-tailed and fixed-sign outlier channels (qc2c.bench.quality).
 
@@ -103,28 +105,12 @@ def measure(args: argparse.Namespace, section: SectionKV) -> dict:
     n_layers = len(section.sharer)
     k0 = section.sharer[0][0]
     input_bytes = 2 * n_layers * k0.numel() * k0.element_size()
-    src = [torch.stack([kv[h] for kv in section.sharer]) for h in (0, 1)]
-    dst = [torch.empty_like(s) for s in src]
     rows = []
     for name in args.schemes or SCHEMES.names():
-        memcpy_s = _best(lambda: [d.copy_(s) for d, s in zip(dst, src)], args.repeat, device)
-        codec = scheme_codec(section, name)
-        encode_s = _best(lambda c=codec: c.encode(section), args.repeat, device)
-        messages, _, _ = codec.encode(section)
-        decode_s = _best(lambda c=codec, m=messages: c.decode(m, dtype=k0.dtype, device=device), args.repeat, device)
-        nbytes = sum(m.nbytes for m in messages)
-        round_trip = encode_s + decode_s
-        rows.append(
-            {
-                "scheme": name,
-                "encode_ms": 1e3 * encode_s,
-                "decode_ms": 1e3 * decode_s,
-                "round_trip_gb_s": input_bytes / round_trip / 1e9,
-                "memcpy_gb_s": input_bytes / memcpy_s / 1e9,
-                "ratio_to_memcpy": memcpy_s / round_trip,
-                "compression": input_bytes / nbytes,
-            }
-        )
+        rows.append(measure_row(name, section, args.repeat))
+        own = lossless_dtype(name)
+        if own is not None and own != k0.dtype:  # its lossless path too: a cache of its own dtype
+            rows.append(measure_row(name, cast_section(section, own), args.repeat))
     return {
         "geometry": {
             "batch": args.batch,
@@ -139,6 +125,56 @@ def measure(args: argparse.Namespace, section: SectionKV) -> dict:
         "input_bytes": input_bytes,
         "rows": rows,
     }
+
+
+def measure_row(name: str, section: SectionKV, repeat: int) -> dict:
+    """One scheme's round trip on `section`, next to a memcpy of the same bytes measured right before it.
+
+    `floor` is the ratio a codec that only moves the bytes it must, at memcpy speed, would reach: encode reads
+    the cache and writes the message, decode reads the message and writes the cache (nothing where the decoded
+    cache is a view of the message, as a lossless fp16 message into an fp16 cache)."""
+    device = section.fuse_mask.device
+    k0 = section.sharer[0][0]
+    input_bytes = 2 * len(section.sharer) * k0.numel() * k0.element_size()
+    src = [torch.stack([kv[h] for kv in section.sharer]) for h in (0, 1)]
+    dst = [torch.empty_like(s) for s in src]
+    memcpy_s = _best(lambda: [d.copy_(s) for d, s in zip(dst, src)], repeat, device)
+    codec = scheme_codec(section, name)
+    encode_s = _best(lambda c=codec: c.encode(section), repeat, device)
+    messages, _, _ = codec.encode(section)
+    decode_s = _best(lambda c=codec, m=messages: c.decode(m, dtype=k0.dtype, device=device), repeat, device)
+    sharer, _ = codec.decode(messages, dtype=k0.dtype, device=device)
+    nbytes = sum(m.nbytes for m in messages)
+    decoded = 0 if _is_view(sharer[0][0], messages[0]) else nbytes + input_bytes  # read message, write cache
+    round_trip = encode_s + decode_s
+    return {
+        "scheme": name,
+        "cache": str(k0.dtype).removeprefix("torch."),
+        "encode_ms": 1e3 * encode_s,
+        "decode_ms": 1e3 * decode_s,
+        "round_trip_gb_s": input_bytes / round_trip / 1e9,
+        "memcpy_gb_s": input_bytes / memcpy_s / 1e9,
+        "ratio_to_memcpy": memcpy_s / round_trip,
+        "floor": 2 * input_bytes / (input_bytes + nbytes + decoded),
+        "compression": input_bytes / nbytes,
+    }
+
+
+def lossless_dtype(name: str) -> torch.dtype | None:
+    """The 16-bit cache dtype a raw float message (fp16, bf16) sends losslessly; None for other schemes."""
+    own = getattr(SCHEMES.get(name), "float_dtype", None)
+    return own if own in (torch.float16, torch.bfloat16) else None
+
+
+def cast_section(section: SectionKV, dtype: torch.dtype) -> SectionKV:
+    sharer = [(k.to(dtype), v.to(dtype)) for k, v in section.sharer]
+    return SectionKV(sharer=sharer, receiver=[], fuse_mask=section.fuse_mask, layer_map=section.layer_map, project=None)  # type: ignore[arg-type]
+
+
+def _is_view(decoded: torch.Tensor, message) -> bool:
+    """Whether a decoded layer shares memory with the message's payload (nothing was written to decode it)."""
+    payload = message.segments[0].key.payload
+    return decoded.untyped_storage().data_ptr() == payload.untyped_storage().data_ptr()
 
 
 def int_kernel_path(args: argparse.Namespace) -> str:
@@ -167,6 +203,9 @@ def _encode_bytes(section: SectionKV, scheme: str) -> list[bytes]:
     return [m.to_bytes() for m in messages] + [k.cpu().contiguous().numpy().tobytes() for k, _ in sharer[:2]]
 
 
+_SHORT = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
+
+
 def print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -178,16 +217,17 @@ def print_table(result: dict) -> None:
         f"({result['input_bytes'] / 1e6:.1f} MB) on {result['device']}, {result['threads']} threads{compiled}"
     )
     table = Table(title=title)
-    for col in ("scheme", "encode ms", "decode ms", "round trip GB/s", "memcpy GB/s", "ratio", "compression"):
+    for col in ("scheme", "encode ms", "decode ms", "round trip GB/s", "memcpy GB/s", "ratio", "floor", "compression"):
         table.add_column(col, justify="left" if col == "scheme" else "right")
     for r in result["rows"]:
         table.add_row(
-            r["scheme"],
+            r["scheme"] if r["cache"] == g["dtype"] else f"{r['scheme']} ({_SHORT[r['cache']]} cache)",
             f"{r['encode_ms']:.1f}",
             f"{r['decode_ms']:.1f}",
             f"{r['round_trip_gb_s']:.3f}",
             f"{r['memcpy_gb_s']:.2f}",
             f"{100 * r['ratio_to_memcpy']:.1f}%",
+            f"{100 * r['floor']:.0f}%",
             f"{r['compression']:.2f}×",
         )
     Console().print(table)

@@ -74,6 +74,9 @@ def encode_index_rows(rows: list[Tensor], n_tokens: int | Sequence[int]) -> list
     out: list[tuple[str, Tensor] | None] = []
     for idx, span in zip(rows, spans):
         kind = index_kind(idx.numel(), span)
+        if kind == "bitmap" and idx.numel() == span:  # every position (sorted, unique): all bits set
+            out.append(("bitmap", _full_bitmap(span, idx.device)))
+            continue
         if kind == "bitmap":
             out.append(None)
             continue
@@ -92,6 +95,14 @@ def encode_index_rows(rows: list[Tensor], n_tokens: int | Sequence[int]) -> list
         for j, r in enumerate(bitmap_rows):  # a row's bitmap is the first ceil(T/8) bytes of its packed mask
             out[r] = ("bitmap", packed[j, : math.ceil(spans[r] / 8)])
     return out  # type: ignore[return-value]
+
+
+def _full_bitmap(n_tokens: int, device: torch.device) -> Tensor:
+    """`pack` of n_tokens set bits: whole bytes 0xFF, then the low n_tokens % 8 bits of the last byte."""
+    out = torch.full((math.ceil(n_tokens / 8),), 255, dtype=torch.uint8, device=device)
+    if n_tokens % 8:
+        out[-1] = (1 << (n_tokens % 8)) - 1
+    return out
 
 
 def decode_indices(kind: str, data: Tensor, count: int, n_tokens: int) -> Tensor:

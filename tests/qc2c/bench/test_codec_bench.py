@@ -102,3 +102,22 @@ def test_module_entry_point_runs_without_traceback() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_codec_bench_prints_the_floor_and_the_lossless_bf16_path(capsys) -> None:
+    """Each row's floor (bytes that must move, at memcpy speed): about 100 % for a message the decoder views in
+    place, less where decoding writes the cache; a bf16 message on an fp16 cache is also measured on a bf16 cache."""
+    rc = codec_main(
+        "--batch 2 --tokens 8 --layers 2 --heads 1 --head-dim 8 --schemes fp16 bf16 int8 --repeat 1 --json".split()
+    )
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["scheme"], r["cache"]) for r in rows] == [
+        ("fp16", "float16"),
+        ("bf16", "float16"),
+        ("bf16", "bfloat16"),
+        ("int8", "float16"),
+    ]
+    floors = [r["floor"] for r in rows]
+    assert floors[0] == floors[2] > 0.9  # under 1: the message's header and token index
+    assert floors[1] < 0.5 < floors[3] < floors[0]

@@ -12,7 +12,8 @@ from qc2c.config import kv_config
 from qc2c.kv.codec import build_codec
 from qc2c.kv.grouping import AXES
 from qc2c.kv.quant import SCHEMES
-from qc2c.kv.wire import Message, WireError, decode_indices, encode_indices, index_kind
+from qc2c.kv.schemes.base import pack
+from qc2c.kv.wire import Message, WireError, decode_indices, encode_index_rows, encode_indices, index_kind
 
 
 @st.composite
@@ -92,3 +93,33 @@ def test_corrupt_messages_are_refused() -> None:
         Message.from_bytes(data[:-1])
     with pytest.raises(WireError, match="trailing"):
         Message.from_bytes(data + b"\0")
+
+
+def _reference_index(idx: torch.Tensor, n_tokens: int) -> tuple[str, torch.Tensor]:
+    """One row's index bytes the slow way: a 0/1 mask packed a bit per position (bitmap) or each position's
+    little-endian bytes (lists)."""
+    kind = index_kind(idx.numel(), n_tokens)
+    if kind == "bitmap":
+        mask = torch.zeros(1, n_tokens, dtype=torch.uint8)
+        mask[0, idx] = 1
+        return kind, pack(mask, 1)[0]
+    width = 2 if kind == "uint16" else 4
+    return kind, torch.tensor([(int(p) >> (8 * b)) & 255 for p in idx for b in range(width)], dtype=torch.uint8)
+
+
+@given(
+    spans=st.lists(st.integers(1, 300), min_size=1, max_size=6),
+    fractions=st.lists(st.sampled_from((0.0, 0.05, 0.5, 0.9, 1.0)), min_size=6, max_size=6),
+    seed=st.integers(0, 2**16),
+)
+def test_index_rows_equal_a_row_by_row_reference(spans, fractions, seed) -> None:
+    """Batched index encoding (full rows written directly, other bitmaps packed together) = one row at a time."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for span, frac in zip(spans, fractions):
+        keep = torch.rand(span, generator=gen) < frac
+        rows.append(torch.arange(span)[keep] if frac < 1.0 else torch.arange(span))
+    for (kind, data), idx, span in zip(encode_index_rows(rows, spans), rows, spans):
+        ref_kind, ref = _reference_index(idx, span)
+        assert kind == ref_kind and torch.equal(data, ref)
+        assert torch.equal(decode_indices(kind, data, idx.numel(), span), idx)
