@@ -14,6 +14,8 @@ on the same batches, before (each setting its own prefills: `score_settings(shar
 C2C settings from one receiver + one sharer prefill, `qc2c.eval.shared`), interleaved, best of --repeats;
 it fails if any row differs. Its floor: the forwards the shared path still runs (the receiver and sharer
 baselines' whole-prompt forwards and the shared fused-section forwards) on the same batches, no fusion.
+It also prints each C2C setting's fuse step per sample (`fuse_s` of the shared path: projectors, cache
+writes and message overhead, the codec's encode/decode excluded), compressed against c2c_fp16.
 
 examples:
   python -m qc2c.bench eval --one-run                        # before/after of one run's batch step
@@ -45,6 +47,8 @@ SETTINGS = ("receiver", "c2c_fp16", "compressed")
 TARGET_RATIO = 8.0
 ONE_RUN = ("receiver", "sharer", "c2c_fp16", "compressed")
 TARGET_ONE_RUN = 1.5
+FUSED = ("c2c_fp16", "compressed")
+TARGET_FUSE = 1.5
 EXIT_BAD_INPUT = 2
 
 
@@ -220,17 +224,19 @@ def one_run(args: argparse.Namespace, pair: Any, fuser: Any, items: list[Any]) -
     )
     batches = [by_length(items)[r.start : r.stop] for r in chunks(len(items), args.batch)]
 
-    def run(shared: bool) -> tuple[float, list[Any]]:
+    def run(shared: bool) -> tuple[float, list[Any], dict[str, float]]:
         _sync(args.device)
         t0 = time.perf_counter()
         rows = [score_settings(scorers, b, shared=shared) for b in batches]
         _sync(args.device)
+        seconds = time.perf_counter() - t0
         out = [
             {k: _strip(v[j].to_json(it.answer)) for k, v in r.items()}
             for r, b in zip(rows, batches)
             for j, it in enumerate(b)
         ]
-        return time.perf_counter() - t0, out
+        fuse = {k: sum(row.timing["fuse_s"] for r in rows for row in r[k]) / len(items) for k in FUSED}
+        return seconds, out, fuse
 
     score_settings(scorers, batches[0][:2], shared=True)  # warm-up: kernels, codec extension
     score_settings(scorers, batches[0][:2], shared=False)
@@ -238,11 +244,14 @@ def one_run(args: argparse.Namespace, pair: Any, fuser: Any, items: list[Any]) -
     c2c = scorers["c2c_fp16"]
     whole = scorer_batches(c2c, [it for b in batches for it in b], args.batch, args.device)
     section = [_section(b) for b in whole]
+    fuse_s: dict[str, list[float]] = {k: [] for k in FUSED}
     for _ in range(args.repeats):
-        t, old = run(False)
+        t, old, _ = run(False)
         before_s.append(t)
-        t, new = run(True)
+        t, new, fuse = run(True)
         after_s.append(t)
+        for k in FUSED:
+            fuse_s[k].append(fuse[k])
         identical &= old == new
         floor_s.append(
             forward_floor([pair.receiver, pair.sharer], whole, args.device)
@@ -264,7 +273,9 @@ def one_run(args: argparse.Namespace, pair: Any, fuser: Any, items: list[Any]) -
         "ratio_ceiling": before / floor,
         "after_over_floor": after / floor,
         "identical": identical,
+        "fuse_s": {k: min(v) for k, v in fuse_s.items()},  # per sample, shared path, best of --repeats
     }
+    fuse_ratio = report["fuse_s"]["compressed"] / report["fuse_s"]["c2c_fp16"]
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -274,7 +285,10 @@ def one_run(args: argparse.Namespace, pair: Any, fuser: Any, items: list[Any]) -
             f"  before (per-setting prefills) {before:7.3f} s   after (shared prefills) {after:7.3f} s   "
             f"ratio {before / after:4.2f}x (target >= {TARGET_ONE_RUN}x)   identical rows: {identical}\n"
             f"  floor: the forwards the shared path runs, alone {floor:7.3f} s -> at most {before / floor:4.2f}x; "
-            f"after is {after / floor:4.2f}x the floor"
+            f"after is {after / floor:4.2f}x the floor\n"
+            f"  fuse step per sample (projectors + cache writes + message overhead, codec excluded, same "
+            f"batches): compressed {report['fuse_s']['compressed'] * 1e3:.3f} ms, c2c_fp16 "
+            f"{report['fuse_s']['c2c_fp16'] * 1e3:.3f} ms -> {fuse_ratio:4.2f}x (target <= {TARGET_FUSE}x)"
         )
     if not identical:
         print("eval bench: shared and per-setting rows differ", file=sys.stderr)

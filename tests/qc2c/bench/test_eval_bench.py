@@ -78,3 +78,4 @@ def test_one_run_mode_times_per_setting_against_shared_with_identical_rows(capsy
     assert report["before_s"] > 0 and report["after_s"] > 0 and report["floor_s"] > 0
     assert abs(report["ratio"] - report["before_s"] / report["after_s"]) < 1e-9
     assert abs(report["ratio_ceiling"] - report["before_s"] / report["floor_s"]) < 1e-9
+    assert set(report["fuse_s"]) == {"c2c_fp16", "compressed"} and min(report["fuse_s"].values()) > 0
