@@ -248,7 +248,7 @@ def scaled_encode(
 def scaled_decode(
     codes: Tensor, scales: Tensor, outer: int, group: int, inner: int, kind: int, table: Tensor, dtype: torch.dtype
 ) -> Tensor:
-    """(R, outer·group·inner) in `dtype` = table[code] × the float32 scale (R, outer·inner) of its group; kind as
+    """(R, outer·group·inner) in `dtype` = table[code] × the scale (R, outer·inner, fp16/fp32) of its group; kind as
     in `scaled_encode` (table: the 256 fp8 byte values, or the 16 nf4 levels)."""
     like = torch.empty(0, dtype=dtype)
     return load().scaled_decode(codes.contiguous(), scales.contiguous(), outer, group, inner, kind, table, like)

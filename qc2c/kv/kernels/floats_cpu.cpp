@@ -92,6 +92,74 @@ void for_runs(int64_t n, int64_t per, const F& body) {
   });
 }
 
+// v[0:n] = float(p[0:n]) with their min, max and whether one is NaN/Inf (two accumulators per statistic)
+template <typename T>
+inline void load_minmax(const T* p, int64_t n, float* v, float& lo, float& hi, bool& bad) {
+  int64_t i = 0;
+#ifdef QC2C_AVX2
+  if (n >= 16) {
+    __m256 lo0 = load8(p), lo1 = lo0, hi0 = lo0, hi1 = lo0, nf = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+      const __m256 a = load8(p + i), b = load8(p + i + 8);
+      _mm256_storeu_ps(v + i, a);
+      _mm256_storeu_ps(v + i + 8, b);
+      lo0 = _mm256_min_ps(lo0, a);
+      lo1 = _mm256_min_ps(lo1, b);
+      hi0 = _mm256_max_ps(hi0, a);
+      hi1 = _mm256_max_ps(hi1, b);
+      nf = _mm256_or_ps(nf, _mm256_or_ps(nonfinite_mask(a), nonfinite_mask(b)));
+    }
+    lo = std::min(lo, hmin(_mm256_min_ps(lo0, lo1)));
+    hi = std::max(hi, hmax(_mm256_max_ps(hi0, hi1)));
+    bad = bad || _mm256_movemask_ps(nf) != 0;
+  }
+#endif
+  for (; i < n; ++i) {
+    v[i] = as_float(p[i]);
+    lo = std::min(lo, v[i]);
+    hi = std::max(hi, v[i]);
+    bad = bad || !std::isfinite(v[i]);
+  }
+}
+
+// per group: stored scale = dtype(max(max(-lo, hi) / fmax, tiny) · (1 + eps)) (fp16; fp32: no factor) into
+// hs or fs, inv = 1 / stored; returns kScaleOverflow where a stored scale is Inf
+inline int scales_run(const float* lo, const float* hi, int64_t m, float fmax, float tiny, at::Half* hs, float* fs,
+                      float* inv) {
+  int64_t i = 0;
+  int fl = 0;
+#ifdef QC2C_AVX2
+  const __m256 vf = _mm256_set1_ps(fmax), vt = _mm256_set1_ps(tiny), up = _mm256_set1_ps(1.0009765625f);
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  __m256 over = _mm256_setzero_ps();
+  for (; i + 8 <= m; i += 8) {
+    const __m256 a = _mm256_max_ps(_mm256_sub_ps(zero, _mm256_loadu_ps(lo + i)), _mm256_loadu_ps(hi + i));
+    __m256 sc = _mm256_max_ps(_mm256_div_ps(a, vf), vt);
+    if (hs) {
+      const __m128i h = _mm256_cvtps_ph(_mm256_mul_ps(sc, up), _MM_FROUND_TO_NEAREST_INT);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(hs + i), h);
+      sc = _mm256_cvtph_ps(h);
+    } else {
+      _mm256_storeu_ps(fs + i, sc);
+    }
+    over = _mm256_or_ps(over, nonfinite_mask(sc));
+    _mm256_storeu_ps(inv + i, _mm256_div_ps(one, sc));
+  }
+  if (_mm256_movemask_ps(over)) fl |= kScaleOverflow;
+#endif
+  for (; i < m; ++i) {
+    float sc = std::max(std::max(-lo[i], hi[i]) / fmax, tiny);
+    if (hs) sc = round_half(sc * 1.0009765625f);  // 1 + finfo(float16).eps: rounded up
+    if (!std::isfinite(sc)) fl |= kScaleOverflow;
+    if (hs)
+      store_scale(hs + i, sc);
+    else
+      fs[i] = sc;
+    inv[i] = 1.0f / sc;
+  }
+  return fl;
+}
+
 // out[j·I + i] = y[j·I + i] · sc[i] for a block of g·I elements (float32 products)
 inline void scale_block(const float* y, const float* sc, int64_t g, int64_t I, float* out) {
   if (I == 1) {
@@ -289,39 +357,47 @@ std::vector<at::Tensor> scaled_encode(const std::vector<at::Tensor>& xs, int64_t
   const float tiny = fp16_scale ? 6.103515625e-05f : std::numeric_limits<float>::min();
   const float* mids = table.data_ptr<float>();
   if (R * M == 0) return {out, scales, at::zeros({1}, x.options().dtype(at::kInt))};
+  at::Half* half_scales = fp16_scale ? scales.data_ptr<at::Half>() : nullptr;
+  float* float_scales = fp16_scale ? nullptr : scales.data_ptr<float>();
   dispatch(x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     uint8_t* dst = out.data_ptr<uint8_t>();
+    std::vector<const T*> bases;
+    for (const at::Tensor& t : xs) bases.push_back(t.data_ptr<T>());
+    const int64_t per_slab = stacked ? O : slab / n;  // blocks in one row of one tensor
     for_runs(R * O, n, [&](int64_t b0, int64_t b1) {
-      thread_local std::vector<float> y, inv, lo, hi, bad;
-      const int64_t total = (b1 - b0) * n;
+      thread_local std::vector<float> y, stats;
+      const int64_t total = (b1 - b0) * n, m = (b1 - b0) * I;
       if (static_cast<int64_t>(y.size()) < total) y.resize(total);
-      if (static_cast<int64_t>(inv.size()) < I) inv.resize(I);
+      if (static_cast<int64_t>(stats.size()) < 4 * m) stats.resize(4 * m);
+      float *lo = stats.data(), *hi = lo + m, *bad = hi + m, *inv = bad + m;
+      std::fill(lo, lo + m, std::numeric_limits<float>::infinity());
+      std::fill(hi, hi + m, -std::numeric_limits<float>::infinity());
+      std::fill(bad, bad + m, 0.0f);
       int fl = 0;
+      int64_t r = b0 / O, o = b0 % O, l = stacked ? 0 : o / per_slab, w = o % per_slab;
       for (int64_t b = b0; b < b1; ++b) {
-        const int64_t r = b / O, e = (b % O) * n;
-        const T* p = stacked ? xs[0].data_ptr<T>() + r * M + e : xs[e / slab].data_ptr<T>() + r * slab + e % slab;
+        const T* p = bases[l] + (r * per_slab + w) * n;
+        if (++w == per_slab) w = 0, ++l;
+        if (++o == O) o = 0, ++r, l = 0;
         float* v = y.data() + (b - b0) * n;
-        to_f32(p, v, n);
-        lo.assign(I, std::numeric_limits<float>::infinity());
-        hi.assign(I, -std::numeric_limits<float>::infinity());
-        bad.assign(I, 0.0f);
-        if (I == 1)
-          minmax_run(v, n, lo[0], hi[0], bad[0]);
-        else
-          for (int64_t j = 0; j < g; ++j) minmax_vec(v + j * I, I, lo.data(), hi.data(), bad.data());
-        for (int64_t i = 0; i < I; ++i) {
-          if (bad[i] != 0.0f) fl |= kBadInput;
-          float sc = std::max(std::max(-lo[i], hi[i]) / fmax, tiny);
-          if (fp16_scale) sc = round_half(sc * 1.0009765625f);  // 1 + finfo(float16).eps: rounded up
-          if (!std::isfinite(sc)) fl |= kScaleOverflow;
-          if (fp16_scale)
-            store_scale(scales.data_ptr<at::Half>() + b * I + i, sc);
-          else
-            scales.data_ptr<float>()[b * I + i] = sc;
-          inv[i] = 1.0f / sc;
+        const int64_t k = (b - b0) * I;
+        if (I == 1) {
+          bool nonfinite = false;
+          load_minmax(p, n, v, lo[k], hi[k], nonfinite);
+          if (nonfinite) fl |= kBadInput;
+        } else {
+          to_f32(p, v, n);
+          for (int64_t j = 0; j < g; ++j) minmax_vec(v + j * I, I, lo + k, hi + k, bad + k);
         }
-        scale_block(v, inv.data(), g, I, v);
+      }
+      for (int64_t i = 0; i < m; ++i)
+        if (bad[i] != 0.0f) fl |= kBadInput;
+      fl |= scales_run(lo, hi, m, fmax, tiny, half_scales ? half_scales + b0 * I : nullptr,
+                       float_scales ? float_scales + b0 * I : nullptr, inv);
+      for (int64_t b = b0; b < b1; ++b) {
+        float* v = y.data() + (b - b0) * n;
+        scale_block(v, inv + (b - b0) * I, g, I, v);
       }
       if (fl) flags |= fl;
       codes_run(y.data(), total, kind, mids, dst + (nf4 ? b0 * n / 2 : b0 * n));  // n is even for nf4
@@ -331,7 +407,7 @@ std::vector<at::Tensor> scaled_encode(const std::vector<at::Tensor>& xs, int64_t
 }
 
 // codes (R, P) uint8 (kind 0 e4m3fn, 1 e5m2: a byte per element; 2 nf4: two per byte, lowest nibble first),
-// scales float32 (R, O·I), table float32 (the 256 fp8 byte values, or the 16 nf4 levels) -> (R, O·g·I) in
+// scales fp16/fp32 (R, O·I), table float32 (the 256 fp8 byte values, or the 16 nf4 levels) -> (R, O·g·I) in
 // like's dtype.
 at::Tensor scaled_decode(const at::Tensor& codes, const at::Tensor& scales, int64_t O, int64_t g, int64_t I,
                          int64_t kind, const at::Tensor& table, const at::Tensor& like) {
@@ -348,15 +424,20 @@ at::Tensor scaled_decode(const at::Tensor& codes, const at::Tensor& scales, int6
   dispatch(out.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     const uint8_t* src = codes.data_ptr<uint8_t>();
-    const float* s = scales.data_ptr<float>();
+    const bool half = scales.scalar_type() == at::kHalf;
     T* dst = out.data_ptr<T>();
     for_runs(R * O, g * I, [&](int64_t b0, int64_t b1) {
-      thread_local std::vector<float> buf;
+      thread_local std::vector<float> buf, sc;
       const int64_t n = g * I, total = (b1 - b0) * n;
       if (static_cast<int64_t>(buf.size()) < total) buf.resize(total);
+      if (static_cast<int64_t>(sc.size()) < (b1 - b0) * I) sc.resize((b1 - b0) * I);
       float* y = buf.data();
+      if (half)
+        to_f32(scales.data_ptr<at::Half>() + b0 * I, sc.data(), (b1 - b0) * I);
+      else
+        std::memcpy(sc.data(), scales.data_ptr<float>() + b0 * I, (b1 - b0) * I * sizeof(float));
       lookup_run(src + (bits == 8 ? b0 * n : b0 * n / 2), total, bits, kind, lut, y);
-      for (int64_t b = b0; b < b1; ++b) scale_block(y + (b - b0) * n, s + b * I, g, I, y + (b - b0) * n);
+      for (int64_t b = b0; b < b1; ++b) scale_block(y + (b - b0) * n, sc.data() + (b - b0) * I, g, I, y + (b - b0) * n);
       T* o = dst + b0 * n;
       int64_t i = 0;
 #ifdef QC2C_AVX2
