@@ -174,7 +174,7 @@ def active(device: torch.device, n_elements: int | None = None) -> bool:
 def _log_once(path: str | None, level: int = logging.INFO) -> None:
     if path is not None and "logged" not in _state:
         _state["logged"] = path
-        log.log(level, "kv int8/int4/int2 on CPU: %s", path)
+        log.log(level, "kv message kernels (int8/int4/int2, fp16/bf16/fp32, fp8, nf4) on CPU: %s", path)
 
 
 def describe() -> str | None:
