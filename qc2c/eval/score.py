@@ -11,8 +11,10 @@ Protocols (docs/c2c.md §5):
 * `generate`: greedy decoding for max_new_tokens (stop at EOS; `qc2c.models.decode`), text decoded with
   special tokens skipped, letter by `qc2c.eval.extract`. C2C fuses every prompt token but the last.
 
-A scorer is a setting's prefill (`qc2c.eval.prefill`) plus this module's scoring of its output. Aligned
-(different-tokenizer) pairs are scored row by row (`qc2c.eval.aligned`).
+A scorer is a setting's prefill (`qc2c.eval.prefill`) plus this module's scoring of its output
+(`score_prefill`). A run scores its C2C settings from one receiver and one sharer prefill per batch
+(`qc2c.eval.shared`); `score_rows` is each setting's own path. Aligned (different-tokenizer) pairs are
+scored row by row (`qc2c.eval.aligned`).
 
 Batches are left-padded (`qc2c.eval.batching`) so each row's positions, masks and fused tokens equal its
 batch-size-1 values; predictions are identical to scoring one sample at a time (tested). A row that cannot

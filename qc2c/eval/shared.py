@@ -81,8 +81,15 @@ def cache_view(cache: Any) -> Any:
     return view
 
 
+def _clock(device: torch.device) -> float:
+    """perf_counter after the device's queued work (CUDA kernels run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def _forward(model: Any, batch: PromptBatch, a: int, b: int, cache: Any, keep: int) -> tuple[Tensor, float]:
-    t0 = time.perf_counter()
+    t0 = _clock(batch.input_ids.device)
     out = model(
         input_ids=batch.input_ids[:, a:b],
         attention_mask=batch.attention_mask[:, :b],
@@ -91,7 +98,7 @@ def _forward(model: Any, batch: PromptBatch, a: int, b: int, cache: Any, keep: i
         use_cache=True,
         logits_to_keep=keep,
     )
-    return out.logits, time.perf_counter() - t0
+    return out.logits, _clock(batch.input_ids.device) - t0
 
 
 @torch.no_grad()
@@ -125,7 +132,7 @@ def score_shared(group: list[SettingScorer], items: Sequence[Any]) -> dict[str, 
     for s in group:
         p = s.prefill
         cache, records = cache_view(r_cache), []
-        t0 = time.perf_counter()
+        t0 = _clock(batch.input_ids.device)
         if bool(fuse_mask.any()):
             section = SectionKV(
                 sharer=[(lay.keys[:, :, :a], lay.values[:, :, :a]) for lay in s_cache.layers],
@@ -136,7 +143,7 @@ def score_shared(group: list[SettingScorer], items: Sequence[Any]) -> dict[str, 
                 section_start=0,
             )
             records = merge_records(records, fuse_section(cache, p.fuser, section, p.message_path))
-        fuse_s = time.perf_counter() - t0
+        fuse_s = _clock(batch.input_ids.device) - t0
         logits, last_s = _forward(receiver, batch, a, length, cache, 0)
         records = records or [{} for _ in range(size)]
         r_s, s_s = seconds[id(receiver)] + last_s, seconds[id(sharer)]
