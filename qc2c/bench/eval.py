@@ -143,15 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     fuser = fuser.to(device=args.device, dtype=torch.float32)
     if args.one_run:
         return one_run(args, pair, fuser, items)
-    scorers = build_scorers(
-        args.settings,
-        pair,
-        fuser,
-        build_codec_for(fuser, pair),
-        protocol=args.protocol,
-        max_new_tokens=args.max_new_tokens,
-        device=args.device,
-    )
+    scorers = _scorers(args.settings, args, pair, fuser)
     report: dict[str, Any] = {
         "device": args.device,
         "n": len(items),
@@ -209,12 +201,10 @@ def _strip(d: dict[str, Any]) -> dict[str, Any]:
     return {k: _strip(v) if isinstance(v, dict) else v for k, v in d.items() if k != "timing" and not k.endswith("_s")}
 
 
-def one_run(args: argparse.Namespace, pair: Any, fuser: Any, items: list[Any]) -> int:
-    """Before (per-setting prefills) vs after (shared prefills) of one run's batch step; see the docstring."""
-    from qc2c.eval.shared import score_settings
-
-    scorers = build_scorers(
-        ONE_RUN,
+def _scorers(settings: Any, args: argparse.Namespace, pair: Any, fuser: Any) -> Any:
+    """The setting scorers the bench times, built as a run builds them (codec from the fuser and pair)."""
+    return build_scorers(
+        settings,
         pair,
         fuser,
         build_codec_for(fuser, pair),
@@ -222,6 +212,13 @@ def one_run(args: argparse.Namespace, pair: Any, fuser: Any, items: list[Any]) -
         max_new_tokens=args.max_new_tokens,
         device=args.device,
     )
+
+
+def one_run(args: argparse.Namespace, pair: Any, fuser: Any, items: list[Any]) -> int:
+    """Before (per-setting prefills) vs after (shared prefills) of one run's batch step; see the docstring."""
+    from qc2c.eval.shared import score_settings
+
+    scorers = _scorers(ONE_RUN, args, pair, fuser)
     batches = [by_length(items)[r.start : r.stop] for r in chunks(len(items), args.batch)]
 
     def run(shared: bool) -> tuple[float, list[Any], dict[str, float]]:
