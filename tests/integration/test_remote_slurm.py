@@ -168,11 +168,13 @@ def test_usr1_requeues_and_resumes_the_same_run_without_duplicates(far, cluster,
 
 @pytest.mark.slow
 def test_real_smoke_manifest_requeued_on_usr1_resumes_then_pull_merge(far, cluster, capsys):
-    """manifests/smoke.yaml through the real runner as a Slurm job, preempted once mid-run (USR1 → flush, exit
+    """The smoke manifest's settings (one item per batch) through the real runner as a Slurm job, preempted once mid-run (USR1 → flush, exit
     75 → requeue), resumed in the same run folder with every sample scored exactly once, pulled and merged."""
     common, local = far["common"], far["local"]
     assert main([*common, "--repo", str(REPO), "sync", "real", "--git"]) == 0
-    assert main([*common, "launch", "real", str(REPO / "manifests" / "smoke.yaml")]) == 0
+    # the smoke settings one item per batch: a run of 5 batches can end between the look and the signal
+    manifest = REPO / "tests" / "data" / "manifests" / "good" / "good_smoke_batch1.yaml"
+    assert main([*common, "launch", "real", str(manifest)]) == 0
     entry = ledger.select(ledger.load_entries(local / "runs" / "remote_jobs.json"), "real")[-1]
     real = far["target"].model_copy(update={"name": "real", "run_command": ["python", "-m", "runner", "run"]})
     here = {**far, "target": real}
