@@ -7,38 +7,24 @@ torch.equal is exact equality). Skipped, with the build error as reason, where t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from kernel_cases import DTYPES, assert_refused_alike, built, in_mode  # noqa: F401  (built: the module fixture)
 from kv_cases import KINDS, build_tensor
 
 from qc2c.kv.kernels import cpu as kernels
-from qc2c.kv.quant import NonFiniteInput, build_scheme
+from qc2c.kv.quant import build_scheme
 from qc2c.kv.schemes.base import CONVENTIONS, Encoded
-
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def built() -> Iterator[None]:
-    try:
-        kernels.load()
-    except kernels.KernelUnavailable as exc:
-        pytest.skip(str(exc))
-    yield
-    kernels.set_mode(None)
 
 
 def _run(mode: str, scheme, x: torch.Tensor, out_dtype: torch.dtype) -> tuple[Encoded, torch.Tensor]:
-    kernels.set_mode(mode)
-    try:
+    def round_trip() -> tuple[Encoded, torch.Tensor]:
         enc = scheme.encode(x)
         return enc, scheme.decode(enc, out_dtype)
-    finally:
-        kernels.set_mode(None)
+
+    return in_mode(mode, round_trip)
 
 
 def assert_same(
@@ -109,20 +95,6 @@ def test_decode_into_another_dtype_equals_eager(convention: str) -> None:
             out_dtype=out_dtype,
             convention=convention,
         )
-
-
-def assert_refused_alike(scheme, x: torch.Tensor) -> None:
-    """Both paths refuse `x` with NonFiniteInput, in the same words."""
-    messages = []
-    for mode in ("eager", "cpu"):
-        kernels.set_mode(mode)
-        try:
-            with pytest.raises(NonFiniteInput) as info:
-                scheme.encode(x)
-        finally:
-            kernels.set_mode(None)
-        messages.append(str(info.value))
-    assert messages[0] == messages[1]
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])

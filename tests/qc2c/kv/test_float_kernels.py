@@ -10,41 +10,20 @@ cannot be built.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from kernel_cases import DTYPES, assert_refused_alike, built, in_mode  # noqa: F401  (built: the module fixture)
 from kv_cases import KINDS, build_tensor
 
 from qc2c.kv.batched import decode_messages, encode_rows
-from qc2c.kv.kernels import cpu as kernels
 from qc2c.kv.quant import NonFiniteInput, build_scheme
 from qc2c.kv.schemes.base import Encoded
 
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 RAW = ("fp16", "bf16", "fp32")
 SCALED = ("fp8_e4m3", "fp8_e5m2", "nf4")
 AXES = ("token", "channel", "head", "layer", "tensor")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def built() -> Iterator[None]:
-    try:
-        kernels.load()
-    except kernels.KernelUnavailable as exc:
-        pytest.skip(str(exc))
-    yield
-    kernels.set_mode(None)
-
-
-def _in_mode(mode: str, fn):
-    kernels.set_mode(mode)
-    try:
-        return fn()
-    finally:
-        kernels.set_mode(None)
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -63,15 +42,15 @@ def assert_same_encoded(enc: Encoded, ref: Encoded) -> None:
 
 
 def assert_same(scheme, x: torch.Tensor, out_dtypes: tuple[torch.dtype, ...]) -> None:
-    ref = _in_mode("eager", lambda: scheme.encode(x))
-    enc = _in_mode("cpu", lambda: scheme.encode(x))
+    ref = in_mode("eager", lambda: scheme.encode(x))
+    enc = in_mode("cpu", lambda: scheme.encode(x))
     assert_same_encoded(enc, ref)
-    layers = _in_mode("cpu", lambda: scheme.encode_layers([x[:, i].contiguous() for i in range(x.shape[1])]))
+    layers = in_mode("cpu", lambda: scheme.encode_layers([x[:, i].contiguous() for i in range(x.shape[1])]))
     if layers is not None:
         assert_same_encoded(layers, ref)
     for out_dtype in out_dtypes:
-        ref_y = _in_mode("eager", lambda d=out_dtype: scheme.decode(ref, d))
-        y = _in_mode("cpu", lambda d=out_dtype: scheme.decode(enc, d))
+        ref_y = in_mode("eager", lambda d=out_dtype: scheme.decode(ref, d))
+        y = in_mode("cpu", lambda d=out_dtype: scheme.decode(enc, d))
         assert same_bits(y, ref_y), f"decoded into {out_dtype} differs"
 
 
@@ -89,7 +68,7 @@ def test_kernels_equal_eager(name, shape, axis, group_size, scale_dtype, kind, d
     scheme = build_scheme(name, axis=axis, group_size=group_size, scale_dtype=scale_dtype)
     x = build_tensor(shape, kind, seed, DTYPES[dtype])
     try:
-        _in_mode("eager", lambda: scheme.encode(x))
+        in_mode("eager", lambda: scheme.encode(x))
     except NonFiniteInput:  # e.g. `huge` values an fp16 message cannot hold: refused alike (tested below)
         assert_refused_alike(scheme, x)
         return
@@ -124,24 +103,10 @@ def test_decode_of_any_bytes_equals_eager(name, axis, scale_dtype, out_dtype, se
     payload[0, :256] = torch.arange(256, dtype=torch.uint8)
     scales = (torch.rand(2, scheme.grouping.n_groups(shape), generator=gen) * 8).to(scheme.scale_dtype)
     enc = Encoded(payload, scales.view(torch.uint8), torch.zeros(2, 0, dtype=torch.uint8), shape)
-    ref = _in_mode("eager", lambda: scheme.decode(enc, DTYPES[out_dtype]))
-    y = _in_mode("cpu", lambda: scheme.decode(enc, DTYPES[out_dtype]))
+    ref = in_mode("eager", lambda: scheme.decode(enc, DTYPES[out_dtype]))
+    y = in_mode("cpu", lambda: scheme.decode(enc, DTYPES[out_dtype]))
     assert torch.equal(torch.isnan(y), torch.isnan(ref))
     assert torch.equal(torch.nan_to_num(y), torch.nan_to_num(ref))
-
-
-def assert_refused_alike(scheme, x: torch.Tensor) -> None:
-    """Both paths refuse `x` with NonFiniteInput, in the same words."""
-    messages = []
-    for mode in ("eager", "cpu"):
-        kernels.set_mode(mode)
-        try:
-            with pytest.raises(NonFiniteInput) as info:
-                scheme.encode(x)
-        finally:
-            kernels.set_mode(None)
-        messages.append(str(info.value))
-    assert messages[0] == messages[1]
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
@@ -191,8 +156,8 @@ def test_codec_messages_equal_eager(name: str, dtype: torch.dtype, ragged: bool)
         sharer, _ = decode_messages(out, dtype=dtype, device="cpu", fuse_mask=section.fuse_mask)
         return [m.to_bytes() for m in out], sharer
 
-    ref_bytes, ref_kv = _in_mode("eager", run)
-    got_bytes, got_kv = _in_mode("cpu", run)
+    ref_bytes, ref_kv = in_mode("eager", run)
+    got_bytes, got_kv = in_mode("cpu", run)
     assert got_bytes == ref_bytes
     for (k, v), (rk, rv) in zip(got_kv, ref_kv):
         assert same_bits(k, rk) and same_bits(v, rv)
