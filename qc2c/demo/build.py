@@ -59,7 +59,7 @@ def write_data(world: World, root: Path) -> dict[str, int]:
     }
 
 
-def _build_one(args: tuple[str, dict, str, dict | None, str, str | None]) -> dict[str, Any]:
+def _build_one(args: tuple[str, dict, str, dict | None, str, Path | None]) -> dict[str, Any]:
     from qc2c.demo.models import build_model  # in the child: imports torch there
 
     name, world_spec, out, over, log_path, stage1_root = args
@@ -80,7 +80,7 @@ def _build_one(args: tuple[str, dict, str, dict | None, str, str | None]) -> dic
             pretrain=first,
             answer=answer,
             log=write,
-            stage1_root=Path(stage1_root) if stage1_root else None,
+            stage1_root=stage1_root,
         )
 
 
@@ -109,7 +109,6 @@ def build_models(
     root.mkdir(parents=True, exist_ok=True)
     if not names:
         return []
-    first = str(stage1_root) if stage1_root else None
-    jobs = [(n, asdict(world.spec), str(root), pretrain, str(root / "build.log"), first) for n in names]
+    jobs = [(n, asdict(world.spec), str(root), pretrain, str(root / "build.log"), stage1_root) for n in names]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         return pool.map(_build_one, jobs)

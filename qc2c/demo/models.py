@@ -9,8 +9,8 @@
 Two stages (qc2c.demo.pretrain): the facts, then the answer at the prompt's answer phrase. Weights are trained
 in float32 and saved in float16 safetensors (what ships; evaluation and fuser training read the saved files,
 so they see exactly the shipped weights). The first stage's model is saved too (`.stage1/<name>` beside the
-model folders, or where the build says) and the second stage starts from that saved float16 copy, so a build that stops between the
-stages resumes with the same weights it would have had.
+model folders, or where the build says) and the second stage starts from that saved float16 copy, so a
+build that stops between the stages resumes with the same weights it would have had.
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ large instruction-tuned models do. The small demo models only form the answer at
 last layer, which no KV cache holds (a layer's K/V are computed from the layer below it); a fuser could then
 only memorise entities. The second stage adds a loss on the answer letter read from the next-to-last layer at
 the user turn's last token, so the top layer's K/V there carry the answer (a linear probe trained on C facts
-reads it on held-out B facts at 0.99, against 0.5 before). The fact-answering loss stays in the step. A demo model is *meant* to know its facts, so these questions are also test items (the
-receiver's are the `shared` ones); what the demo tests is the fuser, which never sees a B fact. Everything
+reads it on held-out B facts at 0.99, against 0.5 before). The fact-answering loss stays in the step.
+
+A demo model is *meant* to know its facts, so these questions are also test items (the receiver's are the
+`shared` ones); what the demo tests is the fuser, which never sees a B fact. Everything
 is seeded: the same spec, world, torch version and thread count give the same weights.
 """
 
@@ -120,12 +122,18 @@ class FactTrainer:
         qs = [self.questions[rng.randrange(len(self.questions))] for _ in range(self.spec.question_batch_size)]
         return loss_s + self.question_loss(qs)
 
+    def question_forward(
+        self, rows: Sequence[tuple[list[int], int, int]], *, hidden: bool = False
+    ) -> tuple[Any, Tensor, Tensor]:
+        """The model's output on the padded prompts, each prompt's last position (B,) and the answers' ids (B,)."""
+        ids, mask = _pad([r[0] for r in rows], self.pad_id)
+        out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
+        return out, mask.sum(1) - 1, torch.tensor([r[1] for r in rows])
+
     def question_logits(self, rows: Sequence[tuple[list[int], int, int]]) -> tuple[Tensor, Tensor]:
         """Logits at each prompt's last token over the vocabulary (B, V), and the answers' ids (B,)."""
-        ids, mask = _pad([r[0] for r in rows], self.pad_id)
-        last = mask.sum(1) - 1
-        out = self.model(input_ids=ids, attention_mask=mask).logits
-        return out[torch.arange(len(rows)), last].float(), torch.tensor([r[1] for r in rows])
+        out, last, answers = self.question_forward(rows)
+        return out.logits[torch.arange(len(rows)), last].float(), answers
 
     def question_loss(self, rows: Sequence[tuple[list[int], int, int]]) -> Tensor:
         logits, answers = self.question_logits(rows)
@@ -174,11 +182,9 @@ class AnswerTrainer(FactTrainer):
     phrase, read through the final norm and output layer from the next-to-last layer's hidden state."""
 
     def question_loss(self, rows: Sequence[tuple[list[int], int, int]]) -> Tensor:
-        ids, mask = _pad([r[0] for r in rows], self.pad_id)
-        out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        out, last, answers = self.question_forward(rows, hidden=True)
         rows_ix = torch.arange(len(rows))
-        answers = torch.tensor([r[1] for r in rows])
-        final = out.logits[rows_ix, mask.sum(1) - 1].float()
+        final = out.logits[rows_ix, last].float()
         inner = out.hidden_states[-LENS_LAYER_FROM_END][rows_ix, torch.tensor([r[2] for r in rows])]
         lens = self.model.get_output_embeddings()(self.model.model.norm(inner)).float()
         return F.cross_entropy(final, answers) + F.cross_entropy(lens, answers)
