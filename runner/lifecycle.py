@@ -266,9 +266,14 @@ def _out_of_space(plan: Plan, run: RunHandles, exc: OSError) -> int:
 
 
 def _fail(plan: Plan, run: RunHandles, reason: str) -> int:
-    run.log.error("run failed: %s", reason)
-    run.status.write("failed", exit_code=EXIT_RUN_FAILED, reason=reason)
-    run.registry.set_status(
+    return fail_run(plan, run.log, run.status, run.registry, reason)
+
+
+def fail_run(plan: Plan, log: logging.Logger, status: StatusFile, registry: Registry, reason: str) -> int:
+    """Mark a claimed run failed (run.log, status.json, registry); returns EXIT_RUN_FAILED."""
+    log.error("run failed: %s", reason)
+    status.write("failed", exit_code=EXIT_RUN_FAILED, reason=reason)
+    registry.set_status(
         plan.run_key, "failed", run_dir=str(plan.run_dir), manifest=plan.manifest.name, reason=redact(reason)
     )
     return EXIT_RUN_FAILED

@@ -95,12 +95,27 @@ def subjects_table(results: list[Any]) -> Table | None:
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> Table:
-    """One row per manifest of a sweep: name, decision, exit code, run folder."""
-    table = Table(title="sweep")
-    for col in ("manifest", "decision", "exit", "accuracy (compressed)", "run folder"):
-        table.add_column(col)
+    """One row per grid point and dataset of a sweep: the compressed setting's accuracy, its difference from
+    c2c_fp16 with the paired 95 % interval, bytes per sample and compression — the sweep at a glance."""
+    table = Table(title="sweep: compressed setting per grid point")
+    for col in ("manifest", "decision", "exit", "dataset", "acc", "Δ vs c2c_fp16 [95% CI]", "bytes", "×", "run folder"):
+        table.add_column(col, justify="right" if col in ("acc", "bytes", "×") else "left")
     for row in rows:
-        table.add_row(row["name"], row["decision"], str(row["exit"]), row.get("accuracy", "-"), row["run_dir"])
+        head = (row["name"], row["decision"], str(row["exit"]))
+        parts = [
+            (r.dataset.name, r.settings["compressed"]) for r in row.get("results", []) if "compressed" in r.settings
+        ]
+        for dataset, s in parts or [("-", None)]:
+            vs = s.paired.get("c2c_fp16") if s is not None else None
+            table.add_row(
+                *head,
+                dataset,
+                _fmt(s.accuracy if s else None, ".3f"),
+                f"{vs.diff:+.3f} [{vs.ci95[0]:+.3f}, {vs.ci95[1]:+.3f}]" if vs is not None else "-",
+                _fmt(s.bytes.mean if s and s.bytes else None, ",.0f"),
+                _fmt(s.compression_ratio if s else None, ".1f"),
+                row["run_dir"],
+            )
     return table
 
 

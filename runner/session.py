@@ -34,6 +34,8 @@ class Session:
     info: dict[str, Any] = field(default_factory=dict)
     fuser: Fuser | None = None
     codec: Codec | None = None
+    pair: Any = None  # the loaded pair (and its token aligner): a sweep group builds its other points on them
+    aligner: Any = None
 
 
 def resolve_device(requested: str) -> str:
@@ -71,14 +73,7 @@ def load_session(manifest: Manifest, fuser_ref: Any, settings: list[str]) -> Ses
         fuser = fuser.to(device=device, dtype=dtype)  # as upstream: projectors take the receiver's dtype
         info["fuser"] = {"source": fuser.source, "sha256": fuser.sha256, "root": str(fuser.root), "loaded": True}
     if "compressed" in settings:
-        from qc2c.kv.codec import build_codec
-
-        codec = build_codec(
-            manifest.kv.config(),
-            layer_map=dict(fuser.layer_map),
-            n_sharer_layers=pair.sharer.config.num_hidden_layers,
-            n_receiver_layers=pair.receiver.config.num_hidden_layers,
-        )
+        codec = manifest_codec(manifest, pair, fuser)
     aligner = None
     if manifest.pair.alignment != "none":
         from qc2c.models.align import TokenAligner
@@ -97,7 +92,41 @@ def load_session(manifest: Manifest, fuser_ref: Any, settings: list[str]) -> Ses
         seed=manifest.runtime.seed,
         text_max_new_tokens=ev.text.max_new_tokens,
     )
-    return Session(scorers, device, info, fuser, codec)
+    return Session(scorers, device, info, fuser, codec, pair, aligner)
+
+
+def manifest_codec(manifest: Manifest, pair: Any, fuser: Fuser) -> Codec:
+    """The manifest's kv settings as the codec of a loaded pair and fuser."""
+    from qc2c.kv.codec import build_codec
+
+    return build_codec(
+        manifest.kv.config(),
+        layer_map=dict(fuser.layer_map),
+        n_sharer_layers=pair.sharer.config.num_hidden_layers,
+        n_receiver_layers=pair.receiver.config.num_hidden_layers,
+    )
+
+
+def grid_point_session(session: Session, manifest: Manifest) -> Session:
+    """The session of another grid point of a sweep group (runner.sweep_exec): the same pair, fuser and
+    baseline scorers, and a `compressed` scorer of its own over the manifest's codec. Only the codec differs
+    between the points of a group, so the point scores exactly what it would score loaded alone."""
+    codec = manifest_codec(manifest, session.pair, session.fuser)
+    ev = manifest.eval.config()
+    own = build_scorers(
+        ["compressed"],
+        session.pair,
+        session.fuser,
+        codec,
+        protocol=ev.protocol,
+        max_new_tokens=ev.max_new_tokens,
+        device=session.device,
+        aligner=session.aligner,
+        seed=manifest.runtime.seed,
+        text_max_new_tokens=ev.text.max_new_tokens,
+    )
+    scorers = {name: own.get(name, scorer) for name, scorer in session.scorers.items()}
+    return Session(scorers, session.device, dict(session.info), session.fuser, codec, session.pair, session.aligner)
 
 
 def preflight(manifest: Manifest, fuser_ref: Any) -> Fuser | None:

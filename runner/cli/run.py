@@ -1,6 +1,8 @@
 """`python -m runner run MANIFEST`: validate → plan → preflight → container decision → execute → results.
 
-A sweep file runs every expanded manifest in turn (complete ones are skipped) and prints one summary table.
+A sweep file runs every expanded manifest (complete ones are skipped) and prints one summary table; its grid
+points that differ only in `kv` run as one group in this process (runner.sweep_exec), each with its own run
+key, folder, registry entry and results, exactly as if run alone (--one-by-one: one after another).
 Exit codes (runner/exitcodes.py): 0 complete (or already complete); 1 the run failed (sample errors above
 runtime.max_sample_errors, preflight refusal such as a model missing from an offline HF cache or a fuser
 that does not fit the pair, a from_run without a complete run, runtime.container: docker asked for but
@@ -19,7 +21,7 @@ from typing import Any
 from runner.cli.manifests import ALLOW_DOWNLOADS_HELP, find_manifest, load_manifests_or_report
 from runner.container import ContainerError, choose_runtime, container_provenance, run_in_container
 from runner.exitcodes import EXIT_ALREADY_RUNNING, EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
-from runner.plan import make_plan
+from runner.plan import Plan, make_plan
 from runner.preflight import offline_unless
 from runner.progress_ui import ProgressUI, print_table, results_table, subjects_table, sweep_table
 from runner.schema import Manifest
@@ -51,6 +53,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--runs-dir", type=Path, default=None, help="runs folder (default: runs/ or $QC2C_RUNS_DIR)")
     parser.add_argument("--allow-downloads", action="store_true", help=ALLOW_DOWNLOADS_HELP)
+    parser.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="run a sweep's grid points one after another (default: points that differ only in kv share one process)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -82,39 +89,55 @@ def run(args: argparse.Namespace) -> int:
     except ContainerError as exc:
         print(f"{args.manifest}: runtime.container: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
-    return run_native(args.manifest, manifests, runs_dir=args.runs_dir, container=container_info(runtime, reason))
+    return run_native(
+        args.manifest,
+        manifests,
+        runs_dir=args.runs_dir,
+        container=container_info(runtime, reason),
+        grouped=not args.one_by_one,
+    )
 
 
-def run_native(source: Path, manifests: list[Manifest], *, runs_dir: Path | None, container: dict[str, Any]) -> int:
+def run_native(
+    source: Path, manifests: list[Manifest], *, runs_dir: Path | None, container: dict[str, Any], grouped: bool = True
+) -> int:
+    """Run every manifest of `source`. A sweep's grid points that differ only in `kv` run as one group in this
+    process (runner.sweep_exec: models loaded and baselines scored once, one prefill per model and batch);
+    `grouped=False` runs them one after another, each loading its own models."""
     from runner.execute import run_plan  # deferred: it imports transformers (see runner/cli/__init__.py)
+    from runner.sweep_exec import group_plans, run_group
 
-    rows, all_results, worst = [], [], EXIT_OK
+    plans, rows = [], []
     for manifest in manifests:
         plan = make_plan(manifest, source=source if len(manifests) == 1 else None, runs_dir=runs_dir)
-        row = {"name": manifest.name, "decision": plan.decision, "run_dir": str(plan.run_dir), "exit": EXIT_OK}
-        rows.append(row)
+        plans.append(plan)
+        rows.append({"name": manifest.name, "decision": plan.decision, "run_dir": str(plan.run_dir), "exit": EXIT_OK})
         print(f"{manifest.name}: {plan.decision} ({plan.reason}) -> {plan.run_dir}", file=sys.stderr)
         if manifest.kind == "bench":
             plan.problems.append("kind: bench manifests are not run by `runner run` (use: python -m qc2c.bench ...)")
-        if plan.problems:
-            for problem in plan.problems:
-                print(f"{source}: {problem}", file=sys.stderr)
-            row["exit"] = EXIT_RUN_FAILED
-        elif plan.decision == "busy":
-            print(f"{plan.run_dir}: already running ({plan.reason}); not started twice", file=sys.stderr)
-            row["exit"] = EXIT_ALREADY_RUNNING
-        elif plan.decision != "skip":
-            row["exit"] = run_plan(plan, container=container, ui=ProgressUI())
-            if row["exit"] == EXIT_RUN_FAILED:
+    row_of = {id(plan): row for plan, row in zip(plans, rows, strict=True)}
+    groups = group_plans(plans) if grouped else [[plan] for plan in plans]
+    all_results, worst = [], EXIT_OK
+    for group in groups:
+        todo = [plan for plan in group if not _refused(source, plan, row_of[id(plan)])]
+        if len(todo) > 1:
+            print(f"sweep group: {len(todo)} grid points scored together in this process", file=sys.stderr)
+            exits = run_group(todo, container=container, ui=ProgressUI())
+            for plan in todo:
+                row_of[id(plan)]["exit"] = exits[plan.run_key]
+        elif todo:
+            row_of[id(todo[0])]["exit"] = run_plan(todo[0], container=container, ui=ProgressUI())
+        for plan in group:
+            row = row_of[id(plan)]
+            if row["exit"] == EXIT_RUN_FAILED and not plan.problems:
                 print(f"{plan.run_dir}: run failed: see {plan.run_dir / 'logs' / 'run.log'}", file=sys.stderr)
-        if row["exit"] == EXIT_OK:
-            results = read_results(plan.run_dir)
-            all_results += results
-            acc = [r.settings["compressed"].accuracy for r in results if "compressed" in r.settings]
-            row["accuracy"] = ", ".join(f"{a:.3f}" for a in acc) or "-"
-        if row["exit"] == EXIT_PREEMPTED:
-            return EXIT_PREEMPTED  # the job is being stopped: do not start the next sweep member
-        worst = max(worst, row["exit"])
+            if row["exit"] == EXIT_OK:
+                results = read_results(plan.run_dir)
+                all_results += results
+                row["results"] = results
+            worst = max(worst, row["exit"])
+        if any(row_of[id(plan)]["exit"] == EXIT_PREEMPTED for plan in group):
+            return EXIT_PREEMPTED  # the job is being stopped: do not start the next group
     if all_results:
         print_table(results_table(f"results ({source})", all_results))
         per_subject = subjects_table(all_results)
@@ -123,3 +146,17 @@ def run_native(source: Path, manifests: list[Manifest], *, runs_dir: Path | None
     if len(manifests) > 1:
         print_table(sweep_table(rows))
     return worst
+
+
+def _refused(source: Path, plan: Plan, row: dict[str, Any]) -> bool:
+    """Whether the plan does not run here (problems, another process owns it, already complete); sets its exit."""
+    if plan.problems:
+        for problem in plan.problems:
+            print(f"{source}: {problem}", file=sys.stderr)
+        row["exit"] = EXIT_RUN_FAILED
+        return True
+    if plan.decision == "busy":
+        print(f"{plan.run_dir}: already running ({plan.reason}); not started twice", file=sys.stderr)
+        row["exit"] = EXIT_ALREADY_RUNNING
+        return True
+    return plan.decision == "skip"
