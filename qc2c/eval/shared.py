@@ -1,28 +1,31 @@
-"""The C2C settings of a batch scored from ONE receiver prefill and ONE sharer prefill (`score_settings`).
+"""A batch's settings scored from ONE receiver prefill and ONE sharer prefill (`score_settings`).
 
 In C2C the receiver's own cache and the sharer's cache of a prompt do not depend on the codec: only
 selection → encode → decode → project/fuse → the short last section differ. So per batch of items:
 
 1. the batch is rendered and padded once (every shared setting renders the same ids: checked per batch);
 2. the receiver and the sharer each run the fused section [0, fused_end) once, as `fused_forward` runs it;
-3. each C2C setting (`c2c_fp16`, `compressed`) fuses the sharer's section into its own VIEW of the receiver
-   cache (`cache_view`: new layer objects over the same tensors; fusion and cache appends replace tensors,
-   never write into them, so no setting sees another's) with `qc2c.fuser.fuse.fuse_section` — the step
-   `fused_forward` runs — then runs the receiver's last section [fused_end, L) on it, and is scored like
-   its own prefill (`SettingScorer.score_prefill`; `generate` decodes per setting from its view).
+3. each C2C setting (`c2c_fp16`, `compressed`, every grid point of a sweep group) fuses the sharer's section
+   into its own VIEW of the receiver cache (`cache_view`: new layer objects over the same tensors; fusion
+   and cache appends replace tensors, never write into them, so no setting sees another's) with
+   `qc2c.fuser.fuse.fuse_section` — the step `fused_forward` runs — then runs the receiver's last section
+   [fused_end, L) on it, and is scored like its own prefill (`SettingScorer.score_prefill`; `generate`
+   decodes per setting from its view);
+4. the `receiver` and `sharer` baselines run their own last section on an unfused view of their model's
+   prefix cache: the model alone, in two forwards instead of one.
 
-Numbers: the same operations on the same tensors as `fused_forward`, so every row equals the per-setting path
-bit for bit (`tests/qc2c/eval/test_shared.py`). The `receiver` and `sharer` baselines keep their own one
-forward over the whole prompt: neither its prefix KV nor its last logits equal those of the two-section
-forward bit for bit in general (float32 CPU, SDPA: they differ in the last bits when the two forwards' query
-lengths fall on different sides of the attention kernel's block-size thresholds, e.g. L = 195 vs 191), so
-sharing them would change today's numbers.
+Numbers: the C2C settings run the same operations on the same tensors as `fused_forward`, so their rows equal
+the per-setting path bit for bit. The baselines' two-section forward is the same computation as one forward
+over the whole prompt, but not bit for bit (float32 CPU, SDPA: the attention kernel's blocking depends on
+the query length): option probabilities move by < 1e-6 and no prediction changed on the tiny or demo pair
+(`tests/qc2c/eval/test_shared.py` bounds it at 1e-5). A baseline whose own prompt differs from the pair's
+(a sharer with another chat template) keeps its one forward.
 
 Timing: each setting's stage seconds are what it costs on its own: the shared prefills' time is attributed in
 full to every setting that reads it (`sharer_prefill_s` = the sharer's section, `receiver_s` = the
 receiver's section plus the setting's own last section, `fuse_s` = its own fusion minus its codec), so the
-per-setting times of one batch add up to more than its wall time. Settings that do not share — the
-baselines, aligned pairs, `c2c_placebo` (its sharer reads other items' prompts), text settings, a message
+per-setting times of one batch add up to more than its wall time. Settings that do not share — aligned
+pairs, `c2c_placebo` (its sharer reads other items' prompts, of other lengths), text settings, a message
 path that needs the sharer's attention probabilities (eager attention) — and any batch that raises run the
 per-setting path (`SettingScorer.score_rows`), which pins errors on their samples.
 """
@@ -38,7 +41,7 @@ import torch
 from torch import Tensor
 
 from qc2c.eval.batching import PromptBatch
-from qc2c.eval.prefill import C2CPrefill, Prefill, c2c_timing
+from qc2c.eval.prefill import C2CPrefill, PlainPrefill, Prefill, c2c_timing
 from qc2c.eval.score import RowScore, SettingScorer
 
 
@@ -56,8 +59,33 @@ def score_settings(
     return {name: rows[name] if name in rows else scorer.score_rows(items) for name, scorer in scorers.items()}
 
 
+ALONE_TOLERANCE = 1e-5  # the models alone, whole prompt vs two sections: option probabilities (module docstring)
+
+
+def same_rows(
+    old: list[dict[str, Any]], new: list[dict[str, Any]], alone: Sequence[str] = ("receiver", "sharer")
+) -> bool:
+    """Whether two paths' per-sample rows ({setting: row JSON}, timings stripped) agree: identical, but for the
+    models alone (`alone`), whose option probabilities may differ by less than ALONE_TOLERANCE."""
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new):
+        if a.keys() != b.keys():
+            return False
+        for name in a:
+            ra, rb = dict(a[name]), dict(b[name])
+            if name in alone:
+                pa, pb = ra.pop("option_probs", None) or {}, rb.pop("option_probs", None) or {}
+                if pa.keys() != pb.keys() or any(abs(pa[k] - pb[k]) >= ALONE_TOLERANCE for k in pa):
+                    return False
+            if ra != rb:
+                return False
+    return True
+
+
 def shareable(scorers: dict[str, SettingScorer]) -> list[str]:
-    """Settings that can be scored from one receiver + one sharer prefill (see the module docstring)."""
+    """Settings that can be scored from one receiver + one sharer prefill (see the module docstring): the C2C
+    settings of one pair, and the `receiver` / `sharer` baselines of the same models."""
     c2c = [s.prefill for s in scorers.values() if type(s) is SettingScorer and isinstance(s.prefill, C2CPrefill)]
     if not c2c:
         return []
@@ -66,10 +94,13 @@ def shareable(scorers: dict[str, SettingScorer]) -> list[str]:
     names = []
     for name, s in scorers.items():
         p = s.prefill
-        if type(s) is SettingScorer and s.protocol == protocol and isinstance(p, C2CPrefill):
-            if p.receiver is receiver and p.sharer is sharer:
-                if not getattr(p.message_path, "needs_sharer_attention", False):
-                    names.append(name)
+        if type(s) is not SettingScorer or s.protocol != protocol:
+            continue
+        if isinstance(p, C2CPrefill) and p.receiver is receiver and p.sharer is sharer:
+            if not getattr(p.message_path, "needs_sharer_attention", False):
+                names.append(name)
+        elif isinstance(p, PlainPrefill) and (p.model is receiver or p.model is sharer):
+            names.append(name)
     return names
 
 
@@ -111,17 +142,17 @@ def score_shared(group: list[SettingScorer], items: Sequence[Any]) -> dict[str, 
     from qc2c.fuser.seam import SectionKV
 
     prepared = {s.name: [s.prepare(item) for item in items] for s in group}
-    ref = group[0]
+    c2c = [s for s in group if isinstance(s.prefill, C2CPrefill)]
+    ref = c2c[0]
     ids = [p.ids for p, _ in prepared[ref.name]]
-    if any([p.ids for p, _ in prepared[s.name]] != ids or s.pad_id != ref.pad_id for s in group):
-        raise ValueError("settings render different prompts: not shareable")
+    # a baseline whose own prompt differs from the pair's (the sharer's chat template) keeps its own forward
+    group = [s for s in group if [p.ids for p, _ in prepared[s.name]] == ids and s.pad_id == ref.pad_id]
     batch = ref.make_batch([p for p, _ in prepared[ref.name]]).to(ref.device)
     a, length, size = batch.fused_end, batch.input_ids.shape[1], batch.size
     plan = FusePlan.from_runs(batch.fuse_mask, length - a)
     if plan.ends != [a, length]:
         raise ValueError(f"sections {plan.ends}: the shared path needs one fused section then the last")
-    c2c = [s.prefill for s in group if isinstance(s.prefill, C2CPrefill)]
-    receiver, sharer = c2c[0].receiver, c2c[0].sharer
+    receiver, sharer = ref.prefill.receiver, ref.prefill.sharer
     caches, seconds = {}, {}
     for model in (receiver, sharer):
         caches[id(model)] = DynamicCache(config=model.config)
@@ -131,6 +162,13 @@ def score_shared(group: list[SettingScorer], items: Sequence[Any]) -> dict[str, 
     rows: dict[str, list[RowScore]] = {}
     for s in group:
         p = s.prefill
+        if isinstance(p, PlainPrefill):  # a model alone: its own prefix, then its own last section
+            cache = cache_view(caches[id(p.model)])
+            logits, last_s = _forward(p.model, batch, a, length, cache, 1)
+            timing = {p.stage: (seconds[id(p.model)] + last_s) / size}
+            prefill = Prefill(logits[:, -1].float(), cache, [{} for _ in range(size)], timing)
+            rows[s.name] = s.score_prefill(items, prepared[s.name], batch, prefill)
+            continue
         cache, records = cache_view(r_cache), []
         t0 = _clock(batch.input_ids.device)
         if bool(fuse_mask.any()):

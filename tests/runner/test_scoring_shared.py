@@ -2,7 +2,7 @@
 
 The run's batch loop scores the C2C settings from shared prefills (`qc2c.eval.shared`): a stop signal during
 a shared batch abandons it at once (Preempted, nothing written), and the resumed run completes with the same
-records as the per-setting path would have written.
+records as the per-setting path would have written (the models alone: probabilities to 5 decimals).
 """
 
 from __future__ import annotations
@@ -35,10 +35,12 @@ def _records(run_dir: Path) -> list[dict]:
     out = []
     for line in lines:
         rec = json.loads(line)
-        for row in rec["settings"].values():
+        for name, row in rec["settings"].items():
             row.pop("timing", None)
             for k in [k for k in row if k.endswith("_s")]:
                 row.pop(k)
+            if name in ("receiver", "sharer"):  # the model alone in two forwards: equal within 1e-5, not bitwise
+                row["option_probs"] = {k: round(v, 5) for k, v in row["option_probs"].items()}
         out.append(rec)
     return out
 
