@@ -45,7 +45,7 @@ demo-zoo: $(STAMP)  ## rebuild the demo world, models and fusers into qc2c/demo/
 	$(PY) -m runner demo-zoo
 
 bench: $(STAMP)  ## codec and eval throughput benchmarks (print measured ratios)
-	$(PY) -m qc2c.bench codec && $(PY) -m qc2c.bench eval && $(PY) -m qc2c.bench eval --one-run
+	$(PY) -m qc2c.bench codec && $(PY) -m qc2c.bench eval && $(PY) -m qc2c.bench eval --one-run && $(PY) -m qc2c.bench sweep && $(PY) -m qc2c.bench sweep --pair demo
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	{ head -2 requirements.lock; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements.lock.new && mv requirements.lock.new requirements.lock

@@ -1,4 +1,4 @@
-"""`python -m qc2c.bench COMMAND [ARGS]` — codec · eval · max-batch.
+"""`python -m qc2c.bench COMMAND [ARGS]` — codec · eval · max-batch · sweep.
 
 Each command is a module qc2c/bench/<name>.py with `main(argv) -> int`; this file only dispatches.
 
@@ -12,7 +12,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"codec": "qc2c.bench.codec", "eval": "qc2c.bench.eval", "max-batch": "qc2c.bench.max_batch"}
+COMMANDS = {
+    "codec": "qc2c.bench.codec",
+    "eval": "qc2c.bench.eval",
+    "max-batch": "qc2c.bench.max_batch",
+    "sweep": "qc2c.bench.sweep",
+}
 EXIT_BAD_INPUT = 2
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -53,7 +54,7 @@ def score_settings(
     rows: dict[str, list[RowScore]] = {}
     if len(group) > 1:
         try:
-            rows = score_shared([scorers[name] for name in group], items)
+            rows = score_shared({name: scorers[name] for name in group}, items)
         except Exception:  # noqa: BLE001 - a bad item or a failing batch: the per-setting path pins the error
             rows = {}
     return {name: rows[name] if name in rows else scorer.score_rows(items) for name, scorer in scorers.items()}
@@ -132,23 +133,40 @@ def _forward(model: Any, batch: PromptBatch, a: int, b: int, cache: Any, keep: i
     return out.logits, _clock(batch.input_ids.device) - t0
 
 
+@dataclass
+class SectionPrefill:
+    """What every shared setting of a batch reads: the padded batch and each model's cache of [0, fused_end)."""
+
+    batch: PromptBatch
+    fuse_mask: Tensor  # (B, fused_end): the fused tokens of the section
+    receiver: Any
+    sharer: Any
+    caches: dict[int, Any]  # id(model) -> its cache of the section
+    seconds: dict[int, float]  # id(model) -> its section forward's seconds
+
+
+def prepare_all(group: dict[str, SettingScorer], items: Sequence[Any]) -> dict[str, list[Any]]:
+    """Each setting's rendered prompts (by its key in `group`); plain `SettingScorer`s of one tokenizer and
+    protocol render the same, so once."""
+    done: dict[tuple[int, str], list[Any]] = {}
+    out = {}
+    for name, s in group.items():
+        key = (id(s.tokenizer), s.protocol)
+        if key not in done:
+            done[key] = [s.prepare(item) for item in items]
+        out[name] = done[key]
+    return out
+
+
 @torch.no_grad()
-def score_shared(group: list[SettingScorer], items: Sequence[Any]) -> dict[str, list[RowScore]]:
-    """Score `items` under every setting of `group` (all `shareable`) from one prefill per model; raises on
-    any failure (the caller then takes the per-setting path)."""
+def section_prefill(ref: SettingScorer, prompts: list[Any]) -> SectionPrefill:
+    """The batch of the pair's C2C scorer `ref`, and the receiver's and the sharer's fused-section forwards."""
     from transformers import DynamicCache
 
-    from qc2c.fuser.fuse import FusePlan, fuse_section, merge_records, projector_fn
-    from qc2c.fuser.seam import SectionKV
+    from qc2c.fuser.fuse import FusePlan
 
-    prepared = {s.name: [s.prepare(item) for item in items] for s in group}
-    c2c = [s for s in group if isinstance(s.prefill, C2CPrefill)]
-    ref = c2c[0]
-    ids = [p.ids for p, _ in prepared[ref.name]]
-    # a baseline whose own prompt differs from the pair's (the sharer's chat template) keeps its own forward
-    group = [s for s in group if [p.ids for p, _ in prepared[s.name]] == ids and s.pad_id == ref.pad_id]
-    batch = ref.make_batch([p for p, _ in prepared[ref.name]]).to(ref.device)
-    a, length, size = batch.fused_end, batch.input_ids.shape[1], batch.size
+    batch = ref.make_batch(prompts).to(ref.device)
+    a, length = batch.fused_end, batch.input_ids.shape[1]
     plan = FusePlan.from_runs(batch.fuse_mask, length - a)
     if plan.ends != [a, length]:
         raise ValueError(f"sections {plan.ends}: the shared path needs one fused section then the last")
@@ -157,35 +175,60 @@ def score_shared(group: list[SettingScorer], items: Sequence[Any]) -> dict[str, 
     for model in (receiver, sharer):
         caches[id(model)] = DynamicCache(config=model.config)
         _, seconds[id(model)] = _forward(model, batch, 0, a, caches[id(model)], 1)
-    r_cache, s_cache = caches[id(receiver)], caches[id(sharer)]
-    fuse_mask = plan.fuse_mask[:, :a]
-    rows: dict[str, list[RowScore]] = {}
-    for s in group:
-        p = s.prefill
-        if isinstance(p, PlainPrefill):  # a model alone: its own prefix, then its own last section
-            cache = cache_view(caches[id(p.model)])
-            logits, last_s = _forward(p.model, batch, a, length, cache, 1)
-            timing = {p.stage: (seconds[id(p.model)] + last_s) / size}
-            prefill = Prefill(logits[:, -1].float(), cache, [{} for _ in range(size)], timing)
-            rows[s.name] = s.score_prefill(items, prepared[s.name], batch, prefill)
-            continue
-        cache, records = cache_view(r_cache), []
-        t0 = _clock(batch.input_ids.device)
-        if bool(fuse_mask.any()):
-            section = SectionKV(
-                sharer=[(lay.keys[:, :, :a], lay.values[:, :, :a]) for lay in s_cache.layers],
-                receiver=[(lay.keys[:, :, :a], lay.values[:, :, :a]) for lay in r_cache.layers],
-                fuse_mask=fuse_mask,
-                layer_map=dict(p.fuser.layer_map),
-                project=projector_fn(p.fuser),
-                section_start=0,
-            )
-            records = merge_records(records, fuse_section(cache, p.fuser, section, p.message_path))
-        fuse_s = _clock(batch.input_ids.device) - t0
-        logits, last_s = _forward(receiver, batch, a, length, cache, 0)
-        records = records or [{} for _ in range(size)]
-        r_s, s_s = seconds[id(receiver)] + last_s, seconds[id(sharer)]
-        timing = c2c_timing(size, s_s, r_s, s_s + r_s + fuse_s, records)
-        prefill = Prefill(logits[:, -1].float(), cache, records, timing)
-        rows[s.name] = s.score_prefill(items, prepared[s.name], batch, prefill)
-    return rows
+    return SectionPrefill(batch, plan.fuse_mask[:, :a], receiver, sharer, caches, seconds)
+
+
+@torch.no_grad()
+def score_on_section(
+    s: SettingScorer, items: Sequence[Any], prepared: list[Any], shared: SectionPrefill
+) -> list[RowScore]:
+    """One setting's own work on the shared prefill: its view of the cache, its fusion (C2C settings), its last
+    section and its scoring."""
+    from qc2c.fuser.fuse import fuse_section, merge_records, projector_fn
+    from qc2c.fuser.seam import SectionKV
+
+    p, batch = s.prefill, shared.batch
+    a, length, size = batch.fused_end, batch.input_ids.shape[1], batch.size
+    if isinstance(p, PlainPrefill):  # a model alone: its own prefix, then its own last section
+        cache = cache_view(shared.caches[id(p.model)])
+        logits, last_s = _forward(p.model, batch, a, length, cache, 1)
+        timing = {p.stage: (shared.seconds[id(p.model)] + last_s) / size}
+        return s.score_prefill(
+            items, prepared, batch, Prefill(logits[:, -1].float(), cache, [{} for _ in range(size)], timing)
+        )
+    r_cache, s_cache = shared.caches[id(shared.receiver)], shared.caches[id(shared.sharer)]
+    cache, records = cache_view(r_cache), []
+    t0 = _clock(batch.input_ids.device)
+    if bool(shared.fuse_mask.any()):
+        section = SectionKV(
+            sharer=[(lay.keys[:, :, :a], lay.values[:, :, :a]) for lay in s_cache.layers],
+            receiver=[(lay.keys[:, :, :a], lay.values[:, :, :a]) for lay in r_cache.layers],
+            fuse_mask=shared.fuse_mask,
+            layer_map=dict(p.fuser.layer_map),
+            project=projector_fn(p.fuser),
+            section_start=0,
+        )
+        records = merge_records(records, fuse_section(cache, p.fuser, section, p.message_path))
+    fuse_s = _clock(batch.input_ids.device) - t0
+    logits, last_s = _forward(shared.receiver, batch, a, length, cache, 0)
+    records = records or [{} for _ in range(size)]
+    r_s, s_s = shared.seconds[id(shared.receiver)] + last_s, shared.seconds[id(shared.sharer)]
+    timing = c2c_timing(size, s_s, r_s, s_s + r_s + fuse_s, records)
+    return s.score_prefill(items, prepared, batch, Prefill(logits[:, -1].float(), cache, records, timing))
+
+
+@torch.no_grad()
+def score_shared(group: dict[str, SettingScorer], items: Sequence[Any]) -> dict[str, list[RowScore]]:
+    """Score `items` under every setting of `group` ({key: scorer}, all `shareable`; the keys name the rows, so
+    a sweep group's grid points, all scorers of a setting named `compressed`, stay apart) from one prefill per
+    model; raises on any failure (the caller then takes the per-setting path). One setting's fused view at a
+    time is alive: each is dropped once its rows are scored, so the working set does not grow with the
+    number of settings."""
+    prepared = prepare_all(group, items)
+    ref = next(name for name, s in group.items() if isinstance(s.prefill, C2CPrefill))
+    ids = [p.ids for p, _ in prepared[ref]]
+    pad_id = group[ref].pad_id
+    # a baseline whose own prompt differs from the pair's (the sharer's chat template) keeps its own forward
+    keep = [name for name, s in group.items() if [p.ids for p, _ in prepared[name]] == ids and s.pad_id == pad_id]
+    shared = section_prefill(group[ref], [p for p, _ in prepared[ref]])
+    return {name: score_on_section(group[name], items, prepared[name], shared) for name in keep}

@@ -84,11 +84,23 @@ def test_grid_points_differing_only_in_kv_form_one_group(tmp_path: Path) -> None
     assert {p.manifest.eval.limit for p in groups[0]} == {4} and {p.manifest.eval.limit for p in groups[1]} == {6}
 
 
-def test_a_grouped_sweep_equals_its_points_run_alone_and_each_point_is_its_own_run(tmp_path: Path, capsys) -> None:
+def test_a_grouped_sweep_equals_its_points_run_alone_and_each_point_is_its_own_run(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from qc2c.eval.score import SettingScorer
+
     sweep = _write(tmp_path)
     manifests = load_manifests(sweep)
     grouped, alone = tmp_path / "grouped", tmp_path / "alone"
+    own_path, real = [], SettingScorer.score_rows
+
+    def score_rows(self, items):
+        own_path.append(self.name)
+        return real(self, items)
+
+    monkeypatch.setattr(SettingScorer, "score_rows", score_rows)
     assert run_native(sweep, manifests, runs_dir=grouped, container=NATIVE) == EXIT_OK
+    assert set(own_path) == {"c2c_placebo"}  # every other setting of every point read the shared prefills
     out = capsys.readouterr()
     assert "sweep group: 6 grid points" in out.err and "Δ vs c2c_fp16" in out.out
     assert run_native(sweep, manifests, runs_dir=alone, container=NATIVE, grouped=False) == EXIT_OK
