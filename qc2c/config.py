@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from qc2c.latent.config import LatentConfig
+
 T = TypeVar("T")
 
 
@@ -154,6 +156,8 @@ class TrainConfig:
     optim: OptimConfig = OptimConfig()
     qat: bool = False
     save_steps: int = 500
+    method: str = "c2c"  # c2c (a fuser) | latent (a latent wire, qc2c.latent.train)
+    latent: LatentConfig | None = None
 
 
 @dataclass(frozen=True)

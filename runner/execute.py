@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from runner import fsio
+from runner.latent_exec import run_latent_train_plan
 from runner.lifecycle import REPO_ROOT, RunHandles, execute_lifecycle
 from runner.plan import Plan
 from runner.progress_ui import ProgressUI
@@ -32,6 +33,8 @@ from runner.train_exec import run_train_plan
 
 def run_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: ProgressUI | None = None) -> int:
     """Execute `plan` (decision new / resume / rerun); returns an exit code from runner.exitcodes."""
+    if plan.manifest.kind == "train" and plan.manifest.train.method == "latent":
+        return run_latent_train_plan(plan, container=container, ui=ui)
     if plan.manifest.kind == "train":
         return run_train_plan(plan, container=container, ui=ui)
     return run_eval_plan(plan, container=container, ui=ui)
@@ -42,7 +45,7 @@ def run_eval_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Pr
 
     def evaluate(run: RunHandles) -> str:
         t0 = time.monotonic()
-        session = load_session(plan.manifest, plan.fuser_ref, plan.settings)
+        session = load_session(plan.manifest, plan.fuser_ref, plan.settings, latent_dir=plan.latent_dir)
         for scorer in session.scorers.values():  # a stop signal abandons the batch in flight (nothing written)
             scorer.score_rows = run.stop.interruptible(scorer.score_rows)
         run.log.info(

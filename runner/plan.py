@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qc2c.errors import ProblemsError
+from runner.latent_plan import resolve_latent
 from runner.registry import Entry, Registry
 
 if TYPE_CHECKING:  # runner.schema imports torch, which remote/ (it imports PlanError from here) does not need
@@ -46,6 +47,7 @@ class Plan:
     fuser_ref: str | dict[str, Any] | None = None
     fuser_source: str | None = None
     problems: list[str] = field(default_factory=list)
+    latent_dir: str | None = None  # eval.latent / train.latent.from_run as a final/ folder (runner.latent_plan)
 
     @property
     def settings(self) -> list[str]:
@@ -131,4 +133,6 @@ def make_plan(manifest: Manifest, *, source: Path | None, runs_dir: Path | None 
             plan.fuser_ref, plan.fuser_source = resolve_fuser(manifest, registry)
         except PlanError as exc:
             plan.problems.extend(exc.problems)
+        plan.latent_dir, latent_problems = resolve_latent(manifest, registry)
+        plan.problems.extend(latent_problems)
     return plan

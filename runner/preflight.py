@@ -36,7 +36,7 @@ def preflight_report(plan: Any) -> tuple[list[str], list[str]]:
     problems = _device_problems(m) + problems
     if m.kind == "eval" and m.eval is not None:
         problems += _eval_data_problems(m)
-    if m.kind == "train" and m.train is not None:
+    if m.kind == "train" and m.train is not None and m.train.data is not None:
         problems += _train_data_problems(m)
     return problems, _precision_warnings(m, fuser)
 

@@ -46,7 +46,7 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def load_session(manifest: Manifest, fuser_ref: Any, settings: list[str]) -> Session:
+def load_session(manifest: Manifest, fuser_ref: Any, settings: list[str], *, latent_dir: str | None = None) -> Session:
     """Load models, fuser and codec for `settings`; preflight problems raise before any model runs a token."""
     from transformers.utils import logging as hf_logging
 
@@ -79,6 +79,7 @@ def load_session(manifest: Manifest, fuser_ref: Any, settings: list[str]) -> Ses
         from qc2c.models.align import TokenAligner
 
         aligner = TokenAligner(pair.receiver_tokenizer, pair.sharer_tokenizer, manifest.pair.alignment)
+    latent = _latent(manifest, latent_dir, info)
     ev = manifest.eval.config()
     scorers = build_scorers(
         settings,
@@ -91,8 +92,30 @@ def load_session(manifest: Manifest, fuser_ref: Any, settings: list[str]) -> Ses
         aligner=aligner,
         seed=manifest.runtime.seed,
         text_max_new_tokens=ev.text.max_new_tokens,
+        latent=latent,
     )
     return Session(scorers, device, info, fuser, codec, pair, aligner)
+
+
+def _latent(manifest: Manifest, latent_dir: str | None, info: dict[str, Any]) -> Any:
+    """The latent wire of eval.latent (qc2c.latent.scorer), recorded in `info["latent"]`; None without one."""
+    cfg = manifest.eval.latent
+    if cfg is None:
+        return None
+    if latent_dir is None:
+        raise PreflightError(["eval.latent: the latent wire was not resolved (run through `runner run`)"])
+    from qc2c.latent.checkpoint import LatentCheckpointError
+    from qc2c.latent.scorer import load_evaluator
+
+    try:
+        evaluator = load_evaluator(
+            latent_dir, manifest.pair.receiver, group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens
+        )
+    except LatentCheckpointError as exc:
+        raise PreflightError([f"eval.latent: {exc}"]) from None
+    source = f"from_run:{cfg.from_run}" if cfg.from_run else cfg.path
+    info["latent"] = {"source": source, "root": latent_dir, "sha256": evaluator.loaded.sha256}
+    return evaluator
 
 
 def manifest_codec(manifest: Manifest, pair: Any, fuser: Fuser) -> Codec:

@@ -10,7 +10,10 @@ What each setting sends from the sharer to the receiver decides how it is compar
   that shows whether a gain comes from the message's content;
 * `text_answer`, `text_analysis`: text-to-text: the sharer writes its answer, or a short analysis of the
   question, and the receiver reads that text before the question (`qc2c.eval.text`); bytes are the UTF-8
-  bytes of the text, and no fuser is needed (`TEXT`).
+  bytes of the text, and no fuser is needed (`TEXT`);
+* `latent`, `latent_int8`, `latent_int4`: the receiver decodes from a trained latent wire (fp16, int8, int4
+  packed bytes); `latent_text`: the same receiver reading the wire's source as text; `latent_placebo`:
+  another item's wire (`qc2c.latent.scorer`; the manifest's `eval.latent` names the wire; no fuser).
 
 Every setting is scored on the same items in the same batch step, so all comparisons are paired.
 """
@@ -33,8 +36,9 @@ COMPRESSED = "compressed"
 ALONE = ("receiver", "sharer")  # one model alone: no message, no fuser
 KV_BASELINES = ("c2c_fp16", "c2c_placebo")  # uncompressed sharer KV fused by the fuser
 TEXT = ("text_answer", "text_analysis")  # the sharer's text read by the receiver: no fuser
-BASELINES = ALONE + KV_BASELINES + TEXT
-NO_FUSER = ALONE + TEXT
+LATENT = ("latent", "latent_int8", "latent_int4", "latent_text", "latent_placebo")  # qc2c.latent.scorer
+BASELINES = ALONE + KV_BASELINES + TEXT + LATENT
+NO_FUSER = ALONE + TEXT + LATENT
 
 
 def setting_problems(settings: Sequence[str], pair: Any) -> list[str]:
@@ -56,6 +60,7 @@ def build_scorers(
     aligner: Any | None = None,
     seed: int = 0,
     text_max_new_tokens: int = 64,
+    latent: Any | None = None,
 ) -> dict[str, SettingScorer]:
     """One scorer per setting of a loaded pair: the runner and the eval benchmark build them here, so the
     benchmark times exactly what a run scores. With `aligner`, the C2C settings take the documented per-row
@@ -96,6 +101,10 @@ def build_scorers(
                 sharer_tokenizer=pair.sharer_tokenizer,
                 text_max_new_tokens=text_max_new_tokens,
             )
+        elif name in LATENT:
+            if latent is None:
+                raise ValueError(f"setting {name} needs a trained latent wire (eval.latent)")
+            scorers[name] = latent.scorer(name, pair.receiver, pair.receiver_tokenizer, device=device, seed=seed)
         else:
             raise ValueError(f"unknown setting {name!r} (allowed: {COMPRESSED}, {', '.join(BASELINES)})")
     return scorers
