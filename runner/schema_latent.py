@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from qc2c.latent.config import ADAPTERS, LatentConfig, LatentEvalConfig
 from qc2c.latent.data import DATA_SOURCES
 from runner.schema_types import (
+    Fraction,
     NonEmptyStr,
     NonNegativeFloat,
     PositiveInt,
@@ -21,7 +22,6 @@ from runner.schema_types import (
     RunName,
     Section,
     StrictBool,
-    UnitInterval,
 )
 
 LATENT_SETTINGS = ("latent", "latent_int8", "latent_int4", "latent_text", "latent_placebo")
@@ -48,8 +48,8 @@ class LatentTrain(Section):
     kd_weight: NonNegativeFloat = LatentConfig.kd_weight
     k_start: Small = LatentConfig.k_start
     k_end: Small = LatentConfig.k_end
-    keep_start: UnitInterval = LatentConfig.keep_start
-    keep_end: UnitInterval = LatentConfig.keep_end
+    keep_start: Fraction = LatentConfig.keep_start  # (0, 1]: a wire of zeros carries nothing
+    keep_end: Fraction = LatentConfig.keep_end
     log_every: PositiveInt = LatentConfig.log_every
 
     @model_validator(mode="after")
@@ -61,8 +61,6 @@ class LatentTrain(Section):
             problems.append(("from_run", "stage", "required with stage: b (the stage-a run it continues)"))
         if self.k_end < self.k_start:
             problems.append(("k_end", None, f"must be >= k_start ({self.k_start})"))
-        if self.keep_start <= 0 or self.keep_end <= 0:
-            problems.append(("keep_start", None, "keep probabilities must be > 0 (a wire of zeros carries nothing)"))
         if not self.deep_prefix and self.deep_prefix_len != LatentConfig.deep_prefix_len:
             problems.append(("deep_prefix_len", None, "only used with deep_prefix: true"))
         if not self.gist and self.gist_weight != LatentConfig.gist_weight:
