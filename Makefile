@@ -57,8 +57,8 @@ remote-sync: $(STAMP)  ## rsync the repo to TARGET (GIT=1 also sends .git)
 	$(PY) -m remote sync $(TARGET) $(if $(GIT),--git,)
 remote-setup: $(STAMP)  ## bootstrap TARGET once (tools check; make setup there, or its venv)
 	$(PY) -m remote setup $(TARGET)
-remote-launch: $(STAMP)  ## launch MANIFEST on TARGET, detached (SWEEP=1: one job array)
-	$(PY) -m remote launch $(TARGET) $(MANIFEST) $(if $(SWEEP),--sweep,)
+remote-launch: $(STAMP)  ## launch MANIFEST on TARGET, detached (SWEEP=1: one job array, CHUNK=16 points per task)
+	$(PY) -m remote launch $(TARGET) $(MANIFEST) $(if $(SWEEP),--sweep,) $(if $(CHUNK),--chunk $(CHUNK),)
 remote-status: $(STAMP)  ## pending/running/done/failed + progress of TARGET's jobs [JOB=name]
 	$(PY) -m remote status $(TARGET) $(if $(JOB),--job $(JOB),)
 remote-logs: $(STAMP)  ## log of the latest job on TARGET [JOB=name] [FOLLOW=1]

@@ -14,6 +14,7 @@ from invoke.exceptions import UnexpectedExit
 from paramiko.ssh_exception import SSHException
 
 from remote import ledger
+from remote.planning import DEFAULT_CHUNK, plan_tasks
 from remote.targets import DEFAULT_TARGETS, TargetError, UnsafeName, get_target
 from runner.exitcodes import EXIT_BAD_INPUT, EXIT_RUN_FAILED
 
@@ -34,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "launch":
             p.add_argument("manifest", type=Path)
             p.add_argument("--sweep", action="store_true", help="expand a sweep file into one job array")
+            p.add_argument(
+                "--chunk",
+                type=_positive,
+                default=DEFAULT_CHUNK,
+                help="grid points per array task (points differing only in kv share a task: %(default)s)",
+            )
         if verb in ("status", "logs", "cancel", "pull", "merge"):
             p.add_argument("--job", help="one job (name or Slurm id); default: all jobs of TARGET (latest for logs)")
         if verb == "status":
@@ -45,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "pull":
             p.add_argument("--partial", action="store_true", help="also pull in-flight runs")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -59,8 +73,17 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.verb == "launch":
         if not args.manifest.is_file():
             raise TargetError([f"{args.manifest}:1: manifest: file not found"])
-        entry = tasks.launch(target, args.manifest, is_sweep=args.sweep, ledger_path=args.ledger)
-        print(f"{entry.target}: launched {entry.name} ({entry.kind} {entry.handle}) -> {', '.join(entry.run_dirs)}")
+        chunk = args.chunk
+
+        def planner(manifest: Path, is_sweep: bool) -> list:
+            return plan_tasks(manifest, is_sweep, chunk=chunk)
+
+        entry = tasks.launch(target, args.manifest, is_sweep=args.sweep, ledger_path=args.ledger, planner=planner)
+        n_tasks = max(entry.task_of) + 1 if entry.task_of else len(entry.run_dirs)
+        print(
+            f"{entry.target}: launched {entry.name} ({entry.kind} {entry.handle}, {n_tasks} task(s)) -> "
+            f"{', '.join(entry.run_dirs)}"
+        )
         return 0
     if args.verb == "status":
         return tasks.status(target, as_json=args.json, **common)

@@ -22,12 +22,13 @@ class LedgerEntry:
     target: str
     kind: str
     manifest: str  # local manifest path as given to launch
-    run_dirs: list[str]  # relative to the repo root / far workdir, one per task
+    run_dirs: list[str]  # relative to the repo root / far workdir, one per run (a task may run several)
     job_dir: str  # far side
     handle: str  # tmux session name or Slurm array job id
     is_sweep: bool = False
     launched: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     pulled: list[str] = field(default_factory=list)
+    task_of: list[int] | None = None  # the array task of each run_dir (None: one run per task, in order)
 
 
 def _read(path: Path) -> dict:

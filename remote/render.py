@@ -17,7 +17,7 @@ import os
 import shlex
 from pathlib import PurePosixPath
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from remote.targets import Target, check_name, check_remote_path
 
@@ -26,12 +26,13 @@ PROBE_MARK = "@@qc2c"
 
 
 class Job(BaseModel):
-    """One launch: a single manifest (one task) or a sweep (one task per expanded manifest)."""
+    """One launch: a single manifest (one task) or a sweep (one task per group chunk or lone member)."""
 
     name: str
     target: Target
     run_dirs: list[str] = Field(min_length=1)  # relative to workdir, e.g. runs/smoke/smoke-0123456789
     is_sweep: bool = False
+    task_of: list[int] | None = None  # the array task of each run_dir (None: run_dir i is task i)
 
     @field_validator("name")
     @classmethod
@@ -49,9 +50,24 @@ class Job(BaseModel):
                 check_name(part, "run_dir component")
         return value
 
+    @model_validator(mode="after")
+    def _tasks(self) -> Job:
+        if self.task_of is not None:
+            if len(self.task_of) != len(self.run_dirs):
+                raise ValueError(f"task_of has {len(self.task_of)} entries for {len(self.run_dirs)} run_dirs")
+            if sorted(set(self.task_of)) != list(range(max(self.task_of) + 1)):
+                raise ValueError("task_of must number the tasks 0..n-1")
+        return self
+
     @property
     def n_tasks(self) -> int:
-        return len(self.run_dirs)
+        return len(self.run_dirs) if self.task_of is None else max(self.task_of) + 1
+
+    def task_run_dirs(self, task: int) -> list[str]:
+        """The run folders one array task writes (several for a sweep group)."""
+        if self.task_of is None:
+            return [self.run_dirs[task]]
+        return [d for d, t in zip(self.run_dirs, self.task_of, strict=True) if t == task]
 
     @property
     def job_dir(self) -> str:
@@ -60,8 +76,8 @@ class Job(BaseModel):
     def manifest_path(self, task: int) -> str:
         return f"{self.job_dir}/manifests/{task}.yaml"
 
-    def run_path(self, task: int) -> str:
-        return f"{self.target.workdir.rstrip('/')}/{self.run_dirs[task]}"
+    def run_paths(self, task: int) -> list[str]:
+        return [f"{self.target.workdir.rstrip('/')}/{d}" for d in self.task_run_dirs(task)]
 
 
 def qpath(path: str) -> str:
@@ -224,15 +240,18 @@ def sbatch_command(job: Job) -> str:
 
 
 def probe_command(job: Job) -> str:
-    """One far-side command that prints every task's state, exit_code and the run's status.json between
+    """One far-side command that prints every task's state, exit_code and its runs' status.json between
     marker lines (parsed by status.parse_probe)."""
     parts = []
     for task in range(job.n_tasks):
         base = f"{qpath(job.job_dir)}/task-{task}"
+        runs = "; ".join(
+            f"echo {PROBE_MARK} {task} status_json; cat {qpath(path)}/status.json 2>/dev/null; echo"
+            for path in job.run_paths(task)
+        )
         parts.append(
             f"echo {PROBE_MARK} {task} state; cat {base}/state 2>/dev/null; "
-            f"echo {PROBE_MARK} {task} exit_code; cat {base}/exit_code 2>/dev/null; "
-            f"echo {PROBE_MARK} {task} status_json; cat {qpath(job.run_path(task))}/status.json 2>/dev/null; echo"
+            f"echo {PROBE_MARK} {task} exit_code; cat {base}/exit_code 2>/dev/null; {runs}"
         )
     return "; ".join(parts)
 

@@ -64,21 +64,27 @@ class JobStatus:
 
 
 def parse_probe(text: str, n_tasks: int) -> list[TaskFiles]:
-    """Split render.probe_command output into per-task files; a torn or missing file reads as None."""
+    """Split render.probe_command output into per-task files; a torn or missing file reads as None. A task
+    that runs a sweep group prints one status.json per run: they are merged (`merge_run_status`)."""
     files = [TaskFiles() for _ in range(n_tasks)]
-    chunks: dict[tuple[int, str], list[str]] = {}
-    current: tuple[int, str] | None = None
+    chunks: list[tuple[int, str, list[str]]] = []
     for line in text.splitlines():
         if line.startswith(PROBE_MARK + " "):
             _, task, what = line.split(" ", 2)
-            current = (int(task), what.strip())
-            chunks[current] = []
-        elif current is not None:
-            chunks[current].append(line)
-    for (task, what), lines in chunks.items():
+            chunks.append((int(task), what.strip(), []))
+        elif chunks:
+            chunks[-1][2].append(line)
+    statuses: dict[int, list[dict | None]] = {}
+    for task, what, lines in chunks:
         if task >= n_tasks:
             continue
         body = "\n".join(lines).strip()
+        if what == "status_json":
+            try:
+                statuses.setdefault(task, []).append(json.loads(body) if body else None)
+            except json.JSONDecodeError:
+                statuses.setdefault(task, []).append(None)  # atomic writes: a bad file is not trusted
+            continue
         if not body:
             continue
         if what == "state":
@@ -88,12 +94,24 @@ def parse_probe(text: str, n_tasks: int) -> list[TaskFiles]:
                 files[task].exit_code = int(body.split()[0])
             except ValueError:
                 files[task].exit_code = None
-        elif what == "status_json":
-            try:
-                files[task].run_status = json.loads(body)
-            except json.JSONDecodeError:
-                files[task].run_status = None  # mid-write is impossible (atomic), a bad file is not trusted
+    for task, runs in statuses.items():
+        files[task].run_status = merge_run_status(runs)
     return files
+
+
+def merge_run_status(runs: list[dict | None]) -> dict | None:
+    """One status for the runs of a task: summed progress, the worst state (failed > preempted > running >
+    complete; a run without a readable status.json counts as not complete), the longest ETA."""
+    if len(runs) == 1:
+        return runs[0] if isinstance(runs[0], dict) else None
+    known = [r for r in runs if isinstance(r, dict)]
+    if not known:
+        return None
+    states = [r.get("state") for r in known] + (["running"] if len(known) < len(runs) else [])
+    worst = next((s for s in ("failed", "preempted", "running") if s in states), "complete")
+    datasets = {f"{i}:{name}": d for i, r in enumerate(known) for name, d in (r.get("datasets") or {}).items()}
+    etas = [r["eta_s"] for r in known if isinstance(r.get("eta_s"), int | float)]
+    return {"state": worst, "datasets": datasets, "eta_s": max(etas) if etas else None}
 
 
 def parse_squeue(text: str) -> dict[int, str]:

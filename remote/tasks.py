@@ -23,6 +23,7 @@ from remote.planning import PlannedTask, plan_tasks
 from remote.status import (
     UNREACHABLE,
     JobStatus,
+    TaskStatus,
     decide,
     format_status,
     parse_probe,
@@ -96,7 +97,10 @@ def launch(
 ) -> ledger.LedgerEntry:
     name = _job_name(manifest)  # a hostile file name is refused before anything runs
     planned = planner(manifest, is_sweep)
-    job = render.Job(name=name, target=target, run_dirs=[p.run_dir for p in planned], is_sweep=is_sweep)
+    run_dirs = [d for p in planned for d in p.run_dirs]
+    grouped = any(len(p.run_dirs) > 1 for p in planned)
+    task_of = [t for t, p in enumerate(planned) for _ in p.run_dirs] if grouped else None
+    job = render.Job(name=name, target=target, run_dirs=run_dirs, is_sweep=is_sweep, task_of=task_of)
     conn = connect(target)
     conn.run(f"umask 077 && mkdir -p {render.qpath(job.job_dir)}/manifests", hide=True)
     for i, task in enumerate(planned):
@@ -123,13 +127,16 @@ def launch(
         job_dir=job.job_dir,
         handle=handle,
         is_sweep=is_sweep,
+        task_of=job.task_of,
     )
     ledger.add_entry(entry, ledger_path)
     return entry
 
 
 def _job_of(target: Target, entry: ledger.LedgerEntry) -> render.Job:
-    return render.Job(name=entry.name, target=target, run_dirs=entry.run_dirs, is_sweep=entry.is_sweep)
+    return render.Job(
+        name=entry.name, target=target, run_dirs=entry.run_dirs, is_sweep=entry.is_sweep, task_of=entry.task_of
+    )
 
 
 def job_status(conn: Connection, target: Target, entry: ledger.LedgerEntry) -> JobStatus:
@@ -225,6 +232,40 @@ def snapshot_registry(conn: Connection, target: Target, repo: Path) -> Path | No
     return path
 
 
+def _pull_run(
+    target: Target,
+    entry: ledger.LedgerEntry,
+    task: TaskStatus,
+    run_dir: str,
+    repo: Path,
+    ledger_path: Path,
+    *,
+    partial: bool,
+) -> int:
+    """rsync one run folder of a task back (see `pull`); returns an exit code."""
+    if task.state != "done" and not partial:
+        print(f"{entry.name}[{task.task}] {run_dir} {task.state}: not pulled (use --partial for in-flight runs)")
+        return EXIT_OK
+    local = repo / run_dir
+    local.mkdir(parents=True, exist_ok=True)
+    dry = subprocess.run(
+        render.rsync_pull_argv(target, run_dir, str(local), dry_run=True), capture_output=True, text=True
+    )
+    if dry.returncode != 0:
+        print(f"{entry.name}[{task.task}]: rsync failed: {dry.stderr.strip()}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    rc = EXIT_OK
+    for name in conflicts_from_dry_run(dry.stdout):
+        print(f"{run_dir}/{name}: differs locally; kept the local file (not overwritten)", file=sys.stderr)
+        rc = EXIT_RUN_FAILED
+    if subprocess.run(render.rsync_pull_argv(target, run_dir, str(local), dry_run=False), check=False).returncode:
+        return EXIT_RUN_FAILED
+    if task.state == "done":
+        ledger.mark_pulled(entry.name, entry.target, run_dir, ledger_path)
+    print(f"{entry.name}[{task.task}] pulled {run_dir} ({task.state})")
+    return rc
+
+
 def pull(target: Target, *, job: str | None, ledger_path: Path, repo: Path, partial: bool = False) -> int:
     """rsync run folders back; complete ones only unless `partial`. Local files that differ are kept and
     reported (exit 1), never overwritten."""
@@ -243,28 +284,8 @@ def pull(target: Target, *, job: str | None, ledger_path: Path, repo: Path, part
         if subprocess.run(render.rsync_job_logs_argv(target, entry.job_dir, str(logs_dir)), check=False).returncode:
             print(f"{entry.name}: could not copy the job logs", file=sys.stderr)
             rc = EXIT_RUN_FAILED
+        job_of = _job_of(target, entry)
         for task in result.tasks:
-            run_dir = entry.run_dirs[task.task]
-            if task.state != "done" and not partial:
-                print(f"{entry.name}[{task.task}] {task.state}: not pulled (use --partial for in-flight runs)")
-                continue
-            local = repo / run_dir
-            local.mkdir(parents=True, exist_ok=True)
-            dry = subprocess.run(
-                render.rsync_pull_argv(target, run_dir, str(local), dry_run=True), capture_output=True, text=True
-            )
-            if dry.returncode != 0:
-                print(f"{entry.name}[{task.task}]: rsync failed: {dry.stderr.strip()}", file=sys.stderr)
-                rc = EXIT_RUN_FAILED
-                continue
-            for name in conflicts_from_dry_run(dry.stdout):
-                print(f"{run_dir}/{name}: differs locally; kept the local file (not overwritten)", file=sys.stderr)
-                rc = EXIT_RUN_FAILED
-            real = subprocess.run(render.rsync_pull_argv(target, run_dir, str(local), dry_run=False), check=False)
-            if real.returncode != 0:
-                rc = EXIT_RUN_FAILED
-                continue
-            if task.state == "done":
-                ledger.mark_pulled(entry.name, entry.target, run_dir, ledger_path)
-            print(f"{entry.name}[{task.task}] pulled {run_dir} ({task.state})")
+            for run_dir in job_of.task_run_dirs(task.task):
+                rc = max(rc, _pull_run(target, entry, task, run_dir, repo, ledger_path, partial=partial))
     return rc

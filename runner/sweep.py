@@ -128,3 +128,36 @@ def _format(value: Any) -> str:
     if isinstance(value, dict):
         return "_".join(f"{k}_{_format(v)}" for k, v in value.items())
     return "null" if value is None else str(value)
+
+
+def grid_chunks(path: str | os.PathLike[str], max_points: int) -> list[tuple[dict[str, Any] | None, list[int]]]:
+    """A sweep's members in chunks that each run as one group in one process (runner.sweep_exec), for job
+    arrays: members that differ only in `kv` values share a chunk, at most `max_points` of them where the
+    grid allows (the first kv key's values are split; the rest of the kv grid stays whole). Each chunk is
+    (a self-contained sweep document — includes merged, the grid narrowed to the chunk, so it expands to the
+    same member names and run keys — or None for a chunk of one member, member indices in expansion order).
+    """
+    doc = load_document(path)
+    if "grid" not in doc.data:
+        return [(None, [0])]
+    grid = _read_grid(doc)
+    keys = list(grid)
+    index = {tuple(repr(v) for v in combo): i for i, combo in enumerate(itertools.product(*grid.values()))}
+    kv = [k for k in keys if k[0] == "kv"]
+    other = [k for k in keys if k[0] != "kv"]
+    if not kv:
+        return [(None, [i]) for i in range(len(index))]
+    rest = math.prod(len(grid[k]) for k in kv[1:])
+    step = max(1, max_points // rest)
+    chunks: list[tuple[dict[str, Any] | None, list[int]]] = []
+    for fixed in itertools.product(*(grid[k] for k in other)):
+        first = grid[kv[0]]
+        for start in range(0, len(first), step):
+            sub = {**{k: [v] for k, v in zip(other, fixed, strict=True)}, kv[0]: first[start : start + step]}
+            sub.update({k: grid[k] for k in kv[1:]})
+            ordered = {k: sub[k] for k in keys}  # the file's key order: the same expansion order and names
+            members = [index[tuple(repr(v) for v in combo)] for combo in itertools.product(*ordered.values())]
+            data = {k: copy.deepcopy(v) for k, v in doc.data.items() if k != "grid"}
+            data["grid"] = {".".join(map(str, k)): v for k, v in ordered.items()}
+            chunks.append((data if len(members) > 1 else None, members))
+    return chunks

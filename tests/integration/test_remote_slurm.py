@@ -199,3 +199,29 @@ def test_real_smoke_manifest_requeued_on_usr1_resumes_then_pull_merge(far, clust
     )
     golden = json.loads((local / "golden" / "golden_runs.json").read_text())
     assert any(entry.run_dirs[0] in json.dumps(row) for row in golden["rows"].values())
+
+
+@pytest.mark.slow
+def test_real_sweep_runs_one_array_task_per_group_and_pulls_every_point(far, tmp_path, capsys):
+    """A 2 × 2 grid (eval.limit × kv.quant.scheme) through the real runner: the points that differ only in kv
+    share an array task (one process scores them as a group), so 4 runs are 2 tasks; status sums a task's
+    runs; pull brings back every run folder with its own results."""
+    common, local = far["common"], far["local"]
+    assert main([*common, "--repo", str(REPO), "sync", "real", "--git"]) == 0
+    (tmp_path / "smoke.yaml").write_text((REPO / "manifests" / "smoke.yaml").read_text())
+    sweep = tmp_path / "grid.yaml"
+    sweep.write_text("include: smoke.yaml\nname: rgrid\ngrid:\n  eval.limit: [2, 3]\n  kv.quant.scheme: [int8, int4]\n")
+    assert main([*common, "launch", "real", str(sweep), "--sweep"]) == 0
+    assert "2 task(s)" in capsys.readouterr().out
+    entry = ledger.select(ledger.load_entries(local / "runs" / "remote_jobs.json"), "real")[-1]
+    assert entry.task_of == [0, 0, 1, 1] and len(set(entry.run_dirs)) == 4
+    real = far["target"].model_copy(update={"name": "real", "run_command": ["python", "-m", "runner", "run"]})
+    status = wait_state({**far, "target": real}, entry, lambda s: s.state in ("done", "failed"), 400)
+    logs = {p.name: p.read_text() for p in Path(entry.job_dir).glob("slurm-*_*.out")}
+    assert status.state == "done", (status, [log[-2000:] for log in logs.values()])
+    assert [t.n_total for t in status.tasks] == [2 * 2, 2 * 3]  # each task: its two points' items
+    assert len(logs) == 2 and all("sweep group: 2 grid points" in log for log in logs.values()), logs
+    assert main([*common, "--repo", str(local), "pull", "real", "--job", entry.name]) == 0
+    for run_dir in entry.run_dirs:
+        result = json.loads((local / run_dir / "results" / "mini.json").read_text())
+        assert result["kv"]["quant"]["scheme"] in run_dir and result["run_key"][:10] in run_dir

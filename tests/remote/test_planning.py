@@ -39,9 +39,10 @@ def test_sweep_without_flag_is_refused_and_bad_manifest_names_its_line(tmp_path,
 @pytest.mark.slow
 def test_sweep_members_round_trip_to_the_planned_run_keys(monkeypatch):
     monkeypatch.chdir(REPO)
-    tasks = plan_tasks(SWEEP, True)
-    assert len(tasks) == 6 and len({t.run_dir for t in tasks}) == 6
-    assert [t.run_dir.split("-scheme_")[1].rsplit("-", 1)[0] for t in tasks] == [
+    [group] = plan_tasks(SWEEP, True)  # six schemes differ only in kv: one task scores them as one group
+    one_each = plan_tasks(SWEEP, True, chunk=1)
+    assert len(one_each) == 6 and [t.run_dir for t in one_each] == group.run_dirs
+    assert [d.split("-scheme_")[1].rsplit("-", 1)[0] for d in group.run_dirs] == [
         "int8",
         "int4",
         "int2",
@@ -49,3 +50,28 @@ def test_sweep_members_round_trip_to_the_planned_run_keys(monkeypatch):
         "fp8_e4m3",
         "fp8_e5m2",
     ]  # the grid order in manifests/sweeps/m2_schemes.yaml
+
+
+def test_a_grid_is_chunked_by_group_and_each_chunk_expands_to_its_planned_members(tmp_path, monkeypatch):
+    from runner.sweep import expand_file
+
+    monkeypatch.chdir(REPO)
+    sweep = tmp_path / "grid.yaml"
+    (tmp_path / "smoke.yaml").write_text(SMOKE.read_text())
+    sweep.write_text(
+        "include: smoke.yaml\nname: g\ngrid:\n"
+        "  eval.limit: [2, 3]\n  kv.quant.scheme: [int8, int4, int2, nf4, fp8_e4m3]\n  kv.selection.keep: [0.5, 1.0]\n"
+    )
+    tasks = plan_tasks(sweep, True, chunk=4)
+    # eval.limit splits the 20 points into two groups of 10; each group is cut into chunks of two schemes
+    # (x two keeps = 4 points) and a last chunk of one scheme
+    assert [len(t.run_dirs) for t in tasks] == [4, 4, 2, 4, 4, 2]
+    planned = [d for t in tasks for d in t.run_dirs]
+    members = expand_file(sweep)
+    assert sorted(planned) == sorted(f"runs/{m.milestone}/{m.name}-{m.run_key()[:10]}" for m in members)
+    for task in tasks:
+        path = tmp_path / "task.yaml"
+        path.write_text(task.manifest_text)
+        expanded = expand_file(path)
+        assert [f"runs/{m.milestone}/{m.name}-{m.run_key()[:10]}" for m in expanded] == task.run_dirs
+        assert len({m.eval.limit for m in expanded}) == 1

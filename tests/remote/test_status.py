@@ -189,3 +189,44 @@ def test_decide_table(files, scheduler, kind, expected):
 def test_pull_conflicts_are_files_that_exist_and_differ():
     dry = ">f+++++++++ results/mini.json\n>fcs.t...... status.json\ncd+++++++++ logs/\n.d..t...... ./\n>f.st...... logs/run.log\n"
     assert conflicts_from_dry_run(dry) == ["status.json", "logs/run.log"]
+
+
+def test_a_task_running_a_sweep_group_sums_its_runs_and_reports_the_worst_state():
+    from remote.status import merge_run_status
+
+    def status(state, n_done, n_total, eta=None):
+        return json.dumps({"state": state, "datasets": {"mini": {"n_done": n_done, "n_total": n_total}}, "eta_s": eta})
+
+    text = "\n".join(
+        [
+            f"{render.PROBE_MARK} 0 state",
+            "running",
+            f"{render.PROBE_MARK} 0 exit_code",
+            f"{render.PROBE_MARK} 0 status_json",
+            status("complete", 3, 3),
+            f"{render.PROBE_MARK} 0 status_json",
+            status("running", 1, 3, 12.0),
+        ]
+    )
+    [files] = parse_probe(text, 1)
+    assert files.run_status["state"] == "running" and files.run_status["eta_s"] == 12.0
+    assert sum(d["n_done"] for d in files.run_status["datasets"].values()) == 4
+    done = {"state": "complete", "datasets": {}}
+    assert merge_run_status([done, None])["state"] == "running"  # an unreadable run is not complete
+    assert merge_run_status([done, {"state": "failed"}])["state"] == "failed"
+    assert merge_run_status([done, done])["state"] == "complete"
+
+
+def test_job_task_of_must_number_every_run_and_every_task():
+    from pydantic import ValidationError
+
+    Job = render.Job
+
+    target = Target.model_validate({"name": "t", "kind": "runpod", "host": "127.0.0.1", "workdir": "/w"})
+    dirs = ["runs/m/a-1", "runs/m/b-2", "runs/m/c-3"]
+    job = Job(name="j", target=target, run_dirs=dirs, task_of=[0, 0, 1])
+    assert job.n_tasks == 2 and job.task_run_dirs(0) == dirs[:2] and job.task_run_dirs(1) == dirs[2:]
+    assert Job(name="j", target=target, run_dirs=dirs).n_tasks == 3
+    for bad in ([0, 1], [0, 2, 2]):
+        with pytest.raises(ValidationError):
+            Job(name="j", target=target, run_dirs=dirs, task_of=bad)
