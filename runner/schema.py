@@ -39,13 +39,7 @@ from qc2c.config import (
 from qc2c.eval.settings import BASELINES, NO_FUSER, TEXT, setting_problems
 from qc2c.kv.quant import CONVENTIONS, convention_applies
 from qc2c.kv.schemes.base import SCALE_DTYPES
-from runner.schema_latent import (
-    LatentEval,
-    LatentTrain,
-    eval_latent_problems,
-    latent_run_key_exclude,
-    train_latent_problems,
-)
+from runner import schema_latent as lat
 from runner.schema_types import (  # noqa: F401  (PATTERN_HELP, NAME_PATTERN: re-exported for the loader, tests)
     DEVICE_PATTERN,
     NAME_PATTERN,
@@ -225,7 +219,7 @@ class Eval(Section):
     batch_size: PositiveInt = EvalConfig.batch_size
     baselines: Annotated[tuple[Literal[BASELINES], ...], Unique] = ("receiver", "c2c_fp16")
     text: Text | None = None  # null: the defaults (left out of the run key, so older keys stay valid)
-    latent: LatentEval | None = None  # the trained latent wire of the latent_* settings (runner.schema_latent)
+    latent: lat.LatentEval | None = None  # the trained latent wire of the latent_* settings (runner.schema_latent)
 
     def config(self) -> EvalConfig:
         """What scoring consumes (qc2c.config.EvalConfig); `text: null` is the default TextConfig."""
@@ -302,14 +296,14 @@ class Train(Section):
     qat: StrictBool = TrainConfig.qat
     save_steps: PositiveInt = TrainConfig.save_steps
     method: Literal["c2c", "latent"] = TrainConfig.method  # latent: a latent wire, no fuser (runner.schema_latent)
-    latent: LatentTrain | None = None
+    latent: lat.LatentTrain | None = None
 
     def config(self) -> TrainConfig:
         return super().config()
 
     @model_validator(mode="after")
     def _method(self) -> Train:
-        rules = train_latent_problems(self)
+        rules = lat.train_latent_problems(self)
         if self.method == "c2c" and self.data is None:
             rules.append(("train.data", "train.method", "required with method: c2c (a dataset or a jsonl)"))
         problems = [(f.removeprefix("train."), None, why) for f, _, why in rules]
@@ -352,7 +346,7 @@ class Manifest(Section):
 
     @model_validator(mode="after")
     def _sections_match_kind(self) -> Manifest:
-        problems = _kind_problems(self) + _fuser_problems(self) + eval_latent_problems(self)
+        problems = _kind_problems(self) + _fuser_problems(self) + lat.eval_latent_problems(self)
         if self.eval is not None:
             problems += [("eval.baselines", None, why) for why in setting_problems(self.eval.baselines, self.pair)]
         if problems:
@@ -369,7 +363,7 @@ class Manifest(Section):
         # rows), and a kv without an asymmetric int scheme is unaffected by it
         if self.kv.quant.convention == "observer" or not convention_applies(self.kv.config()):
             exclude["kv"] = {"quant": {"convention"}}
-        latent_run_key_exclude(self, exclude)
+        lat.latent_run_key_exclude(self, exclude)
         data = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
