@@ -56,15 +56,15 @@ def _write(tmp_path: Path, *, limit: int = 8, batch: int = 4, grid: str = GRID) 
     return sweep
 
 
-def _outcome(run_dir: Path) -> tuple[list[dict], dict]:
+def _outcome(run_dir: Path, dataset: str = "mini") -> tuple[list[dict], dict]:
     """What must not differ between two runs of one manifest: per-sample predictions, probabilities, bytes;
     the results minus wall-clock timing and creation provenance."""
-    records = read_progress(run_dir / "progress" / "mini.jsonl").records
+    records = read_progress(run_dir / "progress" / f"{dataset}.jsonl").records
     samples = [
         {"id": r["id"], **{s: (v["pred"], v["option_probs"], v.get("nbytes")) for s, v in r["settings"].items()}}
         for r in records
     ]
-    result = load_result(run_dir / "results" / "mini.json").dump()
+    result = load_result(run_dir / "results" / f"{dataset}.json").dump()
     for setting in result["settings"].values():
         setting.pop("timing")
     result.pop("provenance")
@@ -159,3 +159,63 @@ def test_a_sigkilled_sweep_resumes_every_point_with_nothing_lost_or_scored_twice
         samples, result = _outcome(run_dir)
         assert len(samples) == 12 and len({s["id"] for s in samples}) == 12
         assert (samples, result) == _outcome(ref[name]), name
+
+
+def test_a_stop_signal_preempts_every_point_with_75_and_the_rerun_resumes_them(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    import qc2c.eval.shared as shared
+    from runner.exitcodes import EXIT_PREEMPTED
+
+    sweep = _write(tmp_path, grid=GRID.replace("[0.5, 1.0]", "[0.5]"))
+    manifests = load_manifests(sweep)
+    real, calls = shared.score_shared, []
+
+    def stop_on_second_batch(group, items):
+        calls.append(len(group))
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # abandoned at once by the stop flag
+        return real(group, items)
+
+    monkeypatch.setattr(shared, "score_shared", stop_on_second_batch)
+    runs = tmp_path / "runs"
+    assert run_native(sweep, manifests, runs_dir=runs, container=NATIVE) == EXIT_PREEMPTED
+    dirs = _run_dirs(runs)
+    assert len(dirs) == 3
+    for run_dir in dirs.values():
+        status = json.loads((run_dir / "status.json").read_text())
+        assert status["state"] == "preempted" and status["exit_code"] == EXIT_PREEMPTED
+        assert len(read_progress(run_dir / "progress" / "mini.jsonl").records) == 4  # the first batch, whole
+    assert all(e.pid is None and "preempted" in e.reason for e in Registry(runs).entries())  # released
+    monkeypatch.setattr(shared, "score_shared", real)
+    assert run_native(sweep, manifests, runs_dir=runs, container=NATIVE) == EXIT_OK
+    alone = tmp_path / "alone"
+    assert run_native(sweep, manifests, runs_dir=alone, container=NATIVE, grouped=False) == EXIT_OK
+    for name, run_dir in _run_dirs(runs).items():
+        assert _outcome(run_dir) == _outcome(_run_dirs(alone)[name]), name
+
+
+def test_on_the_demo_pair_a_grouped_budget_sweep_equals_its_points_run_alone(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(
+        "schema: 1\nname: dbase\nmilestone: gtest\n"
+        'pair: {receiver: "demo:receiver", sharer: "demo:sharer"}\n'
+        'fuser: {path: "demo:receiver+sharer"}\n'
+        "kv: {quant: {scheme: int8}, budget: {bytes_per_sample: 2000}}\n"
+        "eval: {datasets: [demo], limit: [170, 186], batch_size: 8, baselines: [receiver, sharer, c2c_fp16]}\n"
+        "runtime: {device: cpu, dtype: float32, container: native}\n"
+    )
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("include: base.yaml\nname: db\ngrid:\n  kv.budget.bytes_per_sample: [1500, 4500, 15000]\n")
+    manifests = load_manifests(sweep)
+    grouped, alone = tmp_path / "grouped", tmp_path / "alone"
+    assert run_native(sweep, manifests, runs_dir=grouped, container=NATIVE) == EXIT_OK
+    assert run_native(sweep, manifests, runs_dir=alone, container=NATIVE, grouped=False) == EXIT_OK
+    runs_g, runs_a = _run_dirs(grouped), _run_dirs(alone)
+    assert len(runs_g) == 3
+    for name in runs_g:
+        samples, result = _outcome(runs_g[name], "demo")
+        assert (samples, result) == _outcome(runs_a[name], "demo"), name
+        assert result["settings"]["compressed"]["n"] == 16
+    means = sorted(_outcome(d, "demo")[1]["settings"]["compressed"]["bytes"]["mean"] for d in runs_g.values())
+    assert means[0] < means[1] < means[2]  # three budgets, three message sizes
