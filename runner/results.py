@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from qc2c.errors import ProblemsError
 from qc2c.eval.settings import ALONE, BASELINES, COMPRESSED, NO_FUSER, TEXT  # noqa: F401  (re-exported)
@@ -122,6 +122,20 @@ class SubjectResult(Part):
         return self
 
 
+class QAStats(Part):
+    """Short-answer scores of a latent setting on some items (qc2c.latent.scorer): the value word is the answer."""
+
+    n: Count = Field(description="samples scored")
+    exact_match: Fraction = Field(description="mean exact match of the greedy answer (SQuAD normalisation)")
+    f1: Fraction = Field(description="mean token F1 of the greedy answer")
+    first_acc: Fraction = Field(description="first-token acceptance: the greedy first token is the answer's")
+    nll_per_token: NonNegative = Field(description="mean NLL per answer token (value and EOS), teacher-forced")
+
+
+class QAResult(QAStats):
+    subjects: dict[str, QAStats] | None = Field(None, description="per subject, as `subjects` of the setting")
+
+
 class SettingResult(Part):
     """What one setting (the compressed path or one baseline) scored on the dataset."""
 
@@ -147,6 +161,15 @@ class SettingResult(Part):
     subjects: dict[str, SubjectResult] | None = Field(
         None, description=f"per subject, when the items carry 2..{MAX_SUBJECTS} subjects (null otherwise)"
     )
+    qa: QAResult | None = Field(None, description="short-answer scores (latent settings only; absent otherwise)")
+
+    @model_serializer(mode="wrap")
+    def _without_empty_qa(self, handler: Any) -> dict[str, Any]:
+        # absent rather than null: rows and results written before the field keep their bytes and seals
+        data = handler(self)
+        if data.get("qa") is None:
+            data.pop("qa", None)
+        return data
 
     @model_validator(mode="after")
     def _counts(self) -> SettingResult:

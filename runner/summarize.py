@@ -31,6 +31,8 @@ from runner.results import (
     PairInfo,
     PrecisionView,
     ProvenanceSummary,
+    QAResult,
+    QAStats,
     SettingResult,
     SubjectResult,
     Timing,
@@ -175,7 +177,31 @@ def setting_result(
         timing=_timing(rows),
         oracle=oracle,
         subjects=_subjects(records, setting, settings, seed),
+        qa=_qa(records, setting),
     )
+
+
+def _qa_stats(rows: list[dict[str, Any]]) -> QAStats:
+    n = len(rows)
+    return QAStats(
+        n=n,
+        exact_match=sum(bool(r["em"]) for r in rows) / n,
+        f1=sum(float(r["f1"]) for r in rows) / n,
+        first_acc=sum(bool(r["first_ok"]) for r in rows) / n,
+        nll_per_token=sum(float(r["nll_per_token"]) for r in rows) / n,
+    )
+
+
+def _qa(records: list[dict[str, Any]], setting: str) -> QAResult | None:
+    """Short-answer scores of a setting whose rows carry them (the latent settings), overall and per subject."""
+    rows = [r for r in setting_rows(records, setting) if r.get("em") is not None]
+    if not rows or len(rows) != len(records):
+        return None
+    names = sorted({r.get("subject") for r in records if r.get("subject") is not None})
+    subjects = None
+    if 2 <= len(names) <= MAX_SUBJECTS:
+        subjects = {n: _qa_stats(setting_rows([r for r in records if r.get("subject") == n], setting)) for n in names}
+    return QAResult(**_qa_stats(rows).model_dump(), subjects=subjects)
 
 
 def precision_view(session: Any) -> PrecisionView | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from runner.golden.latent_table import render_latent
 from runner.golden.panels import panels
 from runner.golden.same_bytes import render_same_bytes
 from runner.golden.subjects import subject_lines
@@ -54,6 +55,9 @@ def render_summary(golden: GoldenFile) -> str:
     if by_milestone:
         lines += ["## same bytes: compressed KV vs text", ""]
         lines += same_bytes or ["_No pair has both text-to-text and compressed rows on the same items._", ""]
+    latent = render_latent(golden)
+    if latent:  # only once a run scored the latent wire (runner.golden.latent_table)
+        lines += ["## latent wire vs KV vs text", ""] + latent
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -1,0 +1,69 @@
+"""The summary's "latent wire vs KV vs text" section: text, C2C KV messages and the latent wire on the same items.
+
+One table per dataset and receiver whose runs scored latent settings (manifests/demo_latent*.yaml). Each row is
+one setting of one run at its measured bytes per sample; Δ is the paired difference to the same run's
+`latent` setting (bootstrap 95% interval, exact McNemar p: the same items, the same batch step). A setting
+whose numbers another run of the table already showed is listed once. The short-answer columns (EM, F1,
+first-token acceptance, NLL per answer token) exist for the latent settings only.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from runner.golden.validate import COMPRESSED, GoldenFile, GoldenRow
+
+HEADER = (
+    "| setting | run | bytes | accuracy | sharer_only | Δ vs latent [paired 95% CI] | McNemar p "
+    "| EM | F1 | first_acc | NLL/token |"
+)
+RULE = "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+LATENT = "latent"
+
+
+def _group(row: GoldenRow) -> tuple:
+    return (row.dataset.name, row.pair.receiver, row.dataset.fingerprint, row.protocol)
+
+
+def _cells(row: GoldenRow) -> list[str]:
+    m = row.metrics
+    name = f"{row.family} ({row.setting})" if row.setting == COMPRESSED else row.setting
+    size = f"{m.bytes.mean:,.0f}" if m.bytes is not None else "—"
+    subject = (m.subjects or {}).get("sharer_only")
+    held_out = f"{subject.accuracy:.3f}" if subject is not None else "—"
+    paired = m.paired.get(LATENT)
+    delta, p = ("—", "—")
+    if paired is not None:
+        delta = f"{paired.diff:+.3f} [{paired.ci95[0]:+.3f}, {paired.ci95[1]:+.3f}]"
+        p = f"{paired.mcnemar_p:.3g}"
+    qa = m.qa
+    short = (
+        [f"{qa.exact_match:.3f}", f"{qa.f1:.3f}", f"{qa.first_acc:.3f}", f"{qa.nll_per_token:.3f}"] if qa else ["—"] * 4
+    )
+    return [name, row.manifest, size, f"{m.accuracy:.3f}", held_out, delta, p, *short]
+
+
+def render_latent(golden: GoldenFile) -> list[str]:
+    """The section's lines (empty when no run scored a latent setting)."""
+    runs: dict[str, list[GoldenRow]] = defaultdict(list)
+    for row in golden.rows.values():
+        runs[row.run_key].append(row)
+    groups: dict[tuple, list[list[GoldenRow]]] = defaultdict(list)
+    for rows in runs.values():
+        if any(r.setting == LATENT for r in rows):
+            groups[_group(rows[0])].append(rows)
+    lines: list[str] = []
+    for key in sorted(groups):
+        dataset, receiver = key[0], key[1]
+        lines += [f"### {dataset} · receiver {receiver}", "", HEADER, RULE]
+        seen: set[tuple] = set()
+        for rows in sorted(groups[key], key=lambda rs: (rs[0].manifest, rs[0].run_key)):
+            for row in sorted(rows, key=lambda r: (-(r.metrics.bytes.mean if r.metrics.bytes else 1e18), r.setting)):
+                m = row.metrics
+                ident = (row.setting, row.family, m.n_correct, m.n, m.bytes.mean if m.bytes else None)
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row)) + " |")
+        lines.append("")
+    return lines
