@@ -147,15 +147,43 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """`train`: data, projector, layer map, optimizer, QAT (qc2c.train.sft)."""
+class KDConfig:
+    """`train.kd` (objective kd): the top-K logit cache (a folder, or the runner's `from_run`) and the loss."""
+
+    path: str | None = None  # a KD cache folder; the runner resolves `from_run` into it
+    from_run: str | None = None
+    temperature: float = 2.0
+    kl_weight: float = 1.0
+    hard_weight: float = 0.0  # CE against the teacher's top-1 id
+    ce_weight: float = 0.0  # CE against the data's next token
+
+
+@dataclass(frozen=True)
+class KDCacheConfig:
+    """`kd_cache` (kind: kd_cache): the teacher, its data and the cache's shape (qc2c.kd)."""
 
     data: TrainDataConfig
+    teacher: str = "c2c_fp16"  # c2c_fp16 | compressed (the manifest's kv) | receiver | sharer
+    top_k: int = 64
+    random_negatives: int = 0
+    packing: bool = False  # contiguous max_length blocks (single-model teachers); else one conversation per row
+    shard_size: int = 256
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`train`: data, projector, layer map, optimizer, QAT, objective (qc2c.train.sft, qc2c.train.kd)."""
+
+    data: TrainDataConfig | None = None  # None with objective kd: the rows come from the KD cache
     projector: ProjectorConfig = ProjectorConfig()
     layer_map: str = "last_aligned"
     optim: OptimConfig = OptimConfig()
     qat: bool = False
     save_steps: int = 500
+    objective: str = "sft"  # sft | kd
+    kd: KDConfig | None = None
+    gradient_checkpointing: bool = False  # the receiver's layers, non-reentrant (qc2c.train.grad_ckpt)
     method: str = "c2c"  # c2c (a fuser) | latent (a latent wire, qc2c.latent.train)
     latent: LatentConfig | None = None
 

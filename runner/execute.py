@@ -2,8 +2,8 @@
 
 An eval run loads the session (pair, fuser, codec, one scorer per setting), scores every dataset in
 batches (runner.scoring_loop), writes provenance.json and the results files (runner.summarize). A
-`kind: train` run goes to runner.train_exec. Both run inside runner.lifecycle, which claims the run,
-prepares its folder and decides its status and exit code.
+`kind: train` run goes to runner.train_exec, a `kind: kd_cache` run to runner.kd_cache_exec. All run inside
+runner.lifecycle, which claims the run, prepares its folder and decides its status and exit code.
 
 Durability: each batch's records are appended and fsync'd before the next batch starts, so a SIGKILL loses
 at most the batch in flight and a re-run resumes from the progress files (no sample scored twice, none
@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from runner import fsio
+from runner.kd_cache_exec import run_kd_cache_plan
 from runner.latent_exec import run_latent_train_plan
 from runner.lifecycle import REPO_ROOT, RunHandles, execute_lifecycle
 from runner.plan import Plan
@@ -37,6 +38,8 @@ def run_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Progres
         return run_latent_train_plan(plan, container=container, ui=ui)
     if plan.manifest.kind == "train":
         return run_train_plan(plan, container=container, ui=ui)
+    if plan.manifest.kind == "kd_cache":
+        return run_kd_cache_plan(plan, container=container, ui=ui)
     return run_eval_plan(plan, container=container, ui=ui)
 
 

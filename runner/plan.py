@@ -47,6 +47,7 @@ class Plan:
     fuser_ref: str | dict[str, Any] | None = None
     fuser_source: str | None = None
     problems: list[str] = field(default_factory=list)
+    kd_cache_dir: str | None = None  # train.kd's cache folder (from_run resolved), objective kd only
     latent_dir: str | None = None  # eval.latent / train.latent.from_run as a final/ folder (runner.latent_plan)
 
     @property
@@ -133,6 +134,26 @@ def make_plan(manifest: Manifest, *, source: Path | None, runs_dir: Path | None 
             plan.fuser_ref, plan.fuser_source = resolve_fuser(manifest, registry)
         except PlanError as exc:
             plan.problems.extend(exc.problems)
+        try:
+            plan.kd_cache_dir = resolve_kd_cache(manifest, registry)
+        except PlanError as exc:
+            plan.problems.extend(exc.problems)
         plan.latent_dir, latent_problems = resolve_latent(manifest, registry)
         plan.problems.extend(latent_problems)
     return plan
+
+
+def resolve_kd_cache(manifest: Manifest, registry: Registry) -> str | None:
+    """train.kd's cache folder: `path` as given, `from_run: NAME` the run folder of NAME's latest complete run."""
+    kd = manifest.train.kd if manifest.train is not None else None
+    if kd is None or kd.path is not None:
+        return None if kd is None else kd.path
+    entry = registry.latest_complete(kd.from_run)
+    if entry is None or entry.run_dir is None or not (Path(entry.run_dir) / "meta.json").is_file():
+        raise PlanError(
+            [
+                f"train.kd.from_run: no complete kind: kd_cache run of manifest {kd.from_run!r} in {registry.path} "
+                f"(build it first: make run MANIFEST=manifests/{kd.from_run}.yaml)"
+            ]
+        )
+    return str(entry.run_dir)

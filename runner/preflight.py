@@ -37,7 +37,9 @@ def preflight_report(plan: Any) -> tuple[list[str], list[str]]:
     if m.kind == "eval" and m.eval is not None:
         problems += _eval_data_problems(m)
     if m.kind == "train" and m.train is not None and m.train.data is not None:
-        problems += _train_data_problems(m)
+        problems += _train_data_problems(m.train.data.config(), "train.data")
+    if m.kind == "kd_cache" and m.kd_cache is not None:
+        problems += _train_data_problems(m.kd_cache.data.config(), "kd_cache.data")
     return problems, _precision_warnings(m, fuser)
 
 
@@ -97,22 +99,21 @@ def _eval_data_problems(m: Any) -> list[str]:
     return problems
 
 
-def _train_data_problems(m: Any) -> list[str]:
+def _train_data_problems(data: Any, where: str) -> list[str]:
     from dataclasses import replace
 
     from qc2c.train.data import DataError, load_conversations
 
-    data = m.train.data.config()
     try:
         load_conversations(replace(data, limit=1))
     except DataError as exc:
-        return [f"train.data: {exc}"]
+        return [f"{where}: {exc}"]
     except Exception as exc:  # noqa: BLE001 - the HF datasets library raises many types for a cache miss
         if data.jsonl:
-            return [f"train.data.jsonl: {data.jsonl}: {_one_line(exc)}"]
+            return [f"{where}.jsonl: {data.jsonl}: {_one_line(exc)}"]
         fetch = f"python -m qc2c.prefetch train-data {data.dataset} --split {data.split}"
         return [
-            f"train.data.dataset: {data.dataset!r} cannot be loaded here ({_one_line(exc)[:200]}); on a machine "
-            f"with hub access run `{fetch}` and copy the HF cache, or give train.data.jsonl"
+            f"{where}.dataset: {data.dataset!r} cannot be loaded here ({_one_line(exc)[:200]}); on a machine "
+            f"with hub access run `{fetch}` and copy the HF cache, or give {where}.jsonl"
         ]
     return []

@@ -34,12 +34,13 @@ from qc2c.config import (
     SelectionConfig,
     TextConfig,
     TrainConfig,
-    TrainDataConfig,
 )
 from qc2c.eval.settings import BASELINES, NO_FUSER, TEXT, setting_problems
 from qc2c.kv.quant import CONVENTIONS, convention_applies
 from qc2c.kv.schemes.base import SCALE_DTYPES
 from runner import schema_latent as lat
+from runner.schema_data import TrainData  # noqa: F401  (re-exported: the train.data section)
+from runner.schema_kd import KDCacheSection, KDTrain, kd_cache_problems, kd_run_key_exclude, train_kd_problems
 from runner.schema_types import (  # noqa: F401  (PATTERN_HELP, NAME_PATTERN: re-exported for the loader, tests)
     DEVICE_PATTERN,
     NAME_PATTERN,
@@ -237,23 +238,6 @@ class Eval(Section):
         return self
 
 
-class TrainData(Section):
-    """A Hugging Face dataset id or a local JSONL of chat conversations (exactly one)."""
-
-    config_type: ClassVar[type] = TrainDataConfig
-    dataset: NonEmptyStr | None = TrainDataConfig.dataset
-    jsonl: NonEmptyStr | None = TrainDataConfig.jsonl
-    split: NonEmptyStr = TrainDataConfig.split
-    limit: PositiveInt | None = TrainDataConfig.limit
-    max_length: PositiveInt = TrainDataConfig.max_length
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> TrainData:
-        if (self.dataset is None) == (self.jsonl is None):
-            raise ValueError("exactly one of dataset / jsonl is required")
-        return self
-
-
 class Projector(Section):
     """C2CProjector hyper-parameters; defaults are the published 0.6B+0.5B recipe (docs/c2c.md §6)."""
 
@@ -289,12 +273,15 @@ class Optim(Section):
 
 class Train(Section):
     config_type: ClassVar[type] = TrainConfig
-    data: TrainData | None = None  # required with method c2c; method latent names its items in train.latent
+    data: TrainData | None = None  # required with objective sft; the KD cache's rows with objective kd
     projector: Projector = Projector()
     layer_map: Literal["last_aligned", "k_nearest"] = TrainConfig.layer_map
     optim: Optim = Optim()
     qat: StrictBool = TrainConfig.qat
     save_steps: PositiveInt = TrainConfig.save_steps
+    objective: Literal["sft", "kd"] = TrainConfig.objective  # kd: top-K logit distillation (runner.schema_kd)
+    kd: KDTrain | None = TrainConfig.kd
+    gradient_checkpointing: StrictBool = TrainConfig.gradient_checkpointing  # memory only: not in the run key
     method: Literal["c2c", "latent"] = TrainConfig.method  # latent: a latent wire, no fuser (runner.schema_latent)
     latent: lat.LatentTrain | None = None
 
@@ -302,10 +289,8 @@ class Train(Section):
         return super().config()
 
     @model_validator(mode="after")
-    def _method(self) -> Train:
-        rules = lat.train_latent_problems(self)
-        if self.method == "c2c" and self.data is None:
-            rules.append(("train.data", "train.method", "required with method: c2c (a dataset or a jsonl)"))
+    def _objective(self) -> Train:
+        rules = lat.train_latent_problems(self) + (train_kd_problems(self) if self.method == "c2c" else [])
         problems = [(f.removeprefix("train."), None, why) for f, _, why in rules]
         if problems:
             raise Problems(problems)
@@ -328,13 +313,14 @@ class Manifest(Section):
     format_version: Annotated[int, Strict()] = Field(alias="schema")
     name: RunName
     milestone: RunName = "custom"
-    kind: Literal["eval", "train", "bench"] = "eval"
+    kind: Literal["eval", "train", "bench", "kd_cache"] = "eval"
     description: str = ""
     pair: Pair
     fuser: FuserSource | None = None
     kv: KV = KV()
     eval: Eval | None = None
     train: Train | None = None
+    kd_cache: KDCacheSection | None = None  # kind: kd_cache (runner.schema_kd)
     runtime: Runtime = Runtime()
 
     @field_validator("format_version")
@@ -346,7 +332,9 @@ class Manifest(Section):
 
     @model_validator(mode="after")
     def _sections_match_kind(self) -> Manifest:
-        problems = _kind_problems(self) + _fuser_problems(self) + lat.eval_latent_problems(self)
+        problems = (
+            _kind_problems(self) + _fuser_problems(self) + kd_cache_problems(self) + lat.eval_latent_problems(self)
+        )
         if self.eval is not None:
             problems += [("eval.baselines", None, why) for why in setting_problems(self.eval.baselines, self.pair)]
         if problems:
@@ -363,6 +351,7 @@ class Manifest(Section):
         # rows), and a kv without an asymmetric int scheme is unaffected by it
         if self.kv.quant.convention == "observer" or not convention_applies(self.kv.config()):
             exclude["kv"] = {"quant": {"convention"}}
+        exclude.update(kd_run_key_exclude(self))
         lat.latent_run_key_exclude(self, exclude)
         data = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from qc2c.train.checkpointing import latest_checkpoint
+from qc2c.train.kd import KDTrainer
 from qc2c.train.sft import Trainer, TrainingStopped, TrainSpec
 from runner import fsio
 from runner.lifecycle import REPO_ROOT, Preempted, RunHandles, execute_lifecycle
@@ -36,7 +37,10 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: P
         data["runtime"]["device"] = resolve_device(m.runtime.device)
         spec = TrainSpec.from_manifest(data)
         t0 = time.monotonic()
-        trainer = Trainer(spec, plan.run_dir, init_from=plan.fuser_ref)
+        if spec.train.objective == "kd":  # top-K logit distillation from a kind: kd_cache run (qc2c.train.kd)
+            trainer = KDTrainer(spec, plan.run_dir, cache_dir=plan.kd_cache_dir, init_from=plan.fuser_ref)
+        else:
+            trainer = Trainer(spec, plan.run_dir, init_from=plan.fuser_ref)
         log.info(
             "loaded pair on %s in %.1f s; %d conversations (%d dropped: longer than max_length), %d optimizer steps",
             spec.device,
@@ -76,7 +80,7 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: P
             raise Preempted(str(exc)) from exc
         log.info("trained %d steps; last loss %s", result.steps, f"{result.losses[-1]:.4f}" if result.losses else "-")
         train_data = {
-            **vars(spec.train.data),
+            **(vars(spec.train.data) if spec.train.data is not None else kd_data(trainer)),
             "n_examples": len(trainer.examples),
             "n_eval": len(trainer.eval_examples),
             "n_dropped_too_long": trainer.n_dropped,
@@ -95,3 +99,10 @@ def run_train_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: P
         return f" (fuser in {plan.run_dir / 'final'})"
 
     return execute_lifecycle(plan, train, label="train run")
+
+
+def kd_data(trainer: KDTrainer) -> dict[str, Any]:
+    """provenance of a KD run's data: the cache it read (folder, content hash, teacher)."""
+    meta = trainer.cache.meta
+    keep = ("name", "content_sha256", "n_rows", "max_length", "top_k", "random_negatives", "teacher")
+    return {"kd_cache": str(trainer.cache.folder), **{k: meta.get(k) for k in keep}}

@@ -1,7 +1,7 @@
 """Per-step training diagnostics: diagnostics.jsonl (one fsync'd JSON line per optimizer step) + progress.
 
 Each line: step, loss, lr, gate_temperature, gate_logits {key: [per projector], value: [...]}, grad_norm
-{gate, weight, other, total} (before clipping), tokens, tokens_per_s, peak_memory_bytes (CUDA max allocated,
+{gate, weight (the per-token weight branch), other, total} (before clipping), tokens, tokens_per_s, peak_memory_bytes (CUDA max allocated,
 or the process's peak RSS on CPU), wall_s (this step), elapsed_s, eta_s. No external tracker.
 On resume the file is cut back to the checkpoint's step, so the curve has no duplicated or orphan steps.
 """
@@ -18,18 +18,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from qc2c.train.schedule import param_groups
+from qc2c.train.schedule import GROUPS
+
+
+def norm_group_of(name: str) -> str:
+    """gate | weight | other for the logged norms. The optimizer keeps the reference's name test for "weight"
+    (`key_weight` / `value_weight`, qc2c.train.schedule), which no C2CProjector parameter matches, so its
+    weight group is empty and was logged as 0.0; C2CProjector's per-token weight branch is `*_scalar_*`."""
+    if "gate" in name:
+        return "gate"
+    if "scalar" in name or "key_weight" in name or "value_weight" in name:
+        return "weight"
+    return "other"
 
 
 def grad_norms(projectors: nn.Module) -> dict[str, float]:
-    """L2 norm of the gradients per optimizer group and in total (call before clipping)."""
-    out, total = {}, 0.0
-    for group, params in param_groups(projectors).items():
-        sq = sum(float(p.grad.detach().float().pow(2).sum()) for _, p in params if p.grad is not None)
-        out[group] = sq**0.5
-        total += sq
-    out["total"] = total**0.5
-    return out
+    """L2 norm of the gradients per parameter group (gate, weight, other) and in total (call before clipping)."""
+    sq = dict.fromkeys(GROUPS, 0.0)
+    for name, p in projectors.named_parameters():
+        if p.requires_grad and p.grad is not None:
+            sq[norm_group_of(name)] += float(p.grad.detach().float().pow(2).sum())
+    return {**{g: v**0.5 for g, v in sq.items()}, "total": sum(sq.values()) ** 0.5}
 
 
 def gate_logits(projectors: nn.ModuleList) -> dict[str, list[float]]:

@@ -35,6 +35,7 @@ from qc2c.fuser.projector import C2CProjector
 from qc2c.train import checkpointing as ckpt
 from qc2c.train.data import Example, TrainBatch, build_examples, collate, load_conversations, micro_batches
 from qc2c.train.diagnostics import DiagnosticsLog, Progress, gate_logits, grad_norms, peak_memory_bytes
+from qc2c.train.grad_ckpt import checkpointed_layers
 from qc2c.train.schedule import anneal_temperature, build_optimizer, build_scheduler, total_optimizer_steps
 from qc2c.train.spec import TrainSpec
 
@@ -108,13 +109,9 @@ class Trainer:
             if spec.alignment
             else None
         )
-        data = spec.train.data
-        convs = conversations if conversations is not None else load_conversations(data)
         tok = self.pair.receiver_tokenizer
-        examples, self.n_dropped = build_examples(convs, tok, self.aligner, data.max_length)
+        examples, self.n_dropped = self._load_examples(conversations)
         self.examples, self.eval_examples = split_eval(examples, spec.seed)
-        if not self.examples:
-            raise ValueError(f"train.data: no conversation fits max_length {data.max_length}")
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         s_tok = self.pair.sharer_tokenizer
         self.sharer_pad_id = s_tok.pad_token_id if s_tok.pad_token_id is not None else s_tok.eos_token_id
@@ -129,6 +126,15 @@ class Trainer:
         self.diagnostics = DiagnosticsLog(self.out / "diagnostics.jsonl")
 
     # ---- construction ----
+
+    def _load_examples(self, conversations: Sequence[Any] | None) -> tuple[list[Example], int]:
+        """(examples, n dropped as longer than max_length) of `train.data` (qc2c.train.kd reads a KD cache)."""
+        data = self.spec.train.data
+        convs = conversations if conversations is not None else load_conversations(data)
+        out = build_examples(convs, self.pair.receiver_tokenizer, self.aligner, data.max_length)
+        if not out[0]:
+            raise ValueError(f"train.data: no conversation fits max_length {data.max_length}")
+        return out
 
     def _build_fuser(self) -> None:
         r_layers, r_heads, r_dim = kv_shape(self.pair.receiver.config)
@@ -195,7 +201,7 @@ class Trainer:
                 "weight_decay": o.weight_decay,
                 "num_epochs": o.epochs,
                 "max_steps": o.max_steps,
-                "max_length": s.train.data.max_length,
+                "max_length": s.train.data.max_length if s.train.data is not None else None,
                 "scheduler_type": o.scheduler,
                 "warmup_ratio": o.warmup_ratio,
                 "max_grad_norm": o.max_grad_norm,
@@ -207,7 +213,7 @@ class Trainer:
                 "total_steps": self.total_steps,
             },
             "output": {"save_steps": s.train.save_steps},
-            "data": asdict(s.train.data),
+            "data": asdict(s.train.data) if s.train.data is not None else None,
             "qc2c": {
                 "name": s.name,
                 "receiver_revision": s.receiver_revision,
@@ -228,28 +234,37 @@ class Trainer:
         with torch.no_grad():
             for i in range(0, len(self.eval_examples), bs):
                 rows = self.eval_examples[i : i + bs]
-                total += float(self.compute_loss(collate(rows, self.pad_id, self.sharer_pad_id))) * len(rows)
+                total += float(self.compute_loss(self.make_batch(rows))) * len(rows)
                 n += len(rows)
         self.fuser.projectors.train()
         return total / n
 
+    def make_batch(self, rows: Sequence[Example]) -> TrainBatch:
+        return collate(rows, self.pad_id, self.sharer_pad_id)
+
+    def student_logits(self, batch: TrainBatch) -> Tensor:
+        """(B, last_len, V) logits of the last section given the fused prefix (train.gradient_checkpointing:
+        the receiver's layers recompute their activations in backward, qc2c.train.grad_ckpt)."""
+        plan = FusePlan.from_runs(batch.fuse_mask, batch.last_len)
+        with checkpointed_layers(self.pair.receiver, self.spec.train.gradient_checkpointing):
+            out = fused_forward(
+                self.pair.receiver,
+                self.pair.sharer,
+                self.fuser,
+                plan,
+                batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids,
+                sharer_input_ids=batch.sharer_input_ids,
+                sharer_attention_mask=batch.sharer_attention_mask,
+                message_path=self.message_path,
+            )
+        return out.logits
+
     def compute_loss(self, batch: TrainBatch) -> Tensor:
         """Next-token CE over the response labels of the last section, given the fused prefix. Scalar fp32."""
         batch = batch.to(self.device)
-        plan = FusePlan.from_runs(batch.fuse_mask, batch.last_len)
-        out = fused_forward(
-            self.pair.receiver,
-            self.pair.sharer,
-            self.fuser,
-            plan,
-            batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            sharer_input_ids=batch.sharer_input_ids,
-            sharer_attention_mask=batch.sharer_attention_mask,
-            message_path=self.message_path,
-        )
-        logits = out.logits[:, :-1].float()
+        logits = self.student_logits(batch)[:, :-1].float()
         labels = batch.labels[:, 1:]
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
@@ -258,7 +273,7 @@ class Trainer:
         self.fuser.projectors.train()
         loss_sum, tokens = 0.0, 0
         for rows in batches:
-            batch = collate(rows, self.pad_id, self.sharer_pad_id)
+            batch = self.make_batch(rows)
             loss = self.compute_loss(batch)
             (loss / len(batches)).backward()
             loss_sum += float(loss.detach()) / len(batches)
@@ -338,6 +353,7 @@ class Trainer:
                     "wall_s": wall,
                     "elapsed_s": time.monotonic() - t_run,
                     "eta_s": per_step * (self.total_steps - step),
+                    **stats.get("extra", {}),  # objective-specific terms (qc2c.train.kd: each loss term, top-1)
                 }
                 if not math.isfinite(stats["loss"]):
                     raise FloatingPointError(f"step {step}: loss is {stats['loss']} (not finite); lower train.optim.lr")

@@ -31,6 +31,8 @@ REQUIRED = {  # the sections' fields without a default, at a valid value
     schema.Override: {"layers": "0-1", "scheme": "int4"},
     schema.TrainData: {"dataset": "org/data"},
     schema.Train: {"data": {"dataset": "org/data"}},
+    schema.KDCacheSection: {"data": {"dataset": "org/data"}},
+    schema.KDTrain: {"from_run": "a_kd_cache"},  # exactly one of from_run / path
 }
 SECTIONS = [cls for cls in vars(schema).values() if isinstance(cls, type) and issubclass(cls, Section)]
 WITH_CONFIG = [cls for cls in SECTIONS if cls.config_type is not None]
