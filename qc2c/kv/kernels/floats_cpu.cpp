@@ -50,12 +50,19 @@ bool convert_run(const S* s, D* d, int64_t n) {
     const bool wide = sizeof(S) == 4;
     const __m256i m = wide ? _mm256_set1_epi32(static_cast<int>(exp_bits(S()))) : _mm256_set1_epi16(static_cast<short>(exp_bits(S())));
     __m256i acc = _mm256_setzero_si256();
+    // a message is written once and read later: streaming stores skip the read-for-ownership of each line
+    const bool stream = (reinterpret_cast<uintptr_t>(d) & 31) == 0;
     for (; i + per <= n; i += per) {
       const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), w);
+      if (stream) {
+        _mm256_stream_si256(reinterpret_cast<__m256i*>(d + i), w);
+      } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), w);
+      }
       const __m256i e = _mm256_and_si256(w, m);
       acc = _mm256_or_si256(acc, wide ? _mm256_cmpeq_epi32(e, m) : _mm256_cmpeq_epi16(e, m));
     }
+    if (stream) _mm_sfence();
     bad = !_mm256_testz_si256(acc, acc);
   } else {
     __m256 acc = _mm256_setzero_ps();
