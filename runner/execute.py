@@ -27,7 +27,7 @@ from runner.plan import Plan
 from runner.progress_ui import ProgressUI
 from runner.provenance import collect
 from runner.scoring_loop import score_datasets
-from runner.session import load_session
+from runner.session import Session, load_session
 from runner.summarize import write_results
 from runner.train_exec import run_train_plan
 
@@ -61,17 +61,24 @@ def run_eval_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui: Pr
         datasets_info = score_datasets(
             plan, session, status=run.status, registry=run.registry, stop=run.stop, log=run.log, ui=ui
         )
-        provenance = collect(
-            repo=REPO_ROOT,
-            device=session.device,
-            run_key=plan.run_key,
-            models=session.info["models"],
-            fuser=session.info.get("fuser"),
-            datasets=datasets_info,
-            container=container,
-        )
-        fsio.atomic_write_json(plan.run_dir / "provenance.json", provenance)
-        write_results(plan, session, datasets_info, provenance, log=run.log)
+        write_outputs(plan, session, datasets_info, container, log=run.log)
         return ""
 
     return execute_lifecycle(plan, evaluate, echo=ui is None or not ui.live)
+
+
+def write_outputs(
+    plan: Plan, session: Session, datasets_info: dict[str, Any], container: dict[str, Any] | None, *, log: Any
+) -> None:
+    """provenance.json and results/<dataset>.json of a scored eval run (one run, or one point of a sweep group)."""
+    provenance = collect(
+        repo=REPO_ROOT,
+        device=session.device,
+        run_key=plan.run_key,
+        models=session.info["models"],
+        fuser=session.info.get("fuser"),
+        datasets=datasets_info,
+        container=container,
+    )
+    fsio.atomic_write_json(plan.run_dir / "provenance.json", provenance)
+    write_results(plan, session, datasets_info, provenance, log=log)

@@ -32,7 +32,6 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from qc2c.errors import ProblemsError
@@ -41,7 +40,6 @@ from qc2c.eval.shared import score_settings
 from runner import fsio
 from runner.exitcodes import EXIT_ALREADY_RUNNING, EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
 from runner.lifecycle import (
-    REPO_ROOT,
     Preempted,
     RunFailed,
     StopFlag,
@@ -52,13 +50,12 @@ from runner.lifecycle import (
 )
 from runner.plan import Plan, decide
 from runner.progress_ui import ProgressUI
-from runner.provenance import collect, secret_values
+from runner.provenance import secret_values
 from runner.records import ProgressLog
 from runner.registry import AlreadyRunning, Registry, now_iso
 from runner.scoring_loop import check_items, dataset_info, load_datasets, progress_log, resume_batches, sample_record
 from runner.session import Session, grid_point_session, load_session
 from runner.status import StatusFile
-from runner.summarize import write_results
 
 COMPRESSED = "compressed"
 
@@ -292,16 +289,7 @@ def _append(
 
 
 def _finish(point: Point, infos: dict[str, Any], container: dict[str, Any] | None) -> None:
-    session, plan = point.session, point.plan
-    provenance = collect(
-        repo=REPO_ROOT,
-        device=session.device,
-        run_key=plan.run_key,
-        models=session.info["models"],
-        fuser=session.info.get("fuser"),
-        datasets=infos,
-        container=container,
-    )
-    fsio.atomic_write_json(Path(plan.run_dir) / "provenance.json", provenance)
-    write_results(plan, session, infos, provenance, log=point.log)
+    from runner.execute import write_outputs  # deferred: runner.execute imports the train path
+
+    write_outputs(point.plan, point.session, infos, container, log=point.log)
     point.status.write("complete", exit_code=EXIT_OK)
