@@ -1,8 +1,8 @@
 """The summary's "latent wire vs KV vs text" section: text, C2C KV messages and the latent wire on the same items.
 
 One table per dataset and receiver whose runs scored latent settings (manifests/demo_latent*.yaml). Each row is
-one setting of one run at its measured bytes per sample; Δ is the paired difference to the same run's
-`latent` setting (bootstrap 95% interval, exact McNemar p: the same items, the same batch step). A setting
+one setting of one run at its measured bytes per sample; `sharer_only` is the accuracy on the held-out
+facts the receiver does not know; Δ is the paired difference to the same run's `latent` setting (bootstrap 95% interval, exact McNemar p: the same items, the same batch step). A setting
 whose numbers another run of the table already showed is listed once. The short-answer columns (EM, F1,
 first-token acceptance, NLL per answer token) exist for the latent settings only.
 """
@@ -14,7 +14,7 @@ from collections import defaultdict
 from runner.golden.validate import COMPRESSED, GoldenFile, GoldenRow
 
 HEADER = (
-    "| setting | run | bytes | accuracy | sharer_only | Δ vs latent [paired 95% CI] | McNemar p "
+    "| setting | run | bytes | accuracy | sharer_only (Δ vs latent, p) | Δ vs latent [paired 95% CI] | McNemar p "
     "| EM | F1 | first_acc | NLL/token |"
 )
 RULE = "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"
@@ -31,6 +31,9 @@ def _cells(row: GoldenRow) -> list[str]:
     size = f"{m.bytes.mean:,.0f}" if m.bytes is not None else "—"
     subject = (m.subjects or {}).get("sharer_only")
     held_out = f"{subject.accuracy:.3f}" if subject is not None else "—"
+    if subject is not None and LATENT in subject.paired:
+        sp = subject.paired[LATENT]
+        held_out += f" ({sp.diff:+.3f}, p {sp.mcnemar_p:.2g})"
     paired = m.paired.get(LATENT)
     delta, p = ("—", "—")
     if paired is not None:

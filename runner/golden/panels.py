@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from runner.golden.validate import GoldenRow
 from runner.results import COMPRESSED
 
-OFF_FRONTIER = ("c2c_placebo",)
+OFF_FRONTIER = ("c2c_placebo", "latent_placebo")  # controls, not messages a sender would choose
 
 
 def pair_label(row: GoldenRow) -> str:

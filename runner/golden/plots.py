@@ -36,12 +36,22 @@ SETTING_STYLE = {
     "c2c_placebo": ("dimgray", "X"),
     "text_answer": ("tab:green", "p"),
     "text_analysis": ("tab:olive", "H"),
+    "latent": ("crimson", "*"),  # the latent wire (docs/latent.md): one hue, marker by precision
+    "latent_int8": ("crimson", "h"),
+    "latent_int4": ("crimson", "d"),
+    "latent_text": ("tab:pink", "p"),
+    "latent_placebo": ("lightcoral", "X"),
 }
 SETTING_LABEL = {
     "c2c_fp16": "c2c_fp16 (uncompressed KV message)",
     "c2c_placebo": "c2c_placebo (another item's message: control)",
     "text_answer": "text_answer (the sharer's answer as text)",
     "text_analysis": "text_analysis (the sharer's analysis as text)",
+    "latent": "latent (fp16 latent wire)",
+    "latent_int8": "latent_int8 (int8 latent wire)",
+    "latent_int4": "latent_int4 (int4 latent wire)",
+    "latent_text": "latent_text (the wire's source as text)",
+    "latent_placebo": "latent_placebo (another item's wire: control)",
 }
 MIN_BYTES = 1.0  # an empty text (0 bytes) is drawn at 1 byte on the log axis
 PNG_METADATA = {"Software": None}  # no version string: the same rows give the same bytes
