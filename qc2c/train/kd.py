@@ -117,10 +117,14 @@ class KDTrainer(Trainer):
         next_ids = torch.cat([batch.labels[:, 1:], torch.full((len(rows), 1), -100)], dim=1)
         return KDBatch(batch, cand_idx, cand_logits, mask, next_ids)
 
-    def compute_loss(self, kb: KDBatch) -> Tensor:  # type: ignore[override]
+    def kd_terms(self, kb: KDBatch) -> dict[str, Tensor]:
+        """The loss terms of qc2c.kd.loss on one batch (the student's forward in its current mode)."""
         d = self.device
         logits = self.student_logits(kb.batch.to(d))
-        terms = kd_loss(logits, kb.cand_idx.to(d), kb.cand_logits.to(d), kb.mask.to(d), self.weights, kb.next_ids.to(d))
+        return kd_loss(logits, kb.cand_idx.to(d), kb.cand_logits.to(d), kb.mask.to(d), self.weights, kb.next_ids.to(d))
+
+    def compute_loss(self, kb: KDBatch) -> Tensor:  # type: ignore[override]
+        terms = self.kd_terms(kb)
         self._terms.append(terms)
         return terms["loss"]
 
