@@ -1,4 +1,4 @@
-"""`python -m qc2c.bench COMMAND [ARGS]` — codec · eval · max-batch · sweep.
+"""`python -m qc2c.bench COMMAND [ARGS]` — codec · eval · max-batch · kd · sweep.
 
 Each command is a module qc2c/bench/<name>.py with `main(argv) -> int`; this file only dispatches.
 
@@ -16,6 +16,7 @@ COMMANDS = {
     "codec": "qc2c.bench.codec",
     "eval": "qc2c.bench.eval",
     "max-batch": "qc2c.bench.max_batch",
+    "kd": "qc2c.bench.kd",
     "sweep": "qc2c.bench.sweep",
 }
 EXIT_BAD_INPUT = 2
