@@ -150,7 +150,7 @@ def _run_points(
     try:
         t0 = time.monotonic()
         first = points[0].plan
-        shared = load_session(first.manifest, first.fuser_ref, first.settings)
+        shared = load_session(first.manifest, first.fuser_ref, first.settings, latent_dir=first.latent_dir)
         for point in points:
             point.session = grid_point_session(shared, point.plan.manifest) if point is not points[0] else shared
             point.log.info(
