@@ -83,16 +83,20 @@ def run_latent_train_plan(plan: Plan, *, container: dict[str, Any] | None = None
         status.set_dataset("train", n_done=0, n_total=trainer.total_steps, n_errors=0)
         beat = registry.heartbeat_every(plan.run_key)
 
+        first_step: list[int] = []
+
         def on_step(step: int, record: dict[str, Any]) -> None:
             entry = status.datasets["train"]
             if entry["n_done"] == 0 and step > 1:  # resumed: earlier steps are done, not this rate
                 entry["n_done"] = step - 1
+            first_step[:] = first_step or [step]
             status.scored("train", 1, 0)
             status.write()
             beat()
             if step % 25 == 0 or step == trainer.total_steps:
                 accs = ", ".join(f"{k} first_acc {v['first_acc']:.2f}" for k, v in record["models"].items())
-                log.info("step %d/%d: loss %.4f (%s)", step, trainer.total_steps, record["loss"], accs)
+                eta = record["elapsed_s"] / (step - first_step[0] + 1) * (trainer.total_steps - step)
+                log.info("step %d/%d: loss %.4f (%s), eta %.0f s", step, trainer.total_steps, record["loss"], accs, eta)
 
         latest = latest_checkpoint(plan.run_dir)
         if latest is not None:
