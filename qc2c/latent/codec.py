@@ -7,6 +7,8 @@ Layout of `WireMessage.to_bytes()` (little-endian):
 The scheme groups along `token` (each wire vector is a token: one scale and min per vector, or per
 `group_size` channels). `latent` sends the wire at fp16, `latent_int8` / `latent_int4` at int8 / int4 (kivi
 convention, fp16 scales). `nbytes` is `len(to_bytes())`; `from_bytes` needs no lengths.
+The half descriptor is read and written by the KV message's own functions (`qc2c.kv.wire`), so the two
+formats cannot drift apart.
 """
 
 from __future__ import annotations

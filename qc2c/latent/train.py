@@ -126,6 +126,7 @@ class LatentTrainer:
         self.optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, optim.scheduler, self.total_steps, optim.warmup_ratio)
         self.log = DiagnosticsLog(self.out / "diagnostics.jsonl")
+        self.refs: dict[str, str] | None = None  # decoder key -> model reference, written to latent.json
 
     # ---- one step ----
 
@@ -213,8 +214,6 @@ class LatentTrainer:
         extra = {"validation": validation, "encoder_tokenizer": self.encoder_key}
         ckpt.save_final(self.out, self.wire, self.refs or decoders, extra)
         return LatentTrainResult(self.total_steps - start, self.total_steps, start, validation)
-
-    refs: dict[str, str] | None = None  # decoder key -> model reference, written to latent.json
 
     def _save(self, step: int) -> None:
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
