@@ -8,7 +8,8 @@ checks codes, scales, zero points and decoded tensors against the eager path).
 
 Path choice, `QC2C_KV_KERNELS` (or `set_mode`): ``auto`` (default) uses the kernels when they build and falls
 back to eager code otherwise, ``cpu`` requires them (a build failure raises `KernelUnavailable`), ``eager``
-never uses them. The choice is logged once per process. The build (g++ via torch.utils.cpp_extension, ninja)
+never uses them; ``cuda`` requires the Triton kernels for CUDA tensors (qc2c.kv.kernels.cuda) and runs CPU
+tensors eagerly. The choice is logged once per process. The build (g++ via torch.utils.cpp_extension, ninja)
 is cached in the torch extensions dir under a name keyed by the source hash, compiler flags and the torch
 installation that builds it (`build_key`), so only the first call of an environment compiles (about a minute
 on 2 cores). The installation is part of the key because the build files name its include folders: a second
@@ -35,7 +36,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-MODES = ("auto", "cpu", "eager")
+MODES = ("auto", "cpu", "cuda", "eager")  # cuda: the Triton kernels for CUDA tensors (qc2c.kv.kernels.cuda)
 SOURCES = tuple(Path(__file__).with_name(n) for n in ("uniform_cpu.cpp", "floats_cpu.cpp"))
 FUNCTIONS = ["encode", "decode", "raw_encode", "scaled_encode", "scaled_decode"]
 log = logging.getLogger("qc2c.kv.kernels")
@@ -154,8 +155,8 @@ def active(device: torch.device, n_elements: int | None = None) -> bool:
     """Whether int encode/decode on `device` of a tensor of `n_elements` goes through the fused kernels (logs
     the choice once). In auto mode a small tensor never triggers the first build (see module docstring)."""
     chosen = mode()
-    if device.type != "cpu" or chosen == "eager":
-        _log_once("eager PyTorch (QC2C_KV_KERNELS=eager)" if device.type == "cpu" else None)
+    if device.type != "cpu" or chosen in ("eager", "cuda"):
+        _log_once(f"eager PyTorch (QC2C_KV_KERNELS={chosen})" if device.type == "cpu" else None)
         return False
     small = n_elements is not None and n_elements < AUTO_BUILD_MIN_ELEMENTS
     if chosen == "auto" and small and "error" not in _state and not is_built():

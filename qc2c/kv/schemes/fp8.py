@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from qc2c.kv.schemes import gpu
 from qc2c.kv.schemes.base import (
     SCHEMES,
     Encoded,
@@ -36,6 +37,8 @@ class ScaledFloat8(Scheme):
 
     def encode(self, x: Tensor) -> Encoded:
         enc = encode_scaled_fused(self, x, self._kind(), _NO_TABLE)
+        if enc is None:
+            enc = gpu.encode_scaled(self, x, self._kind())  # Triton kernels on CUDA
         if enc is not None:
             return enc
         r = x.shape[0]
@@ -50,6 +53,8 @@ class ScaledFloat8(Scheme):
     def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
         table = torch.arange(256, dtype=torch.uint8).view(self.fp8_dtype).float()
         fast = decode_scaled_fused(self, enc, dtype, self._kind(), table)
+        if fast is None:
+            fast = gpu.decode_scaled(self, enc, dtype, 8, table)  # Triton kernels on CUDA
         if fast is not None:
             return fast
         r = enc.payload.shape[0]

@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from qc2c.kv.schemes import gpu
 from qc2c.kv.schemes.base import (
     SCHEMES,
     Encoded,
@@ -49,6 +50,8 @@ class NF4(Scheme):
 
     def encode(self, x: Tensor) -> Encoded:
         enc = self.encode_layers(x)  # the stack, read as one tensor
+        if enc is None:
+            enc = gpu.encode_scaled(self, x, 2, torch.tensor(NF4_MIDPOINTS, dtype=torch.float32))  # Triton, CUDA
         if enc is not None:
             return enc
         r = x.shape[0]
@@ -63,7 +66,10 @@ class NF4(Scheme):
         )
 
     def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:
-        fast = decode_scaled_fused(self, enc, dtype, 2, torch.tensor(NF4_LEVELS, dtype=torch.float32), even=True)
+        levels = torch.tensor(NF4_LEVELS, dtype=torch.float32)
+        fast = decode_scaled_fused(self, enc, dtype, 2, levels, even=True)
+        if fast is None:
+            fast = gpu.decode_scaled(self, enc, dtype, 4, levels)  # Triton kernels on CUDA
         if fast is not None:
             return fast
         r = enc.payload.shape[0]

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from qc2c.kv.kernels import cpu as kernels
+from qc2c.kv.schemes import gpu
 from qc2c.kv.schemes.base import (
     SCHEMES,
     Encoded,
@@ -67,6 +68,9 @@ class UniformInt(Scheme):
     def encode(self, x: Tensor) -> Encoded:
         if self._fused(x, x.dtype):
             return self._encode_fused(x)
+        enc = None if _COMPILED else gpu.encode_uniform(self, x)  # Triton kernels on CUDA
+        if enc is not None:
+            return enc
         r = x.shape[0]
         shape = tuple(x.shape[1:])
         # x stays in its own dtype (fp16/bf16 caches: half the bytes read); min/max are exact in any float
@@ -116,6 +120,9 @@ class UniformInt(Scheme):
             return kernels.decode(
                 enc.payload, scales, zeros, shape, dtype, self.bits, self.symmetric, self.kivi, g.axis, g.group_size
             )
+        fast = None if _COMPILED else gpu.decode_uniform(self, enc, dtype)  # Triton kernels on CUDA
+        if fast is not None:
+            return fast
         r = enc.payload.shape[0]
         codes = _unpack(enc.payload, self.bits, math.prod(enc.shape)).view(r, *enc.shape)
         cg, dim, unview = self.grouping.view(codes)

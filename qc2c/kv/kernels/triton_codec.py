@@ -1,0 +1,270 @@
+"""Triton kernels of the KV codec: int8/int4/int2 (symmetric, kivi, observer), fp8 (e4m3fn, e5m2) and nf4.
+
+Imported only through `qc2c.kv.kernels.cuda` (which needs `triton`). One program reads a tile of whole groups
+once, computes each group's statistics, stores the scales (and kivi's mins or observer's zero points) and writes
+the codes already packed; decode reads the packed codes and the per-group scales once and writes the cache.
+
+The arithmetic is the eager path's, operation for operation, so the bytes are identical
+(tests/qc2c/kv/test_triton_kernels.py checks that, on CUDA or in Triton's CPU interpreter):
+- divisions are IEEE (`div_rn`; Triton's plain `/` may be approximate on CUDA);
+- round half to even is `_rint` ((|y| + 2^23) − 2^23, exact for |y| < 2^22: y is clamped first, and
+  clamp(round(y) + z, lo, hi) = round(clamp(y, lo − z, hi − z)) + z for integer z, lo, hi);
+- fp8 codes are built from the float32 bits (round to nearest even, as torch's casts), so the kernel needs no
+  fp8 type support from the GPU or the interpreter;
+- launches pass `enable_fp_fusion=False` on CUDA: a fused multiply-add would round q·s + min once, eager twice.
+
+Tiles. A row of (L, H, n, D) is grouped as (O, g, I) (`qc2c.kv.schemes.base.group_geometry`): group (o, i) is
+the g elements at stride I from o·g·I, stats index o·I + i. Rows are contiguous, so R rows are R·O outer
+groups. I = 1 (token, head, layer, tensor axes): a tile is [BLOCK groups, GP] with the group contiguous (masked past g: a byte never straddles two groups, as g is a multiple of PER);
+I > 1 (channel axis): a tile is [GP, BLOCK channels] for one o. GP is g rounded up to a power of two (masked).
+Packing puts `PER` = 8/bits consecutive elements in a byte, lowest bits first, so it runs along the tile's
+contiguous axis: the callers (`cuda.py`) only send geometries where that axis holds whole bytes.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+MAGIC = tl.constexpr(8388608.0)  # 2^23
+BAD_INPUT = tl.constexpr(1)  # the flag bits of qc2c.kv.kernels.cpu
+SCALE_OVERFLOW = tl.constexpr(2)
+
+
+@triton.jit
+def _rint(y):
+    """Round half to even of float32 |y| < 2^22 (callers clamp y first)."""
+    a = tl.abs(y)
+    r = (a + MAGIC) - MAGIC
+    return tl.where(y < 0, -r, r)
+
+
+@triton.jit
+def _finite(v):
+    return (v == v) & (tl.abs(v) != float("inf"))
+
+
+@triton.jit
+def _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr):
+    """(element offsets, element mask, group index, group mask) of one tile, int64 offsets."""
+    if CHANNEL:
+        j = tl.arange(0, GP)[:, None].to(tl.int64)
+        i = (pid_b * BLOCK + tl.arange(0, BLOCK))[None, :].to(tl.int64)
+        o = pid_o.to(tl.int64)
+        gmask = i < inner
+        offs = o * g * inner + j * inner + i
+        gidx = o * inner + i
+        mask = (j < g) & gmask
+    else:
+        o = (pid_o.to(tl.int64) * BLOCK + tl.arange(0, BLOCK))[:, None]
+        j = tl.arange(0, GP)[None, :].to(tl.int64)
+        gmask = o < n_outer
+        offs = o * g + j
+        gidx = o
+        mask = gmask & (j < g)
+    return offs, mask, gidx, gmask
+
+
+@triton.jit
+def _store_up(s, SCALE_FP16: tl.constexpr, TINY: tl.constexpr, EPS1: tl.constexpr):
+    """`store_scales`: floor at the scale dtype's smallest normal, round UP into it; (stored, as float32)."""
+    s = tl.maximum(s, TINY)
+    if SCALE_FP16:
+        stored = (s * EPS1).to(tl.float16)
+    else:
+        stored = s
+    return stored, stored.to(tl.float32)
+
+
+@triton.jit
+def _store_flags(flag_ptr, pid_o, pid_b, gmask, bad, over):
+    """One int32 per program: BAD_INPUT if a group holds NaN/Inf, SCALE_OVERFLOW if a stored scale or min is not
+    finite (only counted for groups with finite input, as eager code checks the input first)."""
+    any_bad = tl.max(tl.max(tl.where(gmask & bad, 1, 0), axis=0), axis=0)
+    any_over = tl.max(tl.max(tl.where(gmask & over & ~bad, 1, 0), axis=0), axis=0)
+    tl.store(flag_ptr + pid_o * tl.num_programs(1) + pid_b, any_bad * BAD_INPUT + any_over * SCALE_OVERFLOW)
+
+
+@triton.jit
+def _pack_store(out_ptr, q, offs, mask, BITS: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr,
+                BLOCK: tl.constexpr):  # fmt: skip
+    """Store uint8 codes q (tile) at element offsets `offs`, PER to a byte along the tile's contiguous axis."""
+    PER: tl.constexpr = 8 // BITS
+    if BITS == 8:
+        tl.store(out_ptr + offs, q.to(tl.uint8), mask=mask)
+    else:
+        shifts = (tl.arange(0, PER) * BITS).to(tl.int32)
+        if CHANNEL:
+            q3 = tl.reshape(q, (GP, BLOCK // PER, PER))
+            m3 = tl.reshape(mask, (GP, BLOCK // PER, PER))
+            o3 = tl.reshape(offs, (GP, BLOCK // PER, PER))
+        else:
+            q3 = tl.reshape(q, (BLOCK, GP // PER, PER))
+            m3 = tl.reshape(mask, (BLOCK, GP // PER, PER))
+            o3 = tl.reshape(offs, (BLOCK, GP // PER, PER))
+        packed = tl.sum(q3 << shifts[None, None, :], axis=2)
+        first = tl.min(o3, axis=2)  # the byte's first element
+        valid = tl.max(m3.to(tl.int32), axis=2) > 0
+        tl.store(out_ptr + first // PER, packed.to(tl.uint8), mask=valid)
+
+
+@triton.jit
+def _store_out(out_ptr, offs, y, mask, OUT_BF16: tl.constexpr):
+    """Store float32 y into the decoded cache; bf16 is rounded to nearest even from the bits (out_ptr: its int16
+    view), as Triton's interpreter truncates float32 -> bf16 casts; y is finite."""
+    if OUT_BF16:
+        b = y.to(tl.int32, bitcast=True)
+        tl.store(out_ptr + offs, ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).to(tl.int16), mask=mask)
+    else:
+        tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _load_codes(payload_ptr, offs, mask, BITS: tl.constexpr):
+    PER: tl.constexpr = 8 // BITS
+    if BITS == 8:
+        return tl.load(payload_ptr + offs, mask=mask, other=0).to(tl.int32)
+    byte = tl.load(payload_ptr + offs // PER, mask=mask, other=0).to(tl.int32)
+    return (byte >> ((offs % PER).to(tl.int32) * BITS)) & ((1 << BITS) - 1)
+
+
+@triton.jit
+def uniform_encode(x_ptr, out_ptr, scale_ptr, zero_ptr, flag_ptr, n_outer, g, inner,
+                   BITS: tl.constexpr, SYMMETRIC: tl.constexpr, KIVI: tl.constexpr, SCALE_FP16: tl.constexpr,
+                   TINY: tl.constexpr, EPS1: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr,
+                   BLOCK: tl.constexpr):  # fmt: skip
+    pid_o, pid_b = tl.program_id(0), tl.program_id(1)
+    offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL, GP, BLOCK)
+    RED: tl.constexpr = 0 if CHANNEL else 1
+    QMAX: tl.constexpr = (1 << BITS) - 1
+    HALF: tl.constexpr = (1 << (BITS - 1)) - 1
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    lo = tl.min(tl.where(mask, x, float("inf")), axis=RED, keep_dims=True)
+    hi = tl.max(tl.where(mask, x, -float("inf")), axis=RED, keep_dims=True)
+    bad = tl.max(tl.where(mask & ~_finite(x), 1, 0), axis=RED, keep_dims=True) > 0
+    if SYMMETRIC:
+        absmax = tl.maximum(-lo, hi)
+        bad = bad | ~_finite(absmax)
+        stored, scale = _store_up(tl.math.div_rn(absmax, HALF * 1.0), SCALE_FP16, TINY, EPS1)
+        zero = tl.zeros_like(scale) + (HALF + 1.0)
+        low = 1.0
+        high = 2.0 * HALF + 1.0
+    elif KIVI:
+        bad = bad | ~_finite(hi - lo)
+        s = tl.maximum(tl.math.div_rn(hi - lo, QMAX * 1.0), TINY)
+        stored = s.to(scale_ptr.dtype.element_ty)
+        scale = stored.to(tl.float32)
+        stored_min = lo.to(scale_ptr.dtype.element_ty)
+        zero = stored_min.to(tl.float32)
+        low = 0.0
+        high = QMAX * 1.0
+    else:
+        lo = tl.minimum(lo, 0.0)
+        hi = tl.maximum(hi, 0.0)
+        bad = bad | ~_finite(hi - lo)
+        stored, scale = _store_up(tl.math.div_rn(hi - lo, QMAX * 1.0), SCALE_FP16, TINY, EPS1)
+        zero = tl.minimum(tl.maximum(_rint(tl.minimum(tl.maximum(-lo * tl.math.div_rn(1.0, scale), -1e6), 1e6)), 0.0),
+                          QMAX * 1.0)  # fmt: skip
+        low = 0.0
+        high = QMAX * 1.0
+    inv = tl.math.div_rn(1.0, scale)
+    over = ~_finite(scale)
+    if KIVI:
+        over = over | ~_finite(zero)
+        y = (x - zero) * inv
+        q = _rint(tl.minimum(tl.maximum(y, low), high))
+    else:
+        y = x * inv
+        q = _rint(tl.minimum(tl.maximum(y, low - zero), high - zero)) + zero
+    q = tl.where(mask, q, 0.0).to(tl.int32)
+    _pack_store(out_ptr, q, offs, mask, BITS, CHANNEL, GP, BLOCK)
+    tl.store(scale_ptr + gidx, stored.to(scale_ptr.dtype.element_ty), mask=gmask)
+    if KIVI:
+        tl.store(zero_ptr + gidx, stored_min, mask=gmask)
+    elif not SYMMETRIC:
+        tl.store(zero_ptr + gidx, zero.to(tl.uint8), mask=gmask)
+    _store_flags(flag_ptr, pid_o, pid_b, gmask, bad, over)
+
+
+@triton.jit
+def uniform_decode(payload_ptr, scale_ptr, zero_ptr, out_ptr, n_outer, g, inner,
+                   BITS: tl.constexpr, SYMMETRIC: tl.constexpr, KIVI: tl.constexpr, CHANNEL: tl.constexpr,
+                   GP: tl.constexpr, BLOCK: tl.constexpr, OUT_BF16: tl.constexpr):  # fmt: skip
+    pid_o, pid_b = tl.program_id(0), tl.program_id(1)
+    offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL, GP, BLOCK)
+    q = _load_codes(payload_ptr, offs, mask, BITS).to(tl.float32)
+    scale = tl.load(scale_ptr + gidx, mask=gmask, other=1.0).to(tl.float32)
+    if SYMMETRIC:
+        y = (q - (1 << (BITS - 1)) * 1.0) * scale
+    elif KIVI:
+        zero = tl.load(zero_ptr + gidx, mask=gmask, other=0.0).to(tl.float32)
+        y = q * scale + zero
+    else:
+        zero = tl.load(zero_ptr + gidx, mask=gmask, other=0).to(tl.float32)
+        y = (q - zero) * scale
+    _store_out(out_ptr, offs, y, mask, OUT_BF16)
+
+
+@triton.jit
+def _fp8_bits(y, MBITS: tl.constexpr, BIAS: tl.constexpr):
+    """fp8 byte of finite float32 y, |y| <= the format's max: round to nearest even, sign kept (−0 → 0x80)."""
+    DROP: tl.constexpr = 23 - MBITS
+    a = tl.abs(y)
+    sign = (y.to(tl.int32, bitcast=True) >> 31) & 1
+    sub = _rint(a * (2.0 ** (BIAS - 1 + MBITS))).to(tl.int32)  # subnormal (and min normal) codes
+    ab = a.to(tl.int32, bitcast=True)
+    norm = ((ab + ((1 << (DROP - 1)) - 1) + ((ab >> DROP) & 1)) >> DROP) - ((127 - BIAS) << MBITS)
+    code = tl.where(a < 2.0 ** (1 - BIAS), sub, norm)
+    return code | (sign << 7)
+
+
+@triton.jit
+def scaled_encode(x_ptr, out_ptr, scale_ptr, mids_ptr, flag_ptr, n_outer, g, inner,
+                  KIND: tl.constexpr, FMAX: tl.constexpr, SCALE_FP16: tl.constexpr, TINY: tl.constexpr,
+                  EPS1: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    """KIND 0: fp8 e4m3fn, 1: fp8 e5m2, 2: nf4 (mids: its 15 float32 midpoints)."""
+    pid_o, pid_b = tl.program_id(0), tl.program_id(1)
+    offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL, GP, BLOCK)
+    RED: tl.constexpr = 0 if CHANNEL else 1
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    lo = tl.min(tl.where(mask, x, float("inf")), axis=RED, keep_dims=True)
+    hi = tl.max(tl.where(mask, x, -float("inf")), axis=RED, keep_dims=True)
+    absmax = tl.maximum(-lo, hi)
+    bad = (tl.max(tl.where(mask & ~_finite(x), 1, 0), axis=RED, keep_dims=True) > 0) | ~_finite(absmax)
+    if KIND == 2:
+        stored, scale = _store_up(absmax, SCALE_FP16, TINY, EPS1)
+    else:
+        stored, scale = _store_up(tl.math.div_rn(absmax, FMAX), SCALE_FP16, TINY, EPS1)
+    over = ~_finite(scale)
+    y = x * tl.math.div_rn(1.0, scale)
+    if KIND == 2:
+        q = tl.zeros_like(y).to(tl.int32)
+        for k in tl.static_range(15):
+            q += tl.where(y > tl.load(mids_ptr + k), 1, 0)
+        q = tl.where(mask, q, 0)
+        _pack_store(out_ptr, q, offs, mask, 4, CHANNEL, GP, BLOCK)
+    else:
+        y = tl.minimum(tl.maximum(tl.where(mask, y, 0.0), -FMAX), FMAX)
+        if KIND == 0:
+            q = _fp8_bits(y, 3, 7)
+        else:
+            q = _fp8_bits(y, 2, 15)
+        tl.store(out_ptr + offs, q.to(tl.uint8), mask=mask)
+    tl.store(scale_ptr + gidx, stored.to(scale_ptr.dtype.element_ty), mask=gmask)
+    _store_flags(flag_ptr, pid_o, pid_b, gmask, bad, over)
+
+
+@triton.jit
+def scaled_decode(payload_ptr, scale_ptr, table_ptr, out_ptr, n_outer, g, inner,
+                  BITS: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr,
+                  OUT_BF16: tl.constexpr):  # fmt: skip
+    """out = table[code] × the group's scale (table: the 256 fp8 values, BITS 8, or the 16 nf4 levels, BITS 4)."""
+    pid_o, pid_b = tl.program_id(0), tl.program_id(1)
+    offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL, GP, BLOCK)
+    q = _load_codes(payload_ptr, offs, mask, BITS)
+    value = tl.load(table_ptr + q, mask=mask, other=0.0)
+    scale = tl.load(scale_ptr + gidx, mask=gmask, other=1.0).to(tl.float32)
+    _store_out(out_ptr, offs, value * scale, mask, OUT_BF16)
+
+
+__all__ = ["uniform_encode", "uniform_decode", "scaled_encode", "scaled_decode", "triton"]

@@ -1,0 +1,213 @@
+"""The Triton codec kernels give the eager path's bytes: `python -m pytest tests/qc2c/kv/test_triton_kernels.py -q`.
+
+On a CUDA machine the kernels run on the GPU against eager PyTorch on the GPU. Without one they run in Triton's
+interpreter on CPU tensors (TRITON_INTERPRET=1; same kernel source, numpy arithmetic) where `triton` is
+installed (`pip install triton`: not in requirements.lock, a 290 MB wheel), and skip with that reason where it
+is not. Each case compares payload, scale bytes, offsets and the decoded tensor bit for bit, and checks that the
+Triton path really ran (a geometry the tiles do not cover would silently compare eager with eager).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kv_cases import KINDS, build_tensor
+
+from qc2c.kv.kernels import cpu as kernels
+from qc2c.kv.kernels import cuda
+from qc2c.kv.quant import NonFiniteInput, build_scheme
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+HAVE_TRITON = importlib.util.find_spec("triton") is not None
+needs_triton = pytest.mark.skipif(
+    not HAVE_TRITON,
+    reason="triton not installed (`pip install triton`): "
+    + ("the CUDA kernels need it" if DEVICE == "cuda" else "no CUDA here, and the Triton interpreter needs it"),
+)
+FLOATS = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+INT = ("int8", "int4", "int2")
+STYLES = [(False, "kivi"), (False, "observer"), (True, "kivi")]
+
+
+@pytest.fixture
+def triton_path():
+    """Interpreter on CPU (env set before triton_codec is first imported), mode back to default afterwards."""
+    if DEVICE == "cpu" and HAVE_TRITON:
+        if "qc2c.kv.kernels.triton_codec" not in sys.modules:
+            os.environ["TRITON_INTERPRET"] = "1"  # kept: the kernels, once imported, stay interpreted
+        elif os.environ.get("TRITON_INTERPRET") != "1":
+            pytest.skip("triton_codec was imported without TRITON_INTERPRET=1 in this process")
+        cuda.use_interpreter_on_cpu(True)
+    yield
+    cuda._state.pop("cpu_interpreter", None)
+    kernels.set_mode(None)
+
+
+def triton_test(fn):
+    """A test of the kernels themselves: skipped without triton, run on CUDA or in the interpreter."""
+    return needs_triton(pytest.mark.usefixtures("triton_path")(fn))
+
+
+def _calls(monkeypatch) -> list[str]:
+    """Names of the cuda.* kernel wrappers that returned a result (not None) during the test."""
+    seen: list[str] = []
+    for name in ("uniform_encode", "uniform_decode", "scaled_encode", "scaled_decode"):
+        fn = getattr(cuda, name)
+
+        def wrapped(*a, _fn=fn, _name=name, **k):
+            out = _fn(*a, **k)
+            if out is not None:
+                seen.append(_name)
+            return out
+
+        monkeypatch.setattr(cuda, name, wrapped)
+    return seen
+
+
+def round_trip(mode: str, scheme, x: torch.Tensor, out_dtype: torch.dtype):
+    kernels.set_mode(mode)
+    try:
+        enc = scheme.encode(x)
+        return enc, scheme.decode(enc, out_dtype)
+    finally:
+        kernels.set_mode(None)
+
+
+def assert_same(scheme, x: torch.Tensor, out_dtype: torch.dtype | None = None) -> None:
+    out_dtype = out_dtype or x.dtype
+    ref, ref_y = round_trip("eager", scheme, x, out_dtype)
+    enc, y = round_trip("cuda", scheme, x, out_dtype)
+    for field in ("payload", "scales", "zeros"):
+        a, b = getattr(enc, field), getattr(ref, field)
+        assert a.dtype == b.dtype == torch.uint8 and a.shape == b.shape, field
+        assert torch.equal(a, b), f"{field} differs at {(a != b).nonzero()[:5].tolist()}"
+    assert enc.shape == ref.shape and y.dtype == ref_y.dtype and y.shape == ref_y.shape
+    assert torch.equal(y, ref_y), f"decoded differs at {(y != ref_y).nonzero()[:5].tolist()}"
+
+
+@triton_test
+@pytest.mark.parametrize("name", INT)
+@pytest.mark.parametrize(("axis", "group_size"), [("token", 16), ("token", None), ("channel", 16), ("channel", None)])
+@pytest.mark.parametrize(("symmetric", "convention"), STYLES)
+def test_int_kernels_equal_eager(name, axis, group_size, symmetric, convention, monkeypatch) -> None:
+    """KIVI's layout on outlier channels: keys per channel (whole axis: 20 tokens, a masked tile), values per token."""
+    calls = _calls(monkeypatch)
+    x = build_tensor((2, 2, 2, 20 if group_size is None else 32, 64), "outliers", seed=5).half().to(DEVICE)
+    scheme = build_scheme(name, axis=axis, group_size=group_size, symmetric=symmetric, convention=convention)
+    assert_same(scheme, x)
+    assert calls == ["uniform_encode", "uniform_decode"]
+
+
+@triton_test
+@pytest.mark.parametrize("name", ["fp8_e4m3", "fp8_e5m2", "nf4"])
+@pytest.mark.parametrize(("axis", "group_size"), [("token", 16), ("channel", 8), ("channel", None), ("head", None)])
+@pytest.mark.parametrize("kind", ["normal", "tiny", "huge", "zeros", "heavy_tailed"])
+def test_float_kernels_equal_eager(name, axis, group_size, kind, monkeypatch) -> None:
+    """fp8's bit-built codes (subnormals from `tiny`, the top of the range from `huge`, −0) and nf4's midpoints."""
+    calls = _calls(monkeypatch)
+    x = build_tensor((2, 2, 1, 24, 32), kind, seed=9).half().to(DEVICE)
+    assert_same(build_scheme(name, axis=axis, group_size=group_size), x)
+    assert calls == ["scaled_encode", "scaled_decode"]
+
+
+@triton_test
+@settings(max_examples=20, deadline=None)
+@given(
+    name=st.sampled_from((*INT, "fp8_e4m3", "fp8_e5m2", "nf4")),
+    shape=st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 2), st.integers(1, 24), st.integers(1, 40)),
+    axis=st.sampled_from(("token", "channel", "layer")),
+    group_size=st.one_of(st.none(), st.sampled_from((2, 4, 8, 16))),
+    style=st.sampled_from(STYLES),
+    scale_dtype=st.sampled_from(("float16", "float32")),
+    kind=st.sampled_from(KINDS),
+    dtype=st.sampled_from(tuple(FLOATS)),
+    out=st.sampled_from(tuple(FLOATS)),
+    seed=st.integers(0, 2**16),
+)
+def test_kernels_equal_eager_on_drawn_cases(name, shape, axis, group_size, style, scale_dtype, kind, dtype, out, seed):
+    """Any shape, grouping, cache dtype and decode dtype: Triton where the tiles cover it, eager elsewhere, same bytes."""
+    x = build_tensor(shape, kind, seed, FLOATS[dtype]).to(DEVICE)
+    scheme = build_scheme(
+        name, axis=axis, group_size=group_size, symmetric=style[0], convention=style[1], scale_dtype=scale_dtype
+    )
+    assert_same(scheme, x, FLOATS[out])
+
+
+@triton_test
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(("name", "symmetric", "convention"), [("int4", False, "kivi"), ("int8", True, "kivi"),
+                                                               ("int2", False, "observer"), ("fp8_e4m3", False, "kivi"),
+                                                               ("nf4", False, "kivi")])  # fmt: skip
+def test_non_finite_input_is_refused_like_eager(bad, name, symmetric, convention) -> None:
+    x = build_tensor((1, 2, 1, 16, 16), "normal", seed=1)
+    x[0, 1, 0, 4, 7] = bad
+    scheme = build_scheme(name, axis="channel", group_size=8, symmetric=symmetric, convention=convention)
+    messages = []
+    for mode in ("eager", "cuda"):
+        with pytest.raises(NonFiniteInput) as info:
+            round_trip(mode, scheme, x.to(DEVICE), torch.float32)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
+@triton_test
+@pytest.mark.parametrize("convention", ["kivi", "observer"])
+def test_scale_overflow_is_refused_like_eager(convention) -> None:
+    """float32 values near the float32 maximum: an fp16 scale (or kivi min) overflows; NaN input wins over it."""
+    x = torch.full((1, 1, 1, 4, 8), 3e38)
+    x[..., 0] = -3e38
+    x2 = x.clone()
+    x2[0, 0, 0, 3, :] = float("nan")  # another group holds NaN: the refusal is the input's, as in eager code
+    for data in (x, x2):
+        scheme = build_scheme("int8", axis="token", convention=convention)
+        messages = []
+        for mode in ("eager", "cuda"):
+            with pytest.raises(NonFiniteInput) as info:
+                round_trip(mode, scheme, data.to(DEVICE), torch.float32)
+            messages.append(str(info.value))
+        assert messages[0] == messages[1]
+
+
+def test_plan_covers_cache_geometries_and_refuses_the_rest() -> None:
+    """Keys per channel (group 64 of 256 tokens, D 64), values per token (group 64), whole-head groups; refused:
+    an odd channel count at int4, an odd token group at int4, groups past the tile."""
+    assert cuda.plan((4, 64, 64), 32, 4) == (True, 64, 64, (128, 1))
+    assert cuda.plan((256, 64, 1), 2, 2) == (False, 64, 64, (8, 1))
+    assert cuda.plan((1, 24, 1), 3, 8) == (False, 32, 64, (1, 1))  # int8: a masked token group is fine
+    assert cuda.plan((2, 40, 7), 1, 4) is None
+    assert cuda.plan((10, 25, 1), 1, 4) is None
+    assert cuda.plan((10, 24, 1), 1, 4) == (False, 32, 64, (1, 1))
+    assert cuda.plan((1, 4096, 1), 1, 8) is None
+    assert cuda.plan((0, 64, 1), 1, 8) is None
+
+
+def test_mode_cuda_requires_triton_and_auto_falls_back(monkeypatch) -> None:
+    """Without triton (recorded as an import failure) CUDA tensors go eager in auto mode, and QC2C_KV_KERNELS=cuda
+    raises the reason; cpu and eager modes never ask; CPU tensors never take the Triton path outside tests."""
+    monkeypatch.setattr(cuda, "_state", {"error": "Triton codec kernels unavailable (test)"})
+    gpu = torch.device("cuda")
+    try:
+        kernels.set_mode("auto")
+        assert cuda.active(gpu) is False and "unavailable (test)" in (cuda.describe() or "")
+        for mode in ("cpu", "eager"):
+            kernels.set_mode(mode)
+            assert cuda.active(gpu) is False
+        kernels.set_mode("cuda")
+        with pytest.raises(kernels.KernelUnavailable, match="unavailable"):
+            cuda.active(gpu)
+        assert cuda.active(torch.device("cpu")) is False
+        assert kernels.active(torch.device("cpu"), 1 << 30) is False  # cuda mode: CPU tensors run eagerly
+    finally:
+        kernels.set_mode(None)
+
+
+def test_interpreter_switch_needs_the_environment(monkeypatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        cuda.use_interpreter_on_cpu(True)
