@@ -11,8 +11,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from qc2c.latent.config import ADAPTERS, LatentConfig, LatentEvalConfig
-from qc2c.latent.data import DATA_SOURCES
+from qc2c.latent.config import ADAPTERS, DATA_SOURCES, LatentConfig, LatentEvalConfig
 from runner.schema_types import (
     Fraction,
     NonEmptyStr,

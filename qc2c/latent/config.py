@@ -11,6 +11,7 @@ from dataclasses import dataclass
 STAGES = ("a", "b")
 ADAPTERS = ("linear", "mlp")
 OBJECTIVES = ("tf", "first", "kCE", "KD", "gist")  # the loss names diagnostics.jsonl reports per model
+DATA_SOURCES = ("demo",)  # train.latent.data: the demo world's QA view (qc2c.latent.data)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from qc2c.demo.world import ATTRIBUTES, LABELS, SUBJECTS, Fact, World
+from qc2c.latent.config import DATA_SOURCES
 
 ANCHOR = "Answer:"
-DATA_SOURCES = ("demo",)
 
 
 @dataclass(frozen=True)

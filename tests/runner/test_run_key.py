@@ -43,6 +43,7 @@ def test_run_key_is_sha256_of_canonical_json_without_labels(tmp_path):
         del data["runtime"][execution_choice]
     assert data["eval"].pop("text") is None  # eval.text at its default is left out: older keys stay valid
     assert data.pop("kd_cache") is None  # only kind: kd_cache has one: left out, so older keys stay valid
+    assert data["eval"].pop("latent") is None  # eval.latent at its default (no latent setting) is left out too
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     assert m.run_key() == hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -94,6 +95,8 @@ def _key_without_convention(tmp_path, text: str) -> str:
     if m.eval is not None and m.eval.text is None:
         exclude["eval"] = {"text"}
     exclude["kd_cache"] = True  # a field newer than the key's rule; None outside kind: kd_cache
+    if m.eval is not None and m.eval.latent is None:  # newer still: None without a latent setting
+        exclude["eval"] = {*exclude.get("eval", ()), "latent"}
     data = m.model_dump(mode="json", by_alias=True, exclude=exclude)
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
