@@ -4,7 +4,8 @@ One table per dataset and receiver whose runs scored latent settings (manifests/
 one setting of one run at its measured bytes per sample; `sharer_only` is the accuracy on the held-out
 facts the receiver does not know; Δ is the paired difference to the same run's `latent` setting (bootstrap 95% interval, exact McNemar p: the same items, the same batch step). A setting
 whose numbers another run of the table already showed is listed once. The short-answer columns (EM, F1,
-first-token acceptance, NLL per answer token) exist for the latent settings only.
+first-token acceptance, NLL per answer token) exist for the latent settings only; "text / bytes" is the
+compression against the same run's `latent_text` (the wire's source as UTF-8 text).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections import defaultdict
 from runner.golden.validate import COMPRESSED, GoldenFile, GoldenRow
 
 HEADER = (
-    "| setting | run | bytes | accuracy | sharer_only (Δ vs latent, p) | Δ vs latent [paired 95% CI] | McNemar p "
+    "| setting | run | bytes | text / bytes | accuracy | sharer_only (Δ vs latent, p) | Δ vs latent [paired 95% CI] | McNemar p "
     "| EM | F1 | first_acc | NLL/token |"
 )
-RULE = "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+RULE = "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
 LATENT = "latent"
 
 
@@ -25,10 +26,11 @@ def _group(row: GoldenRow) -> tuple:
     return (row.dataset.name, row.pair.receiver, row.dataset.fingerprint, row.protocol)
 
 
-def _cells(row: GoldenRow) -> list[str]:
+def _cells(row: GoldenRow, text_bytes: float | None) -> list[str]:
     m = row.metrics
     name = f"{row.family} ({row.setting})" if row.setting == COMPRESSED else row.setting
     size = f"{m.bytes.mean:,.0f}" if m.bytes is not None else "—"
+    ratio = f"{text_bytes / m.bytes.mean:.3g}" if m.bytes is not None and m.bytes.mean and text_bytes else "—"
     subject = (m.subjects or {}).get("sharer_only")
     held_out = f"{subject.accuracy:.3f}" if subject is not None else "—"
     if subject is not None and LATENT in subject.paired:
@@ -43,7 +45,7 @@ def _cells(row: GoldenRow) -> list[str]:
     short = (
         [f"{qa.exact_match:.3f}", f"{qa.f1:.3f}", f"{qa.first_acc:.3f}", f"{qa.nll_per_token:.3f}"] if qa else ["—"] * 4
     )
-    return [name, row.manifest, size, f"{m.accuracy:.3f}", held_out, delta, p, *short]
+    return [name, row.manifest, size, ratio, f"{m.accuracy:.3f}", held_out, delta, p, *short]
 
 
 def render_latent(golden: GoldenFile) -> list[str]:
@@ -61,12 +63,13 @@ def render_latent(golden: GoldenFile) -> list[str]:
         lines += [f"### {dataset} · receiver {receiver}", "", HEADER, RULE]
         seen: set[tuple] = set()
         for rows in sorted(groups[key], key=lambda rs: (rs[0].manifest, rs[0].run_key)):
+            text = next((r.metrics.bytes.mean for r in rows if r.setting == "latent_text" and r.metrics.bytes), None)
             for row in sorted(rows, key=lambda r: (-(r.metrics.bytes.mean if r.metrics.bytes else 1e18), r.setting)):
                 m = row.metrics
                 ident = (row.setting, row.family, m.n_correct, m.n, m.bytes.mean if m.bytes else None)
                 if ident in seen:
                     continue
                 seen.add(ident)
-                lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row)) + " |")
+                lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row, text)) + " |")
         lines.append("")
     return lines

@@ -25,8 +25,10 @@ def test_every_setting_of_a_latent_run_has_a_paired_difference_to_latent():
     assert {r[0] for r in body} >= {"latent", "latent_int8", "latent_int4", "latent_placebo", "latent_text"}
     for cells in body:
         if cells[0] != "latent":
-            assert cells[5] != "—" and cells[6] != "—", cells  # Δ vs latent and its McNemar p
-        assert (cells[7] != "—") == cells[0].startswith("latent"), cells  # short-answer columns: latent only
+            assert cells[6] != "—" and cells[7] != "—", cells  # Δ vs latent and its McNemar p
+        assert (cells[8] != "—") == cells[0].startswith("latent"), cells  # short-answer columns: latent only
+        if cells[0] == "latent_text":
+            assert cells[3] == "1", cells  # text / its own bytes
 
 
 def test_no_latent_rows_no_section():
