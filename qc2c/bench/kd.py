@@ -4,7 +4,8 @@
    the cached candidates, backward, optimizer step) against what distillation costs without a cache: an SFT
    step plus a teacher forward (the C2C pair reading the fp16 message under no_grad; the cost of a teacher
    forward does not depend on its fuser's weights, so the student's starting fuser stands in). Printed:
-   each time (median of --repeats timed steps after one warm-up) and the ratio.
+   each time (median of --repeats rounds after a warm-up round; the kinds alternate within a round) and the
+   ratio.
 2. Max batch, without and with `train.gradient_checkpointing` (qc2c.train.grad_ckpt): the search of
    qc2c.bench.max_batch over KD steps; per probe: batch, step seconds, peak memory, tokens/s, loss and
    OK / MAX (the largest that fits) / OOM. The table is printed and written as JSON into the cache folder
@@ -87,6 +88,9 @@ class Steps:
         self.teacher.logits([self.cache_rows[i % len(self.cache_rows)] for i in range(n)])
 
     def restore(self) -> None:
+        """Weights, optimizer state and the RNG (the gates' Gumbel noise) as before the first step: every probe
+        starts alike, so equal batches show equal losses with and without checkpointing."""
+        torch.manual_seed(0)
         self.t.optimizer.zero_grad(set_to_none=True)
         self.t.fuser.projectors.load_state_dict(self.snapshot[0])
         self.t.optimizer.load_state_dict(copy.deepcopy(self.snapshot[1]))
@@ -96,29 +100,21 @@ class Steps:
         self.t.spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, gradient_checkpointing=enabled))
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> float:
-    """Median seconds of `repeats` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def step_costs(steps: Steps, batch: int, repeats: int) -> dict[str, float]:
-    kd = timed(lambda: steps.kd(batch), repeats)
-    sft = timed(lambda: steps.sft(batch), repeats)
-    teacher = timed(lambda: steps.teacher_forward(batch), repeats)
+    """Median seconds of each step kind over `repeats` rounds after one warm-up round. The three kinds alternate
+    within a round, so a neighbour's load slows them alike instead of whichever was measured during it."""
+    kinds = {"kd_step_s": steps.kd, "sft_step_s": steps.sft, "teacher_forward_s": steps.teacher_forward}
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for round_ in range(repeats + 1):
+        for key, fn in kinds.items():
+            t0 = time.perf_counter()
+            fn(batch)
+            if round_:
+                times[key].append(time.perf_counter() - t0)
     steps.restore()
-    return {
-        "batch": batch,
-        "kd_step_s": kd,
-        "sft_step_s": sft,
-        "teacher_forward_s": teacher,
-        "ratio_sft_plus_teacher_over_kd": (sft + teacher) / kd,
-    }
+    out = {"batch": batch, **{k: statistics.median(v) for k, v in times.items()}}
+    out["ratio_sft_plus_teacher_over_kd"] = (out["sft_step_s"] + out["teacher_forward_s"]) / out["kd_step_s"]
+    return out
 
 
 # ---- the speedrun-style table ----
@@ -199,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", type=Path, metavar="MANIFEST", help="a kind: train manifest with train.objective: kd")
     p.add_argument("--kd-cache", type=Path, required=True, help="the KD cache folder (a kind: kd_cache run folder)")
     p.add_argument("--batch", type=positive_int, default=8, help="batch of the step-cost comparison (default 8)")
-    p.add_argument("--repeats", type=positive_int, default=3, help="timed steps per measurement (default 3)")
+    p.add_argument(
+        "--repeats", type=positive_int, default=5, help="timed rounds of the step-cost comparison (default 5)"
+    )
     p.add_argument("--memory-limit-gb", type=float, default=None, help="required on CPU; on CUDA caps free memory")
     p.add_argument("--cap", type=positive_int, default=256, help="largest batch tried (default 256)")
     p.add_argument("--no-write", action="store_true", help="do not write bench_kd.json into the cache folder")

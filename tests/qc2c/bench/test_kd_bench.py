@@ -60,6 +60,8 @@ def test_kd_bench_prints_costs_and_both_tables_and_writes_them(tmp_path, capsys)
     for t in out["tables"]:
         assert t["max_batch"] == 3 and t["hit_cap"]
         assert [r["status"] for r in t["rows"]] == ["OK", "OK", "MAX"] and all(r["loss"] > 0 for r in t["rows"])
+    off, on = ([r["loss"] for r in t["rows"]] for t in out["tables"])
+    assert off == on  # each probe starts from the same weights and RNG; checkpointing changes no number
 
 
 def test_kd_bench_refuses_an_sft_manifest_in_one_line(tmp_path, capsys) -> None:
