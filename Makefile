@@ -7,7 +7,7 @@ MANIFEST ?= manifests/demo.yaml
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.stamp-setup
 
-.PHONY: help setup run test test-all lint validate plan golden plots bench demo-zoo lock image \
+.PHONY: help setup run test test-all lint validate plan golden plots bench gpu-check demo-zoo lock image \
         remote-sync remote-setup remote-launch remote-status remote-logs remote-cancel remote-pull remote-merge clean
 
 help:  ## list the targets
@@ -43,6 +43,9 @@ plots: $(STAMP)  ## regenerate golden/plots/*.png
 
 demo-zoo: $(STAMP)  ## rebuild the demo world, models and fusers into qc2c/demo/zoo (about an hour on 2 cores)
 	$(PY) -m runner demo-zoo
+
+gpu-check:  ## the one device check (CUDA: JSON + table, <= 8 min; no CUDA: one line); no venv needed [OUT=file.json]
+	PYTHONPATH=. $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m qc2c.bench gpu $(if $(OUT),--out $(OUT),)
 
 bench: $(STAMP)  ## codec and eval throughput benchmarks (print measured ratios)
 	$(PY) -m qc2c.bench codec && $(PY) -m qc2c.bench eval && $(PY) -m qc2c.bench eval --one-run && $(PY) -m qc2c.bench sweep && $(PY) -m qc2c.bench sweep --pair demo

@@ -1,4 +1,4 @@
-"""`python -m qc2c.bench COMMAND [ARGS]` — codec · eval · max-batch · kd · sweep.
+"""`python -m qc2c.bench COMMAND [ARGS]` — codec · eval · gpu · max-batch · kd · sweep.
 
 Each command is a module qc2c/bench/<name>.py with `main(argv) -> int`; this file only dispatches.
 
@@ -15,6 +15,7 @@ import sys
 COMMANDS = {
     "codec": "qc2c.bench.codec",
     "eval": "qc2c.bench.eval",
+    "gpu": "qc2c.bench.gpu",
     "max-batch": "qc2c.bench.max_batch",
     "kd": "qc2c.bench.kd",
     "sweep": "qc2c.bench.sweep",
