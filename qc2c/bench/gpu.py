@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-dry-run", action="store_true", help="every step on the CPU at reduced sizes (no GPU figures)")
     p.add_argument("--budget-s", type=float, default=450.0, help="eval batch sizes stop when the budget runs out")
     p.add_argument("--steps", nargs="+", choices=list(STEPS), default=list(STEPS), help="default: all")
+    p.add_argument("--receiver", default=gpu_steps.RECEIVER, help="geometry_eval / train_max_batch: a geom: model")
+    p.add_argument("--sharer", default=gpu_steps.SHARER, help="e.g. geom:llama3.2-1b")
     return p
 
 
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
               "(--cpu-dry-run runs the check's path on the CPU)")  # fmt: skip
         return 0
     sizes = Sizes.dry(args.budget_s) if args.cpu_dry_run else Sizes.real(args.budget_s)
+    sizes.receiver, sizes.sharer = args.receiver, args.sharer
     report = run(sizes, args.steps, args.cpu_dry_run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")

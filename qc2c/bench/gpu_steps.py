@@ -40,6 +40,8 @@ class Sizes:
     train_cap: int
     memory_limit_gb: float | None  # CPU only (the RSS meter needs a bound)
     deadline: float = field(default_factory=lambda: time.monotonic() + 480)
+    receiver: str = RECEIVER
+    sharer: str = SHARER  # geom:llama3.2-1b too: token ids are drawn below both vocabularies
 
     @classmethod
     def real(cls, budget_s: float) -> Sizes:
@@ -147,11 +149,11 @@ def geometry_eval(sizes: Sizes) -> dict[str, Any]:
     from qc2c.kv.uncompressed import Uncompressed
     from qc2c.models import geom
 
-    pair = geom.load_geom_pair(RECEIVER, SHARER, dtype=sizes.dtype, device=sizes.device, n_layers=sizes.n_layers,
+    pair = geom.load_geom_pair(sizes.receiver, sizes.sharer, dtype=sizes.dtype, device=sizes.device, n_layers=sizes.n_layers,
                                vocab_size=sizes.vocab_size)  # fmt: skip
     fuser = geom.geom_fuser(pair, dtype=sizes.dtype, device=sizes.device)
     n_r, n_s = pair.receiver.config.num_hidden_layers, pair.sharer.config.num_hidden_layers
-    vocab = pair.receiver.config.vocab_size
+    vocab = min(pair.receiver.config.vocab_size, pair.sharer.config.vocab_size)  # ids both models read
     kv = KVConfig(quant=QuantConfig(scheme="int4"))
     codec = build_codec(kv, layer_map=dict(fuser.layer_map), n_sharer_layers=n_s, n_receiver_layers=n_r)
     settings = {"c2c_fp16": Uncompressed(), "int4": codec}
@@ -191,7 +193,7 @@ def geometry_eval(sizes: Sizes) -> dict[str, Any]:
     done = [r for r in rows if "int4" in r]
     best = min(done, key=lambda r: r["int4"]["s_per_sample"]) if done else None
     overrides = {"n_layers": sizes.n_layers, "vocab_size": sizes.vocab_size}
-    return {"receiver": RECEIVER, "sharer": SHARER, "prompt_tokens": sizes.prompt_tokens, "overrides": overrides,
+    return {"receiver": sizes.receiver, "sharer": sizes.sharer, "prompt_tokens": sizes.prompt_tokens, "overrides": overrides,
             "rows": rows, "best_batch": best["batch"] if best else None}  # fmt: skip
 
 
@@ -268,14 +270,14 @@ def train_max_batch(sizes: Sizes) -> dict[str, Any]:
     from qc2c.models import geom
     from qc2c.train.grad_ckpt import checkpointed_layers
 
-    pair = geom.load_geom_pair(RECEIVER, SHARER, dtype=sizes.dtype, device=sizes.device, n_layers=sizes.n_layers,
+    pair = geom.load_geom_pair(sizes.receiver, sizes.sharer, dtype=sizes.dtype, device=sizes.device, n_layers=sizes.n_layers,
                                vocab_size=sizes.vocab_size)  # fmt: skip
     for model in (pair.receiver, pair.sharer):
         model.requires_grad_(False)
     fuser = geom.geom_fuser(pair, dtype=sizes.dtype, device=sizes.device)
     fuser.projectors.train()
     optimizer = torch.optim.AdamW(fuser.projectors.parameters(), lr=1e-4)
-    vocab = pair.receiver.config.vocab_size
+    vocab = min(pair.receiver.config.vocab_size, pair.sharer.config.vocab_size)  # ids both models read
     response = max(8, sizes.train_tokens // 4)  # the trained (unfused) section: a chat turn's answer
 
     def step(batch: int) -> int:
