@@ -8,7 +8,9 @@ training setup (projectors, frozen pair, QAT codec if set) on the manifest's lon
 batch is the worst case. An out-of-memory error is caught, the weights and optimizer state are restored
 from a snapshot taken before the search (so probes never drift), caches are emptied, and the search goes
 on. Reported per probe: batch, fits, step time, peak memory, tokens/s; and whether the search hit its cap
-(then the true limit may be higher).
+(then the true limit may be higher). `--gradient-checkpointing both` searches without and with
+`train.gradient_checkpointing`; a `train.objective: kd` manifest runs `python -m qc2c.bench kd` over its cache
+(`--kd-cache`): the speedrun-style table, both ways.
 
 Memory: on CUDA the allocator's peak (torch.cuda.max_memory_allocated) against the free memory or
 --memory-limit-gb, whichever is smaller; a real OOM counts as a failure. On CPU --memory-limit-gb is
@@ -18,6 +20,8 @@ required and the meter is the process's peak RSS (VmHWM, reset before each probe
 examples:
   python -m qc2c.bench max-batch manifests/m7_fuser_train.yaml
   python -m qc2c.bench max-batch my_train.yaml --memory-limit-gb 6 --cap 64 --json
+  python -m qc2c.bench max-batch my_train.yaml --memory-limit-gb 6 --gradient-checkpointing both
+  python -m qc2c.bench max-batch manifests/demo_fuser_train_kd_int2.yaml --kd-cache runs/demo/demo_kd_cache-… --memory-limit-gb 1
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import ctypes
+import dataclasses
 import gc
 import json
 import sys
@@ -205,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit-gb", type=float, default=None, help="required on CPU; on CUDA caps free memory")
     p.add_argument("--cap", type=positive_int, default=256, help="largest batch tried (default 256)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--gradient-checkpointing",
+        choices=("manifest", "off", "on", "both"),
+        default="manifest",
+        help="train.gradient_checkpointing for the probes; both: one search without, one with (default: manifest)",
+    )
+    p.add_argument("--kd-cache", type=Path, default=None, help="objective kd: the cache (runs python -m qc2c.bench kd)")
     return p
 
 
@@ -231,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
+    if manifest["train"].get("objective") == "kd":  # over a KD cache: the speedrun table, both ways (bench kd)
+        return _kd(args)
     limit = int(args.memory_limit_gb * 2**30) if args.memory_limit_gb else None
     trainer, step, rebuild = trainer_step(manifest)
     if trainer.device.type == "cuda":
@@ -242,12 +256,32 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     else:
         meter = RssMeter(limit)
-    result = search(measured_probe(step, meter, rebuild), cap=args.cap, limit_bytes=meter.limit)
+    modes = {"manifest": [trainer.spec.train.gradient_checkpointing], "off": [False], "on": [True]}
+    results = {}
+    for flag in modes.get(args.gradient_checkpointing, [False, True]):
+        train = dataclasses.replace(trainer.spec.train, gradient_checkpointing=flag)
+        trainer.spec = dataclasses.replace(trainer.spec, train=train)
+        results[flag] = search(measured_probe(step, meter, rebuild), cap=args.cap, limit_bytes=meter.limit)
     if args.json:
-        print(json.dumps(asdict(result), indent=2))
+        docs = {("on" if flag else "off"): asdict(r) for flag, r in results.items()}
+        print(json.dumps(docs if len(docs) > 1 else next(iter(docs.values())), indent=2))
     else:
-        print(format_result(result, trainer.device))
+        for flag, result in results.items():
+            print(f"gradient checkpointing {'on' if flag else 'off'}:\n{format_result(result, trainer.device)}")
     return 0
+
+
+def _kd(args: argparse.Namespace) -> int:
+    from qc2c.bench import kd
+
+    if args.kd_cache is None:
+        print(f"{args.manifest}: train.objective is kd: give its cache with --kd-cache RUN_FOLDER", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    gb = [] if args.memory_limit_gb is None else ["--memory-limit-gb", str(args.memory_limit_gb)]
+    return kd.main(
+        [str(args.manifest), "--kd-cache", str(args.kd_cache), "--cap", str(args.cap), *gb]
+        + (["--json"] if args.json else [])
+    )
 
 
 def format_result(result: SearchResult, device: Any) -> str:

@@ -70,3 +70,15 @@ def test_kd_bench_refuses_an_sft_manifest_in_one_line(tmp_path, capsys) -> None:
     assert main([str(manifest), "--kd-cache", str(tmp_path), "--memory-limit-gb", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "kd is needed" in err
+
+
+def test_max_batch_over_a_kd_cache_prints_the_table(tmp_path, capsys) -> None:
+    from qc2c.bench.max_batch import main as max_batch
+
+    cache = _cache(tmp_path / "cache")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST)
+    assert max_batch([str(manifest), "--kd-cache", str(cache), "--memory-limit-gb", "64", "--cap", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "gradient checkpointing off: max batch 1" in out and "gradient checkpointing on: max batch 1" in out
+    assert (cache / "bench_kd.json").is_file()

@@ -136,3 +136,14 @@ def test_cuda_limit_counts_what_is_already_allocated(monkeypatch) -> None:
     assert CudaMeter(device, None).limit == 9_000
     assert CudaMeter(device, 8_000).limit == 8_000
     assert CudaMeter(device, 20_000).limit == 9_000
+
+
+def test_cli_searches_without_and_with_gradient_checkpointing(tmp_path, capsys) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(MANIFEST)
+    assert main([str(path), "--memory-limit-gb", "64", "--cap", "2", "--gradient-checkpointing", "both", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(doc) == ["off", "on"] and doc["on"]["max_batch"] == doc["off"]["max_batch"] == 2
+    path.write_text(MANIFEST.replace("  data:", "  objective: kd\n  kd: {path: x}\n  old_data:"))
+    assert main([str(path), "--memory-limit-gb", "1"]) == 2
+    assert "give its cache with --kd-cache" in capsys.readouterr().err
