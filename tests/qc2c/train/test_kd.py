@@ -164,3 +164,36 @@ def test_a_packed_cache_or_a_missing_cache_is_refused(pair, tmp_path) -> None:
         KDTrainer(spec(tmp_path / "packed"), tmp_path / "a", pair=pair)
     with pytest.raises(CacheFormatError, match="nowhere/meta.json: \\(file\\): no such file"):
         KDTrainer(spec(tmp_path / "nowhere"), tmp_path / "b", pair=pair)
+
+
+KILL = """
+import json, os, signal, sys
+sys.path.insert(0, sys.argv[3])
+from test_kd import FUSER, spec
+from qc2c.train.kd import KDTrainer
+from pathlib import Path
+def kill(step, record):
+    if step == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+KDTrainer(spec(Path(sys.argv[1]), qat=True, steps=6), sys.argv[2], init_from=FUSER).train(on_step=kill, progress=False)
+"""
+
+
+def test_a_sigkilled_kd_run_resumes_with_no_step_lost_or_repeated(pair, cache, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ref = KDTrainer(spec(cache, qat=True, steps=6), tmp_path / "ref", pair=pair, init_from=FUSER).train(progress=False)
+    run, here = tmp_path / "run", str(Path(__file__).parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL, str(cache), str(run), here], env=env, capture_output=True, timeout=300
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (run / "checkpoint-2").is_dir() and not (run / "checkpoint-4").exists()
+    resumed = KDTrainer(spec(cache, qat=True, steps=6), run, pair=pair, init_from=FUSER).train(progress=False)
+    lines = [json.loads(x) for x in (run / "diagnostics.jsonl").read_text().splitlines()]
+    assert resumed.resumed_from == 2 and [x["step"] for x in lines] == list(range(1, 7))
+    assert [x["loss"] for x in lines] == pytest.approx(ref.losses, abs=1e-6)
