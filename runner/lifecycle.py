@@ -66,6 +66,9 @@ class StopFlag:
     with the registry left at "running"."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP)
+    # process-wide on purpose: a stop signal stops the process, so a sweep must not start its next run after a
+    # signal that arrived while a run was finishing (after its last check); `runner run` resets it per command
+    received: int | None = None
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -82,6 +85,7 @@ class StopFlag:
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         self.signal = signum
+        StopFlag.received = signum
         if self._armed:
             self._armed = False
             raise _StopNow

@@ -21,6 +21,7 @@ from typing import Any
 from runner.cli.manifests import ALLOW_DOWNLOADS_HELP, find_manifest, load_manifests_or_report
 from runner.container import ContainerError, choose_runtime, container_provenance, run_in_container
 from runner.exitcodes import EXIT_ALREADY_RUNNING, EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
+from runner.lifecycle import StopFlag
 from runner.plan import Plan, make_plan
 from runner.preflight import offline_unless
 from runner.progress_ui import ProgressUI, print_table, results_table, subjects_table, sweep_table
@@ -103,9 +104,9 @@ def run_native(
 ) -> int:
     """Run every manifest of `source`. A sweep's grid points that differ only in `kv` run as one group in this
     process (runner.sweep_exec: models loaded and baselines scored once, one prefill per model and batch);
-    `grouped=False` runs them one after another, each loading its own models."""
-    from runner.execute import run_plan  # deferred: it imports transformers (see runner/cli/__init__.py)
-    from runner.sweep_exec import group_plans, run_group
+    `grouped=False` runs them one after another, each loading its own models. A stop signal, even one that
+    arrives between runs or while a run is finishing, starts no further run (exit 75: run again to continue)."""
+    from runner.sweep_exec import group_plans
 
     plans, rows = [], []
     for manifest in manifests:
@@ -117,8 +118,36 @@ def run_native(
             plan.problems.append("kind: bench manifests are not run by `runner run` (use: python -m qc2c.bench ...)")
     row_of = {id(plan): row for plan, row in zip(plans, rows, strict=True)}
     groups = group_plans(plans) if grouped else [[plan] for plan in plans]
+    StopFlag.received, between = None, StopFlag()
+    between.install()  # between runs a stop signal is remembered instead of killing the process
+    try:
+        worst, all_results = _run_groups(source, groups, row_of, container)
+    finally:
+        between.restore()
+    if worst == EXIT_PREEMPTED:
+        return EXIT_PREEMPTED
+    if all_results:
+        print_table(results_table(f"results ({source})", all_results))
+        per_subject = subjects_table(all_results)
+        if per_subject is not None:
+            print_table(per_subject)
+    if len(manifests) > 1:
+        print_table(sweep_table(rows))
+    return worst
+
+
+def _run_groups(
+    source: Path, groups: list[list[Plan]], row_of: dict[int, dict[str, Any]], container: dict[str, Any]
+) -> tuple[int, list[Any]]:
+    """Run the groups in order; (worst exit code, results of the complete runs)."""
+    from runner.execute import run_plan  # deferred: it imports transformers (see runner/cli/__init__.py)
+    from runner.sweep_exec import run_group
+
     all_results, worst = [], EXIT_OK
     for group in groups:
+        if StopFlag.received is not None:
+            print(f"{source}: stop signal received: no further run started (run it again to continue)", file=sys.stderr)
+            return EXIT_PREEMPTED, all_results
         todo = [plan for plan in group if not _refused(source, plan, row_of[id(plan)])]
         if len(todo) > 1:
             print(f"sweep group: {len(todo)} grid points scored together in this process", file=sys.stderr)
@@ -137,15 +166,8 @@ def run_native(
                 row["results"] = results
             worst = max(worst, row["exit"])
         if any(row_of[id(plan)]["exit"] == EXIT_PREEMPTED for plan in group):
-            return EXIT_PREEMPTED  # the job is being stopped: do not start the next group
-    if all_results:
-        print_table(results_table(f"results ({source})", all_results))
-        per_subject = subjects_table(all_results)
-        if per_subject is not None:
-            print_table(per_subject)
-    if len(manifests) > 1:
-        print_table(sweep_table(rows))
-    return worst
+            return EXIT_PREEMPTED, all_results  # the job is being stopped: do not start the next group
+    return worst, all_results
 
 
 def _refused(source: Path, plan: Plan, row: dict[str, Any]) -> bool:

@@ -219,3 +219,28 @@ def test_on_the_demo_pair_a_grouped_budget_sweep_equals_its_points_run_alone(tmp
         assert result["settings"]["compressed"]["n"] == 16
     means = sorted(_outcome(d, "demo")[1]["settings"]["compressed"]["bytes"]["mean"] for d in runs_g.values())
     assert means[0] < means[1] < means[2]  # three budgets, three message sizes
+
+
+def test_a_stop_signal_while_a_group_finishes_starts_no_further_group(tmp_path: Path, monkeypatch) -> None:
+    """The signal lands after the group's last check (while its results are written): the group completes,
+    but the next group must not start; the command exits 75 and a re-run does the rest."""
+    import runner.summarize as summarize
+    from runner.exitcodes import EXIT_PREEMPTED
+
+    sweep = _write(tmp_path, limit=4, grid=GRID.replace("kv.selection.keep: [0.5, 1.0]", "eval.limit: [2, 3]"))
+    manifests = load_manifests(sweep)
+    real, sent = summarize.write_results, []
+
+    def write_then_signal(*args, **kwargs):
+        real(*args, **kwargs)
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr("runner.execute.write_results", write_then_signal)
+    runs = tmp_path / "runs"
+    assert run_native(sweep, manifests, runs_dir=runs, container=NATIVE) == EXIT_PREEMPTED
+    entries = Registry(runs).entries()
+    assert len(entries) == 3 and {e.status for e in entries} == {"complete"}  # the first group only
+    assert run_native(sweep, manifests, runs_dir=runs, container=NATIVE) == EXIT_OK
+    assert len(Registry(runs).entries()) == 6
