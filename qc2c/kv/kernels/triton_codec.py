@@ -86,26 +86,37 @@ def _store_flags(flag_ptr, pid_o, pid_b, gmask, bad, over):
 
 
 @triton.jit
-def _pack_store(out_ptr, q, offs, mask, BITS: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr,
-                BLOCK: tl.constexpr):  # fmt: skip
-    """Store uint8 codes q (tile) at element offsets `offs`, PER to a byte along the tile's contiguous axis."""
-    PER: tl.constexpr = 8 // BITS
+def _byte_tile(pid_o, pid_b, n_outer, g, inner, PER: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr,
+               BLOCK: tl.constexpr):  # fmt: skip
+    """(byte offsets, byte mask) of the packed codes of `_tile`'s tile: [GP, BLOCK/PER] (channel) or
+    [BLOCK, GP/PER]; byte k holds the tile's elements k·PER .. k·PER + PER − 1 along its contiguous axis."""
+    if CHANNEL:
+        j = tl.arange(0, GP)[:, None].to(tl.int64)
+        ib = (pid_b * (BLOCK // PER) + tl.arange(0, BLOCK // PER))[None, :].to(tl.int64)
+        o = pid_o.to(tl.int64)
+        return (o * g * inner + j * inner) // PER + ib, (j < g) & (ib * PER < inner)
+    else:
+        o = (pid_o.to(tl.int64) * BLOCK + tl.arange(0, BLOCK))[:, None]
+        jb = tl.arange(0, GP // PER)[None, :].to(tl.int64)
+        return (o * g) // PER + jb, (o < n_outer) & (jb * PER < g)
+
+
+@triton.jit
+def _pack_store(out_ptr, q, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS: tl.constexpr,
+                CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    """Store int32 codes q (the tile) packed, 8/BITS to a byte along the tile's contiguous axis, lowest bits first."""
     if BITS == 8:
         tl.store(out_ptr + offs, q.to(tl.uint8), mask=mask)
     else:
+        PER: tl.constexpr = 8 // BITS
         shifts = (tl.arange(0, PER) * BITS).to(tl.int32)
         if CHANNEL:
             q3 = tl.reshape(q, (GP, BLOCK // PER, PER))
-            m3 = tl.reshape(mask, (GP, BLOCK // PER, PER))
-            o3 = tl.reshape(offs, (GP, BLOCK // PER, PER))
         else:
             q3 = tl.reshape(q, (BLOCK, GP // PER, PER))
-            m3 = tl.reshape(mask, (BLOCK, GP // PER, PER))
-            o3 = tl.reshape(offs, (BLOCK, GP // PER, PER))
         packed = tl.sum(q3 << shifts[None, None, :], axis=2)
-        first = tl.min(o3, axis=2)  # the byte's first element
-        valid = tl.max(m3.to(tl.int32), axis=2) > 0
-        tl.store(out_ptr + first // PER, packed.to(tl.uint8), mask=valid)
+        boffs, bmask = _byte_tile(pid_o, pid_b, n_outer, g, inner, PER, CHANNEL, GP, BLOCK)
+        tl.store(out_ptr + boffs, packed.to(tl.uint8), mask=bmask)
 
 
 @triton.jit
@@ -120,12 +131,20 @@ def _store_out(out_ptr, offs, y, mask, OUT_BF16: tl.constexpr):
 
 
 @triton.jit
-def _load_codes(payload_ptr, offs, mask, BITS: tl.constexpr):
-    PER: tl.constexpr = 8 // BITS
+def _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS: tl.constexpr,
+                CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    """int32 codes of the tile: its packed bytes loaded once each, unpacked in registers (`_pack_store`'s inverse)."""
     if BITS == 8:
         return tl.load(payload_ptr + offs, mask=mask, other=0).to(tl.int32)
-    byte = tl.load(payload_ptr + offs // PER, mask=mask, other=0).to(tl.int32)
-    return (byte >> ((offs % PER).to(tl.int32) * BITS)) & ((1 << BITS) - 1)
+    PER: tl.constexpr = 8 // BITS
+    boffs, bmask = _byte_tile(pid_o, pid_b, n_outer, g, inner, PER, CHANNEL, GP, BLOCK)
+    byte = tl.load(payload_ptr + boffs, mask=bmask, other=0).to(tl.int32)
+    shifts = (tl.arange(0, PER) * BITS).to(tl.int32)
+    codes = (byte[:, :, None] >> shifts[None, None, :]) & ((1 << BITS) - 1)
+    if CHANNEL:
+        return tl.reshape(codes, (GP, BLOCK))
+    else:
+        return tl.reshape(codes, (BLOCK, GP))
 
 
 @triton.jit
@@ -177,7 +196,7 @@ def uniform_encode(x_ptr, out_ptr, scale_ptr, zero_ptr, flag_ptr, n_outer, g, in
         y = x * inv
         q = _rint(tl.minimum(tl.maximum(y, low - zero), high - zero)) + zero
     q = tl.where(mask, q, 0.0).to(tl.int32)
-    _pack_store(out_ptr, q, offs, mask, BITS, CHANNEL, GP, BLOCK)
+    _pack_store(out_ptr, q, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS, CHANNEL, GP, BLOCK)
     tl.store(scale_ptr + gidx, stored.to(scale_ptr.dtype.element_ty), mask=gmask)
     if KIVI:
         tl.store(zero_ptr + gidx, stored_min, mask=gmask)
@@ -192,7 +211,7 @@ def uniform_decode(payload_ptr, scale_ptr, zero_ptr, out_ptr, n_outer, g, inner,
                    GP: tl.constexpr, BLOCK: tl.constexpr, OUT_BF16: tl.constexpr):  # fmt: skip
     pid_o, pid_b = tl.program_id(0), tl.program_id(1)
     offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL, GP, BLOCK)
-    q = _load_codes(payload_ptr, offs, mask, BITS).to(tl.float32)
+    q = _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS, CHANNEL, GP, BLOCK).to(tl.float32)
     scale = tl.load(scale_ptr + gidx, mask=gmask, other=1.0).to(tl.float32)
     if SYMMETRIC:
         y = (q - (1 << (BITS - 1)) * 1.0) * scale
@@ -242,7 +261,7 @@ def scaled_encode(x_ptr, out_ptr, scale_ptr, mids_ptr, flag_ptr, n_outer, g, inn
         for k in tl.static_range(15):
             q += tl.where(y > tl.load(mids_ptr + k), 1, 0)
         q = tl.where(mask, q, 0)
-        _pack_store(out_ptr, q, offs, mask, 4, CHANNEL, GP, BLOCK)
+        _pack_store(out_ptr, q, offs, mask, pid_o, pid_b, n_outer, g, inner, 4, CHANNEL, GP, BLOCK)
     else:
         y = tl.minimum(tl.maximum(tl.where(mask, y, 0.0), -FMAX), FMAX)
         if KIND == 0:
@@ -261,7 +280,7 @@ def scaled_decode(payload_ptr, scale_ptr, table_ptr, out_ptr, n_outer, g, inner,
     """out = table[code] × the group's scale (table: the 256 fp8 values, BITS 8, or the 16 nf4 levels, BITS 4)."""
     pid_o, pid_b = tl.program_id(0), tl.program_id(1)
     offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL, GP, BLOCK)
-    q = _load_codes(payload_ptr, offs, mask, BITS)
+    q = _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS, CHANNEL, GP, BLOCK)
     value = tl.load(table_ptr + q, mask=mask, other=0.0)
     scale = tl.load(scale_ptr + gidx, mask=gmask, other=1.0).to(tl.float32)
     _store_out(out_ptr, offs, value * scale, mask, OUT_BF16)
