@@ -20,7 +20,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from qc2c.config import KDCacheConfig, KDConfig
-from qc2c.kd.teacher import TEACHERS
+from qc2c.kd import TEACHERS
 from runner.schema_data import TrainData
 from runner.schema_types import (
     NonEmptyStr,

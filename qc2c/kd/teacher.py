@@ -18,9 +18,8 @@ import torch
 from torch import Tensor
 
 from qc2c.fuser.fuse import FusePlan, fused_forward
+from qc2c.kd import TEACHERS  # noqa: F401  (re-exported)
 from qc2c.train.data import Example, collate
-
-TEACHERS = ("c2c_fp16", "compressed", "receiver", "sharer")
 
 
 @dataclass(frozen=True)
