@@ -1,7 +1,7 @@
 """`python -m qc2c.bench gpu` (`make gpu-check`): the one device check, one JSON report and one table, <= 8 min.
 
 On a CUDA machine it measures, in this order (each step's error is recorded and the next step still runs):
-1. demo: the demo manifest's settings (receiver, sharer, c2c_fp16, int4 group 32) in bf16 on the GPU against
+1. demo: the demo manifest's settings (receiver, sharer, c2c_fp16, c2c_placebo, int4 group 32) in bf16 on the GPU vs
    float32 on the CPU, prediction by prediction (target: >= 98 % agree);
 2. eval at real geometry: `geom:qwen3-0.6b` <- `geom:qwen2.5-0.5b` (random weights, ~200-token prompts), the
    logits protocol's C2C prefill with the uncompressed message and with an int4 message, s/sample at batch 1 ..

@@ -19,7 +19,7 @@ from qc2c.config import KVConfig, QuantConfig
 
 RECEIVER, SHARER = "geom:qwen3-0.6b", "geom:qwen2.5-0.5b"
 CODEC_SCHEMES = ("int8", "int4", "int2", "fp8_e4m3", "nf4", "fp16")
-DEMO_SETTINGS = ("receiver", "sharer", "c2c_fp16", "compressed")
+DEMO_SETTINGS = ("receiver", "sharer", "c2c_fp16", "c2c_placebo", "compressed")  # manifests/demo.yaml's
 
 
 @dataclass
@@ -96,7 +96,7 @@ def demo_items(limit: int | None) -> list[Any]:
 
 
 def demo_predictions(items: list[Any], device: str, dtype: torch.dtype) -> dict[str, list[str | None]]:
-    """Predictions of DEMO_SETTINGS (the demo manifest: int4 message, group 32) on `items`."""
+    """Predictions of DEMO_SETTINGS (the demo manifest: int4 message, group 32, batch 32) on `items`."""
     from qc2c.eval.batching import chunks
     from qc2c.eval.settings import build_scorers
     from qc2c.fuser.sources import load_fuser
@@ -111,6 +111,7 @@ def demo_predictions(items: list[Any], device: str, dtype: torch.dtype) -> dict[
     scorers = build_scorers(DEMO_SETTINGS, pair, fuser, codec, protocol="logits", max_new_tokens=8, device=device)
     preds: dict[str, list[str | None]] = {}
     for name, scorer in scorers.items():
+        scorer.use_dataset(items)  # c2c_placebo pairs items (a fixed derangement of their ids)
         rows = []
         for r in chunks(len(items), 32):
             rows += scorer.score_rows(items[r.start : r.stop])

@@ -49,6 +49,11 @@ def same_vocabulary(a: Any, b: Any) -> bool:
 
 def resolve_model_dir(ref: str, revision: str = "main") -> Path:
     """tiny:<name> / demo:<name> -> the tiny / demo zoo folder; an existing folder -> itself; an HF id -> its cache snapshot."""
+    if ref.startswith("geom:"):
+        raise ModelNotAvailable(
+            f"{ref}: geom: models have no files and no tokenizer (random weights at a published model's shapes); "
+            "they run in `python -m qc2c.bench gpu` (qc2c.models.geom.load_geom_pair), not in manifests"
+        )
     if ref.startswith("tiny:"):
         from qc2c.models.tiny import resolve_tiny
 

@@ -53,3 +53,10 @@ def test_pair_fuser_and_prompts_run_a_c2c_prefill() -> None:
     assert bool((batch.input_ids[:, -geom.RESPONSE_TOKENS :] == batch.input_ids[0, -geom.RESPONSE_TOKENS :]).all())
     out = C2CPrefill(pair.receiver, pair.sharer, fuser, None)(batch)
     assert out.logits_last.shape == (3, 256) and torch.isfinite(out.logits_last).all()
+
+
+def test_manifest_loading_refuses_geom_refs_with_the_reason() -> None:
+    from qc2c.models.pair import ModelNotAvailable, resolve_model_dir
+
+    with pytest.raises(ModelNotAvailable, match="no tokenizer.*qc2c.bench gpu"):
+        resolve_model_dir("geom:qwen3-0.6b")
