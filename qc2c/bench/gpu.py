@@ -24,6 +24,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -85,8 +86,16 @@ def run(sizes: Sizes, steps: list[str], dry_run: bool) -> dict[str, Any]:
             result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
         result["seconds"] = time.monotonic() - t0
         report["steps"][name] = result
+        release_memory()
     report["checks"] = checks(report["steps"])
     return report
+
+
+def release_memory() -> None:
+    """Free the step's models before the next one (the max-batch meter reads the device's free memory)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def checks(steps: dict[str, Any]) -> dict[str, Any]:
