@@ -178,9 +178,14 @@ def _is_view(decoded: torch.Tensor, message) -> bool:
 
 
 def int_kernel_path(args: argparse.Namespace) -> str:
-    """Which int8/int4/int2 code ran: torch.compile, the fused C++ CPU kernels or eager PyTorch."""
+    """Which int8/int4/int2 code ran: torch.compile, the fused C++ CPU kernels, the Triton kernels (CUDA) or eager
+    PyTorch."""
     if args.compile:
         return "torch.compile"
+    if str(args.device).startswith("cuda"):
+        from qc2c.kv.kernels import cuda
+
+        return cuda.describe() or "eager PyTorch"
     return kernels.describe() or "eager PyTorch"
 
 
