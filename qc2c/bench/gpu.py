@@ -1,6 +1,7 @@
 """`python -m qc2c.bench gpu` (`make gpu-check`): the one device check, one JSON report and one table, <= 8 min.
 
 On a CUDA machine it measures, in this order (each step's error is recorded and the next step still runs):
+0. kernel_bytes: the Triton kernels' bytes against eager PyTorch on the device (qc2c/bench/gpu_bytes.py);
 1. demo: the demo manifest's settings (receiver, sharer, c2c_fp16, c2c_placebo, int4 group 32) in bf16 on the GPU vs
    float32 on the CPU, prediction by prediction (target: >= 98 % agree);
 2. eval at real geometry: `geom:qwen3-0.6b` <- `geom:qwen2.5-0.5b` (random weights, ~200-token prompts), the
@@ -34,10 +35,11 @@ from typing import Any
 
 import torch
 
-from qc2c.bench import gpu_steps
+from qc2c.bench import gpu_bytes, gpu_steps
 from qc2c.bench.gpu_steps import Sizes
 
 STEPS = {
+    "kernel_bytes": gpu_bytes.kernel_bytes,
     "demo": gpu_steps.demo_agreement,
     "geometry_eval": gpu_steps.geometry_eval,
     "codec": gpu_steps.codec_bench,
@@ -101,6 +103,11 @@ def release_memory() -> None:
 def checks(steps: dict[str, Any]) -> dict[str, Any]:
     """Each target of issue 20 with the measured value and whether it is met (None: not measured)."""
     out: dict[str, Any] = {}
+    if "all_equal" in steps.get("kernel_bytes", {}):
+        out["kernel_bytes_equal_eager"] = {
+            "value": steps["kernel_bytes"]["all_equal"],
+            "met": steps["kernel_bytes"]["all_equal"],
+        }
     demo = steps.get("demo", {})
     if "agreement_all" in demo:
         out["demo_agreement"] = _check(demo["agreement_all"], TARGETS["demo_agreement"], ">=")
@@ -131,6 +138,10 @@ def table(report: dict[str, Any]) -> str:
     for name, step in steps.items():
         if "error" in step:
             lines.append(f"  {name}: ERROR {step['error'][:300]}")
+    kb = steps.get("kernel_bytes", {})
+    if "cases" in kb:
+        lines.append(f"  kernel bytes vs eager: {kb['cases']} cases, {kb['n_failures']} differ, NaN refused alike: "
+                     f"{kb['nan_refused_alike']} ({kb['path']})")  # fmt: skip
     demo = steps.get("demo", {})
     if "agreement" in demo:
         per = "  ".join(f"{s} {v:.3f}" for s, v in demo["agreement"].items())

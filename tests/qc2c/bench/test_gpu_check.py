@@ -69,6 +69,7 @@ def test_cpu_dry_run_goes_through_every_step_with_the_packages_hidden(tmp_path: 
     report = json.loads(out.read_text())
     assert report["dry_run"] is True and "not GPU figures" in report["note"]
     assert set(report["steps"]) == set(gpu.STEPS)
+    assert report["steps"]["kernel_bytes"]["all_equal"] and report["steps"]["kernel_bytes"]["cases"] > 70
     for name, step in report["steps"].items():
         assert "error" not in step, (name, step.get("traceback"))
     steps = report["steps"]
