@@ -40,6 +40,8 @@ def preflight_report(plan: Any) -> tuple[list[str], list[str]]:
         problems += _train_data_problems(m.train.data.config(), "train.data")
     if m.kind == "kd_cache" and m.kd_cache is not None:
         problems += _train_data_problems(m.kd_cache.data.config(), "kd_cache.data")
+    if getattr(plan, "kd_cache_dir", None):
+        problems += _kd_cache_problems(plan.kd_cache_dir)
     return problems, _precision_warnings(m, fuser)
 
 
@@ -97,6 +99,17 @@ def _eval_data_problems(m: Any) -> list[str]:
         except Exception as exc:  # noqa: BLE001 - a dataset that cannot be loaded here, whatever the reason
             problems.append(f"eval.datasets: {name}: {_one_line(exc)}")
     return problems
+
+
+def _kd_cache_problems(folder: str) -> list[str]:
+    """train.kd's cache: its meta.json read and checked (the shards are checked when the training reads them)."""
+    from qc2c.kd.format import CacheFormatError, read_meta
+
+    try:
+        read_meta(folder)
+    except CacheFormatError as exc:
+        return [f"train.kd: {p}" for p in exc.problems]
+    return []
 
 
 def _train_data_problems(data: Any, where: str) -> list[str]:

@@ -73,3 +73,15 @@ def test_kd_cache_run_then_kd_training_from_run(tmp_path) -> None:
     assert data["content_sha256"] == meta["content_sha256"] and data["kd_cache"] == str(cache_dir)
     lines = [json.loads(x) for x in (train_dir / "diagnostics.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and all("top1_agreement" in x for x in lines)
+
+
+def test_plan_reads_the_kd_cache_meta_and_names_its_problems(tmp_path) -> None:
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "meta.json").write_text('{"format": "qc2c-kd-cache"}')
+    text = TRAIN.replace("kd: {from_run: tiny_kd_cache}", f'kd: {{path: "{tmp_path / "cache"}"}}')
+    (tmp_path / "train.yaml").write_text(text)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "runner", "plan", str(tmp_path / "train.yaml"), "--runs-dir", str(tmp_path / "runs")]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"train.kd: {tmp_path / 'cache' / 'meta.json'}: top_k: missing" in done.stderr
