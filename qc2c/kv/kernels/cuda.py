@@ -124,24 +124,50 @@ def _flags(flags: Tensor) -> int:
     return int(((flags & cpu.BAD_INPUT).amax() | (flags & cpu.SCALE_OVERFLOW).amax()).item())
 
 
+def _source(x: Tensor | list[Tensor], geometry: tuple[int, int, int]) -> tuple[Tensor, dict[str, object]] | None:
+    """The first tensor (for dtype and device) and the kernels' input arguments: one (R, L, H, n, D) tensor, or
+    its L layers (R, H, n, D) read in place through a table of their addresses (no stacked copy); None where a
+    group would span two layers (the tensor axis) or the layers differ."""
+    if isinstance(x, Tensor):
+        x = x.contiguous()
+        return x, {"bases_ptr": x.new_zeros(1, dtype=torch.int64), "per_layer": 1, "n_layers": 1, "LAYERS": False}
+    layers = [t.contiguous() for t in x]
+    x0 = layers[0]
+    if any(t.shape != x0.shape or t.dtype != x0.dtype or t.device != x0.device for t in layers):
+        return None
+    if geometry[0] % len(layers):
+        return None
+    bases = torch.tensor([t.data_ptr() for t in layers], dtype=torch.int64, device=x0.device)
+    args = {"bases_ptr": bases, "per_layer": geometry[0] // len(layers), "n_layers": len(layers), "LAYERS": True}
+    return x0, {**args, "_keep": layers}  # _keep: the contiguous copies stay alive until the launch returns
+
+
 def _scale_consts(scale_dtype: torch.dtype) -> dict[str, object]:
     info = torch.finfo(scale_dtype)
     return {"SCALE_FP16": scale_dtype == torch.float16, "TINY": float(info.tiny), "EPS1": 1.0 + float(info.eps)}
 
 
 def uniform_encode(
-    x: Tensor, geometry: tuple[int, int, int], bits: int, symmetric: bool, kivi: bool, scale_dtype: torch.dtype
+    x: Tensor | list[Tensor],
+    geometry: tuple[int, int, int],
+    bits: int,
+    symmetric: bool,
+    kivi: bool,
+    scale_dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor, int] | None:
-    """x (R, L, H, n, D) -> (payload (R, P) u8, scales (R, G) scale dtype, offsets (R, G) kivi mins / observer
-    u8 zero points / (R, 0), flags); None where `plan` does not cover the geometry."""
-    r = x.shape[0]
-    tiles = plan(geometry, r, bits)
+    """x (R, L, H, n, D), or its L layers (R, H, n, D) read in place -> (payload (R, P) u8, scales (R, G) scale
+    dtype, offsets (R, G) kivi mins / observer u8 zero points / (R, 0), flags); None where `plan` (or `_source`)
+    does not cover the geometry."""
+    source = _source(x, geometry)
+    r = source[0].shape[0] if source is not None else 0
+    tiles = plan(geometry, r, bits) if source is not None else None
     if tiles is None:
         return None
+    x, inputs = source
+    keep = inputs.pop("_keep", None)  # noqa: F841 - see _source
     channel, gp, block, grid = tiles
     outer, group, inner = geometry
     n_groups = outer * inner
-    x = x.contiguous()
     payload = torch.empty((r, outer * group * inner * bits // 8), dtype=torch.uint8, device=x.device)
     scales = torch.empty((r, n_groups), dtype=scale_dtype, device=x.device)
     zero_dtype = scale_dtype if kivi else torch.uint8
@@ -149,8 +175,8 @@ def uniform_encode(
     flags = torch.zeros(grid[0] * grid[1], dtype=torch.int32, device=x.device)
     _launch(
         load().uniform_encode, grid, x, payload, scales, zeros if zeros.numel() else scales, flags,
-        outer * r, group, inner, BITS=bits, SYMMETRIC=symmetric, KIVI=kivi, CHANNEL=channel, GP=gp, BLOCK=block,
-        **_scale_consts(scale_dtype),
+        outer * r, group, inner, **inputs, BITS=bits, SYMMETRIC=symmetric, KIVI=kivi, CHANNEL=channel, GP=gp,
+        BLOCK=block, **_scale_consts(scale_dtype),
     )  # fmt: skip
     return payload, scales, zeros, _flags(flags)
 
@@ -183,23 +209,32 @@ def uniform_decode(
 
 
 def scaled_encode(
-    x: Tensor, geometry: tuple[int, int, int], kind: int, fmax: float, scale_dtype: torch.dtype, mids: Tensor
+    x: Tensor | list[Tensor],
+    geometry: tuple[int, int, int],
+    kind: int,
+    fmax: float,
+    scale_dtype: torch.dtype,
+    mids: Tensor,
 ) -> tuple[Tensor, Tensor, int] | None:
     """fp8 (kind 0 e4m3fn, 1 e5m2; `fmax` its max) or nf4 (kind 2, `mids` its 15 midpoints) codes of x
-    (R, L, H, n, D) -> (codes (R, M) / (R, M/2) u8, scales (R, G) scale dtype, flags); None: not covered."""
-    r, bits = x.shape[0], 4 if kind == 2 else 8
-    tiles = plan(geometry, r, bits)
+    (R, L, H, n, D), or of its layers read in place -> (codes (R, M) / (R, M/2) u8, scales (R, G) scale dtype,
+    flags); None: not covered."""
+    bits = 4 if kind == 2 else 8
+    source = _source(x, geometry)
+    r = source[0].shape[0] if source is not None else 0
+    tiles = plan(geometry, r, bits) if source is not None else None
     if tiles is None:
         return None
+    x, inputs = source
+    keep = inputs.pop("_keep", None)  # noqa: F841 - see _source
     channel, gp, block, grid = tiles
     outer, group, inner = geometry
-    x = x.contiguous()
     codes = torch.empty((r, outer * group * inner * bits // 8), dtype=torch.uint8, device=x.device)
     scales = torch.empty((r, outer * inner), dtype=scale_dtype, device=x.device)
     flags = torch.zeros(grid[0] * grid[1], dtype=torch.int32, device=x.device)
     mids = mids.to(device=x.device, dtype=torch.float32) if kind == 2 else scales
     _launch(
-        load().scaled_encode, grid, x, codes, scales, mids, flags, outer * r, group, inner, KIND=kind,
+        load().scaled_encode, grid, x, codes, scales, mids, flags, outer * r, group, inner, **inputs, KIND=kind,
         FMAX=float(fmax), CHANNEL=channel, GP=gp, BLOCK=block, **_scale_consts(scale_dtype),
     )  # fmt: skip
     return codes, scales, _flags(flags)

@@ -66,6 +66,27 @@ def _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL: tl.constexpr, GP: tl.constex
 
 
 @triton.jit
+def _load_x(x_ptr, bases_ptr, offs, mask, pid_o, n_outer, g, inner, per_layer, n_layers, LAYERS: tl.constexpr,
+            CHANNEL: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    """The tile as float32. LAYERS: x is not one (R, L, H, n, D) tensor but its L layers (R, H, n, D), each read
+    in place (`bases_ptr`: their addresses, int64; x_ptr: the first layer, for the dtype); `per_layer` outer
+    groups per layer and row, so group o is in row o // (L·per_layer), layer (o // per_layer) % L."""
+    if LAYERS:
+        if CHANNEL:
+            o = pid_o.to(tl.int64)
+        else:
+            o = (pid_o.to(tl.int64) * BLOCK + tl.arange(0, BLOCK))[:, None]
+        row = o // (n_layers * per_layer)
+        layer = (o // per_layer) % n_layers
+        inside = o % per_layer
+        base = tl.load(bases_ptr + layer, mask=layer < n_layers).to(tl.pointer_type(x_ptr.dtype.element_ty))
+        ptrs = base + (row * per_layer + inside) * g * inner + (offs - o * g * inner)
+        return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        return tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _store_up(s, SCALE_FP16: tl.constexpr, TINY: tl.constexpr, EPS1: tl.constexpr):
     """`store_scales`: floor at the scale dtype's smallest normal, round UP into it; (stored, as float32)."""
     s = tl.maximum(s, TINY)
@@ -148,8 +169,8 @@ def _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS: 
 
 
 @triton.jit
-def uniform_encode(x_ptr, out_ptr, scale_ptr, zero_ptr, flag_ptr, n_outer, g, inner,
-                   BITS: tl.constexpr, SYMMETRIC: tl.constexpr, KIVI: tl.constexpr, SCALE_FP16: tl.constexpr,
+def uniform_encode(x_ptr, out_ptr, scale_ptr, zero_ptr, flag_ptr, n_outer, g, inner, bases_ptr, per_layer, n_layers,
+                   LAYERS: tl.constexpr, BITS: tl.constexpr, SYMMETRIC: tl.constexpr, KIVI: tl.constexpr, SCALE_FP16: tl.constexpr,
                    TINY: tl.constexpr, EPS1: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr,
                    BLOCK: tl.constexpr):  # fmt: skip
     pid_o, pid_b = tl.program_id(0), tl.program_id(1)
@@ -157,7 +178,7 @@ def uniform_encode(x_ptr, out_ptr, scale_ptr, zero_ptr, flag_ptr, n_outer, g, in
     RED: tl.constexpr = 0 if CHANNEL else 1
     QMAX: tl.constexpr = (1 << BITS) - 1
     HALF: tl.constexpr = (1 << (BITS - 1)) - 1
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    x = _load_x(x_ptr, bases_ptr, offs, mask, pid_o, n_outer, g, inner, per_layer, n_layers, LAYERS, CHANNEL, BLOCK)
     lo = tl.min(tl.where(mask, x, float("inf")), axis=RED, keep_dims=True)
     hi = tl.max(tl.where(mask, x, -float("inf")), axis=RED, keep_dims=True)
     bad = tl.max(tl.where(mask & ~_finite(x), 1, 0), axis=RED, keep_dims=True) > 0
@@ -238,14 +259,14 @@ def _fp8_bits(y, MBITS: tl.constexpr, BIAS: tl.constexpr):
 
 
 @triton.jit
-def scaled_encode(x_ptr, out_ptr, scale_ptr, mids_ptr, flag_ptr, n_outer, g, inner,
-                  KIND: tl.constexpr, FMAX: tl.constexpr, SCALE_FP16: tl.constexpr, TINY: tl.constexpr,
+def scaled_encode(x_ptr, out_ptr, scale_ptr, mids_ptr, flag_ptr, n_outer, g, inner, bases_ptr, per_layer, n_layers,
+                  LAYERS: tl.constexpr, KIND: tl.constexpr, FMAX: tl.constexpr, SCALE_FP16: tl.constexpr, TINY: tl.constexpr,
                   EPS1: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     """KIND 0: fp8 e4m3fn, 1: fp8 e5m2, 2: nf4 (mids: its 15 float32 midpoints)."""
     pid_o, pid_b = tl.program_id(0), tl.program_id(1)
     offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL, GP, BLOCK)
     RED: tl.constexpr = 0 if CHANNEL else 1
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    x = _load_x(x_ptr, bases_ptr, offs, mask, pid_o, n_outer, g, inner, per_layer, n_layers, LAYERS, CHANNEL, BLOCK)
     lo = tl.min(tl.where(mask, x, float("inf")), axis=RED, keep_dims=True)
     hi = tl.max(tl.where(mask, x, -float("inf")), axis=RED, keep_dims=True)
     absmax = tl.maximum(-lo, hi)

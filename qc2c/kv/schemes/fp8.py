@@ -66,8 +66,10 @@ class ScaledFloat8(Scheme):
         return unview((cg.view(self.fp8_dtype).float() * scale).to(dtype))
 
     def encode_layers(self, layers: list[Tensor]) -> Encoded | None:
-        """The fused CPU kernels read each layer in place; elsewhere None (see Scheme.encode_layers)."""
-        return encode_scaled_fused(self, layers, self._kind(), _NO_TABLE)
+        """The fused CPU kernels, or on CUDA the Triton kernels, read each layer in place; elsewhere None (see
+        Scheme.encode_layers)."""
+        enc = encode_scaled_fused(self, layers, self._kind(), _NO_TABLE)
+        return enc if enc is not None or not layers[0].numel() else gpu.encode_scaled(self, layers, self._kind())
 
     def _kind(self) -> int:
         """The kernels' name for the format: 0 e4m3fn, 1 e5m2."""

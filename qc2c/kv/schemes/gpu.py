@@ -34,17 +34,26 @@ def _geometry(scheme: Scheme, shape: tuple[int, ...]) -> tuple[int, int, int] | 
     return group_geometry(scheme.grouping, shape)
 
 
-def encode_uniform(scheme, x: Tensor) -> Encoded | None:
-    """A UniformInt scheme's encode of x (R, L, H, n, D) by the Triton kernels, or None."""
-    geo = _geometry(scheme, tuple(x.shape[1:]))
-    if geo is None or not applies(x, x.dtype):
+def _first_and_shape(x: Tensor | list[Tensor]) -> tuple[Tensor, tuple[int, ...]]:
+    """(a tensor to check, one row's (L, H, n, D)) of a stack (R, L, H, n, D) or of its layers (R, H, n, D)."""
+    if isinstance(x, Tensor):
+        return x, tuple(x.shape[1:])
+    return x[0], (len(x), *x[0].shape[1:])
+
+
+def encode_uniform(scheme, x: Tensor | list[Tensor]) -> Encoded | None:
+    """A UniformInt scheme's encode of x (R, L, H, n, D), or of its layers read in place, by the Triton kernels;
+    None where they do not apply."""
+    x0, shape = _first_and_shape(x)
+    geo = _geometry(scheme, shape)
+    if geo is None or not applies(x0, x0.dtype):
         return None
     out = cuda.uniform_encode(x, geo, scheme.bits, scheme.symmetric, scheme.kivi, scheme.scale_dtype)
     if out is None:
         return None
     payload, scales, zeros, flags = out
     _raise(flags, scheme)
-    return Encoded(payload, scales.view(torch.uint8), zeros.view(torch.uint8), tuple(x.shape[1:]))
+    return Encoded(payload, scales.view(torch.uint8), zeros.view(torch.uint8), shape)
 
 
 def decode_uniform(scheme, enc: Encoded, dtype: torch.dtype) -> Tensor | None:
@@ -60,10 +69,12 @@ def decode_uniform(scheme, enc: Encoded, dtype: torch.dtype) -> Tensor | None:
     )
 
 
-def encode_scaled(scheme: Scheme, x: Tensor, kind: int, mids: Tensor | None = None) -> Encoded | None:
-    """fp8 (kind 0 e4m3fn, 1 e5m2) or nf4 (kind 2, `mids` its midpoints) encode by the Triton kernels, or None."""
-    geo = _geometry(scheme, tuple(x.shape[1:]))
-    if geo is None or not applies(x, x.dtype):
+def encode_scaled(scheme: Scheme, x: Tensor | list[Tensor], kind: int, mids: Tensor | None = None) -> Encoded | None:
+    """fp8 (kind 0 e4m3fn, 1 e5m2) or nf4 (kind 2, `mids` its midpoints) encode of x (R, L, H, n, D), or of its
+    layers read in place, by the Triton kernels; None where they do not apply."""
+    x0, shape = _first_and_shape(x)
+    geo = _geometry(scheme, shape)
+    if geo is None or not applies(x0, x0.dtype):
         return None
     fmax = torch.finfo(torch.float8_e4m3fn if kind == 0 else torch.float8_e5m2).max if kind < 2 else 1.0
     empty = torch.zeros(0)
@@ -72,8 +83,7 @@ def encode_scaled(scheme: Scheme, x: Tensor, kind: int, mids: Tensor | None = No
         return None
     codes, scales, flags = out
     _raise(flags, scheme)
-    r = x.shape[0]
-    return Encoded(codes, scales.view(torch.uint8), x.new_zeros((r, 0), dtype=torch.uint8), tuple(x.shape[1:]))
+    return Encoded(codes, scales.view(torch.uint8), x0.new_zeros((x0.shape[0], 0), dtype=torch.uint8), shape)
 
 
 def decode_scaled(scheme: Scheme, enc: Encoded, dtype: torch.dtype, bits: int, table: Tensor) -> Tensor | None:

@@ -84,4 +84,7 @@ class NF4(Scheme):
     def encode_layers(self, layers: list[Tensor] | Tensor) -> Encoded | None:
         """The fused CPU kernels read each layer (or a stack) in place; elsewhere None (see Scheme.encode_layers)."""
         mids = torch.tensor(NF4_MIDPOINTS, dtype=torch.float32)
-        return encode_scaled_fused(self, layers, 2, mids, even=True)
+        enc = encode_scaled_fused(self, layers, 2, mids, even=True)
+        if enc is None and not isinstance(layers, torch.Tensor) and layers[0].numel():
+            enc = gpu.encode_scaled(self, layers, 2, mids)  # Triton kernels on CUDA, layers read in place
+        return enc

@@ -106,10 +106,13 @@ class UniformInt(Scheme):
         return Encoded(_pack(codes, self.bits), scale_bytes(stored, r), zeros, shape)
 
     def encode_layers(self, layers: list[Tensor]) -> Encoded | None:
-        """The fused CPU kernels read each layer in place; elsewhere None (see Scheme.encode_layers)."""
+        """The fused CPU kernels, or on CUDA the Triton kernels, read each layer in place; elsewhere None (see
+        Scheme.encode_layers)."""
         x0 = layers[0]
-        if not self._fused(x0, x0.dtype, len(layers) * x0.numel()) or x0.numel() == 0:
+        if x0.numel() == 0:
             return None
+        if not self._fused(x0, x0.dtype, len(layers) * x0.numel()):
+            return None if _COMPILED else gpu.encode_uniform(self, layers)  # Triton kernels on CUDA
         return self._encode_fused(layers)
 
     def decode(self, enc: Encoded, dtype: torch.dtype) -> Tensor:

@@ -33,6 +33,7 @@ SCRIPT = textwrap.dedent(
 
     F16 = {"TINY": 6.103515625e-05, "EPS1": 1.0009765625, "SCALE_FP16": True}
     COMMON = {"n_outer": "i32", "g": "i32", "inner": "i32"}
+    LAYERED = {"bases_ptr": "*i64", "per_layer": "i32", "n_layers": "i32"}  # encode: one stack, or layers in place
     SPECS = []
     for bits in (8, 4, 2):
         for sym, kivi in ((False, True), (False, False), (True, False)):
@@ -40,15 +41,17 @@ SCRIPT = textwrap.dedent(
                 c = dict(BITS=bits, SYMMETRIC=sym, KIVI=kivi, CHANNEL=channel, GP=64, BLOCK=64)
                 zero = "*fp16" if kivi else "*u8"
                 SPECS.append(("uniform_encode", {"x_ptr": "*bf16", "out_ptr": "*u8", "scale_ptr": "*fp16",
-                              "zero_ptr": zero, "flag_ptr": "*i32", **COMMON}, {**c, **F16}))
+                              "zero_ptr": zero, "flag_ptr": "*i32", **COMMON, **LAYERED},
+                              {**c, **F16, "LAYERS": (bits + channel + sym) % 2 == 0}))
                 SPECS.append(("uniform_decode", {"payload_ptr": "*u8", "scale_ptr": "*fp16", "zero_ptr": zero,
                               "out_ptr": "*i16", **COMMON}, {**c, "OUT_BF16": True}))
     for kind, bits in ((0, 8), (1, 8), (2, 4)):
         for channel in (True, False):
             c = dict(CHANNEL=channel, GP=32, BLOCK=64)
             SPECS.append(("scaled_encode", {"x_ptr": "*fp16", "out_ptr": "*u8", "scale_ptr": "*fp16",
-                          "mids_ptr": "*fp32", "flag_ptr": "*i32", **COMMON},
-                          {**c, **F16, "KIND": kind, "FMAX": [448.0, 57344.0, 1.0][kind]}))
+                          "mids_ptr": "*fp32", "flag_ptr": "*i32", **COMMON, **LAYERED},
+                          {**c, **F16, "KIND": kind, "FMAX": [448.0, 57344.0, 1.0][kind],
+                           "LAYERS": channel != (kind == 1)}))
             SPECS.append(("scaled_decode", {"payload_ptr": "*u8", "scale_ptr": "*fp16", "table_ptr": "*fp32",
                           "out_ptr": "*fp16", **COMMON}, {**c, "BITS": bits, "OUT_BF16": False}))
     results = []

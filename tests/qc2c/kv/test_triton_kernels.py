@@ -252,3 +252,31 @@ def test_whole_codec_messages_equal_eager(kv, monkeypatch) -> None:
     for (k1, v1), (k2, v2) in zip(out["cuda"][1], out["eager"][1]):
         assert torch.equal(k1, k2) and torch.equal(v1, v2)
     assert "uniform_encode" in calls or "scaled_encode" in calls
+
+
+@triton_test
+@pytest.mark.parametrize("name", ["int8", "int4", "int2", "fp8_e5m2", "nf4"])
+@pytest.mark.parametrize(("axis", "group_size"), [("token", 16), ("channel", 8), ("channel", None), ("head", None),
+                                                  ("layer", None), ("tensor", None)])  # fmt: skip
+def test_layers_read_in_place_equal_eager_on_the_stack(name, axis, group_size, monkeypatch) -> None:
+    """encode_layers on separate (R, H, n, D) layers (one of them a non-contiguous view) gives the eager encode of
+    their (R, L, H, n, D) stack, byte for byte, without building the stack; the tensor axis (groups spanning
+    layers) declines (None), so the codec stacks as before."""
+    calls = _calls(monkeypatch)
+    gen = torch.Generator().manual_seed(3)
+    layers = [torch.randn(3, 2, 24, 32, generator=gen).to(torch.bfloat16).to(DEVICE) for _ in range(3)]
+    layers[1] = torch.randn(3, 2, 32, 24, generator=gen).to(torch.bfloat16).to(DEVICE).transpose(2, 3)
+    scheme = build_scheme(name, axis=axis, group_size=group_size, convention="observer")
+    ref, _ = round_trip("eager", scheme, torch.stack(layers, dim=1), torch.bfloat16)
+    kernels.set_mode("cuda")
+    try:
+        enc = scheme.encode_layers(layers)
+    finally:
+        kernels.set_mode(None)
+    if axis == "tensor":
+        assert enc is None and not calls
+        return
+    assert calls and calls[0].endswith("encode")
+    assert enc.shape == ref.shape
+    for field in ("payload", "scales", "zeros"):
+        assert torch.equal(getattr(enc, field), getattr(ref, field)), field
