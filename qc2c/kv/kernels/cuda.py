@@ -8,8 +8,8 @@ bandwidth. Same bytes as the eager path (tests/qc2c/kv/test_triton_kernels.py).
 Path choice, `QC2C_KV_KERNELS` (shared with the CPU kernels, `qc2c.kv.kernels.cpu.set_mode`): ``auto`` (default)
 uses the Triton kernels for CUDA tensors when `triton` imports and the fused C++ kernels for CPU tensors; ``cuda``
 requires the Triton kernels for CUDA tensors (`KernelUnavailable` otherwise) and leaves CPU tensors on the eager
-path; ``cpu`` and ``eager`` never use them. Geometries the tiles do not cover (a ragged last group, a group wider
-than `MAX_TILE` elements, packed bytes that would straddle two groups' tiles) stay on the eager path.
+path; ``cpu`` and ``eager`` never use them. Geometries the tiles do not cover (a group wider than `MAX_TILE` / 2
+elements, a packed byte that would hold two groups' codes) stay on the eager path; a ragged last group is masked.
 
 Triton's interpreter (TRITON_INTERPRET=1 before triton is imported) runs the same kernels on CPU tensors: the
 tests use it, through `use_interpreter_on_cpu`, to check the bytes where no GPU is.
@@ -90,22 +90,27 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def plan(geometry: tuple[int, int, int], rows: int, bits: int) -> tuple[bool, int, int, tuple[int, int]] | None:
-    """(channel tile?, GP, BLOCK, grid) for R = `rows` rows of (O, g, I) = `geometry`; None: not covered."""
-    outer, group, inner = geometry
+def plan(
+    geometry: tuple[int, int, int, int], rows: int, bits: int
+) -> tuple[bool, int, int, tuple[int, int], int] | None:
+    """(channel tile?, GP, BLOCK, grid, groups per slice) for R = `rows` rows of (S, length, g, I) = `geometry`
+    (see triton_codec's docstring); None: not covered."""
+    slices, length, group, inner = geometry
     per = 8 // bits
     gp = _pow2(group)
-    if outer * rows == 0 or group == 0 or gp > MAX_TILE // 2:
+    n_q = -(-length // group) if group else 0
+    if slices * rows * length == 0 or group == 0 or gp > MAX_TILE // 2:
         return None
+    n_outer = slices * rows * n_q
     if inner > 1:  # channel tile: packing runs along the channels
         if inner % per:
             return None
         block = max(per, min(128, _pow2(inner), MAX_TILE // gp))
-        return True, gp, block, (outer * rows, -(-inner // block))
-    if group % per:  # a byte would hold two groups' codes
+        return True, gp, block, (n_outer, -(-inner // block)), n_q
+    if group % per or length % per:  # a byte would hold two groups' codes
         return None
     block = max(2, min(64, MAX_TILE // gp))
-    return False, gp, block, (-(-outer * rows // block), 1)
+    return False, gp, block, (-(-n_outer // block), 1), n_q
 
 
 def _launch(kernel, grid, *args, **meta) -> None:
@@ -124,10 +129,10 @@ def _flags(flags: Tensor) -> int:
     return int(((flags & cpu.BAD_INPUT).amax() | (flags & cpu.SCALE_OVERFLOW).amax()).item())
 
 
-def _source(x: Tensor | list[Tensor], geometry: tuple[int, int, int]) -> tuple[Tensor, dict[str, object]] | None:
+def _source(x: Tensor | list[Tensor], geometry: tuple[int, int, int, int]) -> tuple[Tensor, dict[str, object]] | None:
     """The first tensor (for dtype and device) and the kernels' input arguments: one (R, L, H, n, D) tensor, or
     its L layers (R, H, n, D) read in place through a table of their addresses (no stacked copy); None where a
-    group would span two layers (the tensor axis) or the layers differ."""
+    slice would span two layers (the tensor axis) or the layers differ."""
     if isinstance(x, Tensor):
         x = x.contiguous()
         return x, {"bases_ptr": x.new_zeros(1, dtype=torch.int64), "per_layer": 1, "n_layers": 1, "LAYERS": False}
@@ -142,6 +147,12 @@ def _source(x: Tensor | list[Tensor], geometry: tuple[int, int, int]) -> tuple[T
     return x0, {**args, "_keep": layers}  # _keep: the contiguous copies stay alive until the launch returns
 
 
+def _sizes(geometry: tuple[int, int, int, int], rows: int, n_q: int) -> tuple[int, int, tuple[int, ...]]:
+    """(elements per row, groups per row, the kernels' geometry arguments n_outer, g, inner, length, n_q)."""
+    slices, length, group, inner = geometry
+    return slices * length * inner, slices * n_q * inner, (rows * slices * n_q, group, inner, length, n_q)
+
+
 def _scale_consts(scale_dtype: torch.dtype) -> dict[str, object]:
     info = torch.finfo(scale_dtype)
     return {"SCALE_FP16": scale_dtype == torch.float16, "TINY": float(info.tiny), "EPS1": 1.0 + float(info.eps)}
@@ -149,7 +160,7 @@ def _scale_consts(scale_dtype: torch.dtype) -> dict[str, object]:
 
 def uniform_encode(
     x: Tensor | list[Tensor],
-    geometry: tuple[int, int, int],
+    geometry: tuple[int, int, int, int],
     bits: int,
     symmetric: bool,
     kivi: bool,
@@ -165,18 +176,16 @@ def uniform_encode(
         return None
     x, inputs = source
     keep = inputs.pop("_keep", None)  # noqa: F841 - see _source
-    channel, gp, block, grid = tiles
-    outer, group, inner = geometry
-    n_groups = outer * inner
-    payload = torch.empty((r, outer * group * inner * bits // 8), dtype=torch.uint8, device=x.device)
+    channel, gp, block, grid, n_q = tiles
+    n_elements, n_groups, geo = _sizes(geometry, r, n_q)
+    payload = torch.empty((r, n_elements * bits // 8), dtype=torch.uint8, device=x.device)
     scales = torch.empty((r, n_groups), dtype=scale_dtype, device=x.device)
     zero_dtype = scale_dtype if kivi else torch.uint8
     zeros = torch.empty((r, 0 if symmetric else n_groups), dtype=zero_dtype, device=x.device)
     flags = torch.zeros(grid[0] * grid[1], dtype=torch.int32, device=x.device)
     _launch(
-        load().uniform_encode, grid, x, payload, scales, zeros if zeros.numel() else scales, flags,
-        outer * r, group, inner, **inputs, BITS=bits, SYMMETRIC=symmetric, KIVI=kivi, CHANNEL=channel, GP=gp,
-        BLOCK=block, **_scale_consts(scale_dtype),
+        load().uniform_encode, grid, x, payload, scales, zeros if zeros.numel() else scales, flags, *geo, **inputs,
+        BITS=bits, SYMMETRIC=symmetric, KIVI=kivi, CHANNEL=channel, GP=gp, BLOCK=block, **_scale_consts(scale_dtype),
     )  # fmt: skip
     return payload, scales, zeros, _flags(flags)
 
@@ -187,7 +196,7 @@ def uniform_decode(
     zeros: Tensor,
     shape: tuple[int, ...],
     dtype: torch.dtype,
-    geometry: tuple[int, int, int],
+    geometry: tuple[int, int, int, int],
     bits: int,
     symmetric: bool,
     kivi: bool,
@@ -197,12 +206,12 @@ def uniform_decode(
     tiles = plan(geometry, shape[0], bits)
     if tiles is None:
         return None
-    channel, gp, block, grid = tiles
+    channel, gp, block, grid, n_q = tiles
     out = torch.empty(shape, dtype=dtype, device=payload.device)
     zeros = zeros.contiguous()
     _launch(
         load().uniform_decode, grid, payload.contiguous(), scales.contiguous(), zeros if zeros.numel() else scales,
-        _out_arg(out), geometry[0] * shape[0], geometry[1], geometry[2], BITS=bits, SYMMETRIC=symmetric, KIVI=kivi,
+        _out_arg(out), *_sizes(geometry, shape[0], n_q)[2], BITS=bits, SYMMETRIC=symmetric, KIVI=kivi,
         CHANNEL=channel, GP=gp, BLOCK=block, OUT_BF16=dtype == torch.bfloat16,
     )  # fmt: skip
     return out
@@ -210,7 +219,7 @@ def uniform_decode(
 
 def scaled_encode(
     x: Tensor | list[Tensor],
-    geometry: tuple[int, int, int],
+    geometry: tuple[int, int, int, int],
     kind: int,
     fmax: float,
     scale_dtype: torch.dtype,
@@ -227,15 +236,15 @@ def scaled_encode(
         return None
     x, inputs = source
     keep = inputs.pop("_keep", None)  # noqa: F841 - see _source
-    channel, gp, block, grid = tiles
-    outer, group, inner = geometry
-    codes = torch.empty((r, outer * group * inner * bits // 8), dtype=torch.uint8, device=x.device)
-    scales = torch.empty((r, outer * inner), dtype=scale_dtype, device=x.device)
+    channel, gp, block, grid, n_q = tiles
+    n_elements, n_groups, geo = _sizes(geometry, r, n_q)
+    codes = torch.empty((r, n_elements * bits // 8), dtype=torch.uint8, device=x.device)
+    scales = torch.empty((r, n_groups), dtype=scale_dtype, device=x.device)
     flags = torch.zeros(grid[0] * grid[1], dtype=torch.int32, device=x.device)
     mids = mids.to(device=x.device, dtype=torch.float32) if kind == 2 else scales
     _launch(
-        load().scaled_encode, grid, x, codes, scales, mids, flags, outer * r, group, inner, **inputs, KIND=kind,
-        FMAX=float(fmax), CHANNEL=channel, GP=gp, BLOCK=block, **_scale_consts(scale_dtype),
+        load().scaled_encode, grid, x, codes, scales, mids, flags, *geo, **inputs, KIND=kind, FMAX=float(fmax),
+        CHANNEL=channel, GP=gp, BLOCK=block, **_scale_consts(scale_dtype),
     )  # fmt: skip
     return codes, scales, _flags(flags)
 
@@ -245,7 +254,7 @@ def scaled_decode(
     scales: Tensor,
     shape: tuple[int, ...],
     dtype: torch.dtype,
-    geometry: tuple[int, int, int],
+    geometry: tuple[int, int, int, int],
     bits: int,
     table: Tensor,
 ) -> Tensor | None:
@@ -253,12 +262,12 @@ def scaled_decode(
     tiles = plan(geometry, shape[0], bits)
     if tiles is None:
         return None
-    channel, gp, block, grid = tiles
+    channel, gp, block, grid, n_q = tiles
     out = torch.empty(shape, dtype=dtype, device=codes.device)
     table = table.to(device=codes.device, dtype=torch.float32)
     _launch(
         load().scaled_decode, grid, codes.contiguous(), scales.contiguous(), table, _out_arg(out),
-        geometry[0] * shape[0], geometry[1], geometry[2], BITS=bits, CHANNEL=channel, GP=gp, BLOCK=block,
+        *_sizes(geometry, shape[0], n_q)[2], BITS=bits, CHANNEL=channel, GP=gp, BLOCK=block,
         OUT_BF16=dtype == torch.bfloat16,
     )  # fmt: skip
     return out

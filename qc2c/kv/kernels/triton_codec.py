@@ -13,12 +13,15 @@ The arithmetic is the eager path's, operation for operation, so the bytes are id
   fp8 type support from the GPU or the interpreter;
 - launches pass `enable_fp_fusion=False` on CUDA: a fused multiply-add would round q·s + min once, eager twice.
 
-Tiles. A row of (L, H, n, D) is grouped as (O, g, I) (`qc2c.kv.schemes.base.group_geometry`): group (o, i) is
-the g elements at stride I from o·g·I, stats index o·I + i. Rows are contiguous, so R rows are R·O outer
-groups. I = 1 (token, head, layer, tensor axes): a tile is [BLOCK groups, GP] with the group contiguous (masked past g: a byte never straddles two groups, as g is a multiple of PER);
-I > 1 (channel axis): a tile is [GP, BLOCK channels] for one o. GP is g rounded up to a power of two (masked).
-Packing puts `PER` = 8/bits consecutive elements in a byte, lowest bits first, so it runs along the tile's
-contiguous axis: the callers (`cuda.py`) only send geometries where that axis holds whole bytes.
+Tiles. A row of (L, H, n, D) is S slices of `length` elements along the grouped axis, at stride I
+(`qc2c.kv.schemes.gpu.geometry`): token axis S = L·H·n, length D, I = 1; channel axis S = L·H, length n, I = D;
+head/layer/tensor axes one whole group per slice. Each slice holds n_q = ceil(length / g) groups, the last one
+ragged (eager code pads it by repeating the last element, which changes no statistic, and cuts the padding
+before packing: here it is masked). Outer group o = s·n_q + q; its stats index is o·I + i. Rows are contiguous,
+so R rows are R·S·n_q outer groups. I = 1: a tile is [BLOCK groups, GP] with the group contiguous; I > 1: a
+tile is [GP, BLOCK channels] for one o. GP is g rounded up to a power of two (masked). Packing puts PER = 8/bits
+consecutive elements in a byte, lowest bits first, along the tile's contiguous axis: the callers (`cuda.py`)
+only send geometries where no byte holds two groups' codes (g and length multiples of PER, or I one).
 """
 
 from __future__ import annotations
@@ -45,42 +48,45 @@ def _finite(v):
 
 
 @triton.jit
-def _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr):
-    """(element offsets, element mask, group index, group mask) of one tile, int64 offsets."""
+def _tile(pid_o, pid_b, n_outer, g, inner, length, n_q, CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr):
+    """(element offsets, element mask, group index, group mask) of one tile, int64 offsets. Outer group o is
+    group q = o % n_q of slice s = o // n_q; its element j sits at t = q·g + j < length along the slice's axis."""
     if CHANNEL:
         j = tl.arange(0, GP)[:, None].to(tl.int64)
         i = (pid_b * BLOCK + tl.arange(0, BLOCK))[None, :].to(tl.int64)
         o = pid_o.to(tl.int64)
+        t = (o % n_q) * g + j
         gmask = i < inner
-        offs = o * g * inner + j * inner + i
+        offs = (o // n_q) * length * inner + t * inner + i
         gidx = o * inner + i
-        mask = (j < g) & gmask
+        mask = (j < g) & (t < length) & gmask
     else:
         o = (pid_o.to(tl.int64) * BLOCK + tl.arange(0, BLOCK))[:, None]
         j = tl.arange(0, GP)[None, :].to(tl.int64)
+        t = (o % n_q) * g + j
         gmask = o < n_outer
-        offs = o * g + j
+        offs = (o // n_q) * length + t
         gidx = o
-        mask = gmask & (j < g)
+        mask = gmask & (j < g) & (t < length)
     return offs, mask, gidx, gmask
 
 
 @triton.jit
-def _load_x(x_ptr, bases_ptr, offs, mask, pid_o, n_outer, g, inner, per_layer, n_layers, LAYERS: tl.constexpr,
+def _load_x(x_ptr, bases_ptr, offs, mask, pid_o, n_outer, g, inner, length, n_q, per_layer, n_layers, LAYERS: tl.constexpr,
             CHANNEL: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     """The tile as float32. LAYERS: x is not one (R, L, H, n, D) tensor but its L layers (R, H, n, D), each read
-    in place (`bases_ptr`: their addresses, int64; x_ptr: the first layer, for the dtype); `per_layer` outer
-    groups per layer and row, so group o is in row o // (L·per_layer), layer (o // per_layer) % L."""
+    in place (`bases_ptr`: their addresses, int64; x_ptr: the first layer, for the dtype); `per_layer` slices
+    per layer and row, so slice s is in row s // (L·per_layer), layer (s // per_layer) % L."""
     if LAYERS:
         if CHANNEL:
             o = pid_o.to(tl.int64)
         else:
             o = (pid_o.to(tl.int64) * BLOCK + tl.arange(0, BLOCK))[:, None]
-        row = o // (n_layers * per_layer)
-        layer = (o // per_layer) % n_layers
-        inside = o % per_layer
+        s = o // n_q
+        row = s // (n_layers * per_layer)
+        layer = (s // per_layer) % n_layers
         base = tl.load(bases_ptr + layer, mask=layer < n_layers).to(tl.pointer_type(x_ptr.dtype.element_ty))
-        ptrs = base + (row * per_layer + inside) * g * inner + (offs - o * g * inner)
+        ptrs = base + (row * per_layer + s % per_layer) * length * inner + (offs - s * length * inner)
         return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     else:
         return tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -107,7 +113,7 @@ def _store_flags(flag_ptr, pid_o, pid_b, gmask, bad, over):
 
 
 @triton.jit
-def _byte_tile(pid_o, pid_b, n_outer, g, inner, PER: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr,
+def _byte_tile(pid_o, pid_b, n_outer, g, inner, length, n_q, PER: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr,
                BLOCK: tl.constexpr):  # fmt: skip
     """(byte offsets, byte mask) of the packed codes of `_tile`'s tile: [GP, BLOCK/PER] (channel) or
     [BLOCK, GP/PER]; byte k holds the tile's elements k·PER .. k·PER + PER − 1 along its contiguous axis."""
@@ -115,15 +121,17 @@ def _byte_tile(pid_o, pid_b, n_outer, g, inner, PER: tl.constexpr, CHANNEL: tl.c
         j = tl.arange(0, GP)[:, None].to(tl.int64)
         ib = (pid_b * (BLOCK // PER) + tl.arange(0, BLOCK // PER))[None, :].to(tl.int64)
         o = pid_o.to(tl.int64)
-        return (o * g * inner + j * inner) // PER + ib, (j < g) & (ib * PER < inner)
+        t = (o % n_q) * g + j
+        return ((o // n_q) * length * inner + t * inner) // PER + ib, (j < g) & (t < length) & (ib * PER < inner)
     else:
         o = (pid_o.to(tl.int64) * BLOCK + tl.arange(0, BLOCK))[:, None]
         jb = tl.arange(0, GP // PER)[None, :].to(tl.int64)
-        return (o * g) // PER + jb, (o < n_outer) & (jb * PER < g)
+        t = (o % n_q) * g + jb * PER
+        return ((o // n_q) * length + t) // PER, (o < n_outer) & (jb * PER < g) & (t < length)
 
 
 @triton.jit
-def _pack_store(out_ptr, q, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS: tl.constexpr,
+def _pack_store(out_ptr, q, offs, mask, pid_o, pid_b, n_outer, g, inner, length, n_q, BITS: tl.constexpr,
                 CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     """Store int32 codes q (the tile) packed, 8/BITS to a byte along the tile's contiguous axis, lowest bits first."""
     if BITS == 8:
@@ -136,7 +144,7 @@ def _pack_store(out_ptr, q, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS: t
         else:
             q3 = tl.reshape(q, (BLOCK, GP // PER, PER))
         packed = tl.sum(q3 << shifts[None, None, :], axis=2)
-        boffs, bmask = _byte_tile(pid_o, pid_b, n_outer, g, inner, PER, CHANNEL, GP, BLOCK)
+        boffs, bmask = _byte_tile(pid_o, pid_b, n_outer, g, inner, length, n_q, PER, CHANNEL, GP, BLOCK)
         tl.store(out_ptr + boffs, packed.to(tl.uint8), mask=bmask)
 
 
@@ -152,13 +160,13 @@ def _store_out(out_ptr, offs, y, mask, OUT_BF16: tl.constexpr):
 
 
 @triton.jit
-def _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS: tl.constexpr,
+def _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, length, n_q, BITS: tl.constexpr,
                 CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     """int32 codes of the tile: its packed bytes loaded once each, unpacked in registers (`_pack_store`'s inverse)."""
     if BITS == 8:
         return tl.load(payload_ptr + offs, mask=mask, other=0).to(tl.int32)
     PER: tl.constexpr = 8 // BITS
-    boffs, bmask = _byte_tile(pid_o, pid_b, n_outer, g, inner, PER, CHANNEL, GP, BLOCK)
+    boffs, bmask = _byte_tile(pid_o, pid_b, n_outer, g, inner, length, n_q, PER, CHANNEL, GP, BLOCK)
     byte = tl.load(payload_ptr + boffs, mask=bmask, other=0).to(tl.int32)
     shifts = (tl.arange(0, PER) * BITS).to(tl.int32)
     codes = (byte[:, :, None] >> shifts[None, None, :]) & ((1 << BITS) - 1)
@@ -169,16 +177,16 @@ def _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS: 
 
 
 @triton.jit
-def uniform_encode(x_ptr, out_ptr, scale_ptr, zero_ptr, flag_ptr, n_outer, g, inner, bases_ptr, per_layer, n_layers,
+def uniform_encode(x_ptr, out_ptr, scale_ptr, zero_ptr, flag_ptr, n_outer, g, inner, length, n_q, bases_ptr, per_layer, n_layers,
                    LAYERS: tl.constexpr, BITS: tl.constexpr, SYMMETRIC: tl.constexpr, KIVI: tl.constexpr, SCALE_FP16: tl.constexpr,
                    TINY: tl.constexpr, EPS1: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr,
                    BLOCK: tl.constexpr):  # fmt: skip
     pid_o, pid_b = tl.program_id(0), tl.program_id(1)
-    offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL, GP, BLOCK)
+    offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, length, n_q, CHANNEL, GP, BLOCK)
     RED: tl.constexpr = 0 if CHANNEL else 1
     QMAX: tl.constexpr = (1 << BITS) - 1
     HALF: tl.constexpr = (1 << (BITS - 1)) - 1
-    x = _load_x(x_ptr, bases_ptr, offs, mask, pid_o, n_outer, g, inner, per_layer, n_layers, LAYERS, CHANNEL, BLOCK)
+    x = _load_x(x_ptr, bases_ptr, offs, mask, pid_o, n_outer, g, inner, length, n_q, per_layer, n_layers, LAYERS, CHANNEL, BLOCK)
     lo = tl.min(tl.where(mask, x, float("inf")), axis=RED, keep_dims=True)
     hi = tl.max(tl.where(mask, x, -float("inf")), axis=RED, keep_dims=True)
     bad = tl.max(tl.where(mask & ~_finite(x), 1, 0), axis=RED, keep_dims=True) > 0
@@ -217,7 +225,7 @@ def uniform_encode(x_ptr, out_ptr, scale_ptr, zero_ptr, flag_ptr, n_outer, g, in
         y = x * inv
         q = _rint(tl.minimum(tl.maximum(y, low - zero), high - zero)) + zero
     q = tl.where(mask, q, 0.0).to(tl.int32)
-    _pack_store(out_ptr, q, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS, CHANNEL, GP, BLOCK)
+    _pack_store(out_ptr, q, offs, mask, pid_o, pid_b, n_outer, g, inner, length, n_q, BITS, CHANNEL, GP, BLOCK)
     tl.store(scale_ptr + gidx, stored.to(scale_ptr.dtype.element_ty), mask=gmask)
     if KIVI:
         tl.store(zero_ptr + gidx, stored_min, mask=gmask)
@@ -227,12 +235,12 @@ def uniform_encode(x_ptr, out_ptr, scale_ptr, zero_ptr, flag_ptr, n_outer, g, in
 
 
 @triton.jit
-def uniform_decode(payload_ptr, scale_ptr, zero_ptr, out_ptr, n_outer, g, inner,
+def uniform_decode(payload_ptr, scale_ptr, zero_ptr, out_ptr, n_outer, g, inner, length, n_q,
                    BITS: tl.constexpr, SYMMETRIC: tl.constexpr, KIVI: tl.constexpr, CHANNEL: tl.constexpr,
                    GP: tl.constexpr, BLOCK: tl.constexpr, OUT_BF16: tl.constexpr):  # fmt: skip
     pid_o, pid_b = tl.program_id(0), tl.program_id(1)
-    offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL, GP, BLOCK)
-    q = _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS, CHANNEL, GP, BLOCK).to(tl.float32)
+    offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, length, n_q, CHANNEL, GP, BLOCK)
+    q = _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, length, n_q, BITS, CHANNEL, GP, BLOCK).to(tl.float32)
     scale = tl.load(scale_ptr + gidx, mask=gmask, other=1.0).to(tl.float32)
     if SYMMETRIC:
         y = (q - (1 << (BITS - 1)) * 1.0) * scale
@@ -259,14 +267,14 @@ def _fp8_bits(y, MBITS: tl.constexpr, BIAS: tl.constexpr):
 
 
 @triton.jit
-def scaled_encode(x_ptr, out_ptr, scale_ptr, mids_ptr, flag_ptr, n_outer, g, inner, bases_ptr, per_layer, n_layers,
+def scaled_encode(x_ptr, out_ptr, scale_ptr, mids_ptr, flag_ptr, n_outer, g, inner, length, n_q, bases_ptr, per_layer, n_layers,
                   LAYERS: tl.constexpr, KIND: tl.constexpr, FMAX: tl.constexpr, SCALE_FP16: tl.constexpr, TINY: tl.constexpr,
                   EPS1: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     """KIND 0: fp8 e4m3fn, 1: fp8 e5m2, 2: nf4 (mids: its 15 float32 midpoints)."""
     pid_o, pid_b = tl.program_id(0), tl.program_id(1)
-    offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL, GP, BLOCK)
+    offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, length, n_q, CHANNEL, GP, BLOCK)
     RED: tl.constexpr = 0 if CHANNEL else 1
-    x = _load_x(x_ptr, bases_ptr, offs, mask, pid_o, n_outer, g, inner, per_layer, n_layers, LAYERS, CHANNEL, BLOCK)
+    x = _load_x(x_ptr, bases_ptr, offs, mask, pid_o, n_outer, g, inner, length, n_q, per_layer, n_layers, LAYERS, CHANNEL, BLOCK)
     lo = tl.min(tl.where(mask, x, float("inf")), axis=RED, keep_dims=True)
     hi = tl.max(tl.where(mask, x, -float("inf")), axis=RED, keep_dims=True)
     absmax = tl.maximum(-lo, hi)
@@ -282,7 +290,7 @@ def scaled_encode(x_ptr, out_ptr, scale_ptr, mids_ptr, flag_ptr, n_outer, g, inn
         for k in tl.static_range(15):
             q += tl.where(y > tl.load(mids_ptr + k), 1, 0)
         q = tl.where(mask, q, 0)
-        _pack_store(out_ptr, q, offs, mask, pid_o, pid_b, n_outer, g, inner, 4, CHANNEL, GP, BLOCK)
+        _pack_store(out_ptr, q, offs, mask, pid_o, pid_b, n_outer, g, inner, length, n_q, 4, CHANNEL, GP, BLOCK)
     else:
         y = tl.minimum(tl.maximum(tl.where(mask, y, 0.0), -FMAX), FMAX)
         if KIND == 0:
@@ -295,13 +303,13 @@ def scaled_encode(x_ptr, out_ptr, scale_ptr, mids_ptr, flag_ptr, n_outer, g, inn
 
 
 @triton.jit
-def scaled_decode(payload_ptr, scale_ptr, table_ptr, out_ptr, n_outer, g, inner,
+def scaled_decode(payload_ptr, scale_ptr, table_ptr, out_ptr, n_outer, g, inner, length, n_q,
                   BITS: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr,
                   OUT_BF16: tl.constexpr):  # fmt: skip
     """out = table[code] × the group's scale (table: the 256 fp8 values, BITS 8, or the 16 nf4 levels, BITS 4)."""
     pid_o, pid_b = tl.program_id(0), tl.program_id(1)
-    offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, CHANNEL, GP, BLOCK)
-    q = _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, BITS, CHANNEL, GP, BLOCK)
+    offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, length, n_q, CHANNEL, GP, BLOCK)
+    q = _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, length, n_q, BITS, CHANNEL, GP, BLOCK)
     value = tl.load(table_ptr + q, mask=mask, other=0.0)
     scale = tl.load(scale_ptr + gidx, mask=gmask, other=1.0).to(tl.float32)
     _store_out(out_ptr, offs, value * scale, mask, OUT_BF16)

@@ -12,9 +12,10 @@ import math
 import torch
 from torch import Tensor
 
+from qc2c.kv.grouping import Grouping
 from qc2c.kv.kernels import cpu as cpu_kernels
 from qc2c.kv.kernels import cuda
-from qc2c.kv.schemes.base import Encoded, Scheme, group_geometry, non_finite, scale_overflow
+from qc2c.kv.schemes.base import Encoded, Scheme, non_finite, scale_overflow
 
 FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -30,8 +31,21 @@ def _raise(flags: int, scheme: Scheme) -> None:
         raise scale_overflow(scheme.scale_dtype)
 
 
-def _geometry(scheme: Scheme, shape: tuple[int, ...]) -> tuple[int, int, int] | None:
-    return group_geometry(scheme.grouping, shape)
+def geometry(grouping: Grouping, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """One row of (L, H, n, D) = `shape` as (S, length, g, I): S slices of `length` elements at stride I along the
+    grouped axis, in groups of g (the last one ragged), stats in `Grouping.view`'s order (triton_codec's docstring)."""
+    n_layers, n_heads, n_tokens, head_dim = shape
+    if grouping.axis == "token":
+        return n_layers * n_heads * n_tokens, head_dim, min(grouping.group_size or head_dim, head_dim), 1
+    if grouping.axis == "channel":
+        return n_layers * n_heads, n_tokens, min(grouping.group_size or n_tokens, n_tokens), head_dim
+    keep = {"head": 2, "layer": 1, "tensor": 0}[grouping.axis]
+    slices = math.prod(shape[:keep])
+    return slices, math.prod(shape) // max(slices, 1), math.prod(shape) // max(slices, 1), 1
+
+
+def _geometry(scheme: Scheme, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    return geometry(scheme.grouping, shape) if math.prod(shape) else None
 
 
 def _first_and_shape(x: Tensor | list[Tensor]) -> tuple[Tensor, tuple[int, ...]]:

@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent(
     from qc2c.kv.kernels import triton_codec as k
 
     F16 = {"TINY": 6.103515625e-05, "EPS1": 1.0009765625, "SCALE_FP16": True}
-    COMMON = {"n_outer": "i32", "g": "i32", "inner": "i32"}
+    COMMON = {"n_outer": "i32", "g": "i32", "inner": "i32", "length": "i32", "n_q": "i32"}
     LAYERED = {"bases_ptr": "*i64", "per_layer": "i32", "n_layers": "i32"}  # encode: one stack, or layers in place
     SPECS = []
     for bits in (8, 4, 2):

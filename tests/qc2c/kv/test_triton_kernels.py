@@ -176,16 +176,36 @@ def test_scale_overflow_is_refused_like_eager(convention) -> None:
 
 
 def test_plan_covers_cache_geometries_and_refuses_the_rest() -> None:
-    """Keys per channel (group 64 of 256 tokens, D 64), values per token (group 64), whole-head groups; refused:
-    an odd channel count at int4, an odd token group at int4, groups past the tile."""
-    assert cuda.plan((4, 64, 64), 32, 4) == (True, 64, 64, (128, 1))
-    assert cuda.plan((256, 64, 1), 2, 2) == (False, 64, 64, (8, 1))
-    assert cuda.plan((1, 24, 1), 3, 8) == (False, 32, 64, (1, 1))  # int8: a masked token group is fine
-    assert cuda.plan((2, 40, 7), 1, 4) is None
-    assert cuda.plan((10, 25, 1), 1, 4) is None
-    assert cuda.plan((10, 24, 1), 1, 4) == (False, 32, 64, (1, 1))
-    assert cuda.plan((1, 4096, 1), 1, 8) is None
-    assert cuda.plan((0, 64, 1), 1, 8) is None
+    """Keys per channel (group 64 of 200 tokens: the last group ragged, D 64), values per token (group 64),
+    whole-head groups; refused: an odd channel count at int4, an odd group or row length at int4, groups past
+    the tile."""
+    from qc2c.kv.grouping import Grouping
+    from qc2c.kv.schemes.gpu import geometry
+
+    keys = geometry(Grouping("channel", 64), (24, 2, 200, 64))
+    assert keys == (48, 200, 64, 64)
+    assert cuda.plan(keys, 32, 4) == (True, 64, 64, (32 * 48 * 4, 1), 4)
+    values = geometry(Grouping("token", 64), (24, 2, 200, 64))
+    assert cuda.plan(values, 2, 2) == (False, 64, 64, (-(-2 * 9600 // 64), 1), 1)
+    assert geometry(Grouping("head", None), (2, 3, 4, 5)) == (6, 20, 20, 1)
+    assert cuda.plan((1, 24, 24, 1), 3, 8) == (False, 32, 64, (1, 1), 1)  # int8: a masked token group is fine
+    assert cuda.plan((2, 40, 40, 7), 1, 4) is None
+    assert cuda.plan((10, 25, 25, 1), 1, 4) is None
+    assert cuda.plan((10, 72, 32, 1), 1, 4) == (False, 32, 64, (1, 1), 3)  # ragged token groups: 32, 32, 8
+    assert cuda.plan((10, 70, 32, 1), 1, 2) is None  # int2: a row ends mid-byte, its byte holds two groups
+    assert cuda.plan((1, 4096, 4096, 1), 1, 8) is None
+    assert cuda.plan((0, 64, 64, 1), 1, 8) is None
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_ragged_cache_geometries_take_the_kernels(bits) -> None:
+    """The default codec on a real prompt length (keys per channel, group 64, 203 tokens; values per token): both
+    halves are planned for the kernels, not left to eager code."""
+    from qc2c.kv.grouping import Grouping
+    from qc2c.kv.schemes.gpu import geometry
+
+    for grouping in (Grouping("channel", 64), Grouping("token", 64)):
+        assert cuda.plan(geometry(grouping, (24, 2, 203, 64)), 16, bits) is not None
 
 
 def test_mode_cuda_requires_triton_and_auto_falls_back(monkeypatch) -> None:
