@@ -131,8 +131,10 @@ def _flags(flags: Tensor) -> int:
 
 def _source(x: Tensor | list[Tensor], geometry: tuple[int, int, int, int]) -> tuple[Tensor, dict[str, object]] | None:
     """The first tensor (for dtype and device) and the kernels' input arguments: one (R, L, H, n, D) tensor, or
-    its L layers (R, H, n, D) read in place through a table of their addresses (no stacked copy); None where a
-    slice would span two layers (the tensor axis) or the layers differ."""
+    its L layers (R, H, n, D) read in place through a table of their distances from the first one (in 16-byte
+    blocks: the compiler then knows every layer's loads are aligned, and vectorizes them); None where a
+    slice would span two layers (the tensor axis), the layers differ, or one starts off a 16-byte boundary (a
+    view at an odd offset)."""
     if isinstance(x, Tensor):
         x = x.contiguous()
         return x, {"bases_ptr": x.new_zeros(1, dtype=torch.int64), "per_layer": 1, "n_layers": 1, "LAYERS": False}
@@ -140,9 +142,10 @@ def _source(x: Tensor | list[Tensor], geometry: tuple[int, int, int, int]) -> tu
     x0 = layers[0]
     if any(t.shape != x0.shape or t.dtype != x0.dtype or t.device != x0.device for t in layers):
         return None
-    if geometry[0] % len(layers):
+    if geometry[0] % len(layers) or any(t.data_ptr() % 16 for t in layers):  # the kernel assumes 16-byte bases
         return None
-    bases = torch.tensor([t.data_ptr() for t in layers], dtype=torch.int64, device=x0.device)
+    blocks = [(t.data_ptr() - x0.data_ptr()) // 16 for t in layers]  # exact: every base is 16-byte aligned
+    bases = torch.tensor(blocks, dtype=torch.int64, device=x0.device)
     args = {"bases_ptr": bases, "per_layer": geometry[0] // len(layers), "n_layers": len(layers), "LAYERS": True}
     return x0, {**args, "_keep": layers}  # _keep: the contiguous copies stay alive until the launch returns
 

@@ -57,7 +57,7 @@ def _tile(pid_o, pid_b, n_outer, g, inner, length, n_q, CHANNEL: tl.constexpr, G
         o = pid_o.to(tl.int64)
         t = (o % n_q) * g + j
         gmask = i < inner
-        offs = (o // n_q) * length * inner + t * inner + i
+        offs = (o // n_q) * (length * inner) + (t * inner + i)
         gidx = o * inner + i
         mask = (j < g) & (t < length) & gmask
     else:
@@ -72,21 +72,38 @@ def _tile(pid_o, pid_b, n_outer, g, inner, length, n_q, CHANNEL: tl.constexpr, G
 
 
 @triton.jit
-def _load_x(x_ptr, bases_ptr, offs, mask, pid_o, n_outer, g, inner, length, n_q, per_layer, n_layers, LAYERS: tl.constexpr,
-            CHANNEL: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+def _within(pid_o, pid_b, g, inner, n_q, CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr):
+    """`_tile`'s offsets inside each element's slice (t·I + i), built the same way so the compiler sees them
+    contiguous along the tile's contiguous axis (the layered read adds them to each layer's own base)."""
+    if CHANNEL:
+        j = tl.arange(0, GP)[:, None].to(tl.int64)
+        i = (pid_b * BLOCK + tl.arange(0, BLOCK))[None, :].to(tl.int64)
+        return ((pid_o.to(tl.int64) % n_q) * g + j) * inner + i
+    else:
+        o = (pid_o.to(tl.int64) * BLOCK + tl.arange(0, BLOCK))[:, None]
+        return (o % n_q) * g + tl.arange(0, GP)[None, :].to(tl.int64)
+
+
+@triton.jit
+def _load_x(x_ptr, bases_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, length, n_q, per_layer, n_layers,
+            LAYERS: tl.constexpr, CHANNEL: tl.constexpr, GP: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     """The tile as float32. LAYERS: x is not one (R, L, H, n, D) tensor but its L layers (R, H, n, D), each read
-    in place (`bases_ptr`: their addresses, int64; x_ptr: the first layer, for the dtype); `per_layer` slices
-    per layer and row, so slice s is in row s // (L·per_layer), layer (s // per_layer) % L."""
+    in place (x_ptr: layer 0; `bases_ptr`: each layer's distance from it in 16-byte blocks, int64); `per_layer`
+    slices per layer and row, so slice s is in row s // (L·per_layer), layer (s // per_layer) % L."""
     if LAYERS:
-        if CHANNEL:
-            o = pid_o.to(tl.int64)
+        if CHANNEL:  # one outer group: a vector of one, so that the alignment hint has a dimension to sit on
+            o1 = pid_o.to(tl.int64) + tl.zeros([1], dtype=tl.int64)
         else:
-            o = (pid_o.to(tl.int64) * BLOCK + tl.arange(0, BLOCK))[:, None]
-        s = o // n_q
+            o1 = pid_o.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        s1 = o1 // n_q
+        layer = (s1 // per_layer) % n_layers
+        # layer l starts 16·blocks[l] bytes after layer 0 (cuda._source): the compiler sees whole 16-byte steps
+        per_16: tl.constexpr = 128 // x_ptr.dtype.element_ty.primitive_bitwidth
+        base = x_ptr + (tl.load(bases_ptr + layer, mask=layer < n_layers) * per_16)[:, None]
+        s = s1[:, None]
         row = s // (n_layers * per_layer)
-        layer = (s // per_layer) % n_layers
-        base = tl.load(bases_ptr + layer, mask=layer < n_layers).to(tl.pointer_type(x_ptr.dtype.element_ty))
-        ptrs = base + (row * per_layer + s % per_layer) * length * inner + (offs - s * length * inner)
+        within = _within(pid_o, pid_b, g, inner, n_q, CHANNEL, GP, BLOCK)
+        ptrs = base + (row * per_layer + s % per_layer) * (length * inner) + within
         return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     else:
         return tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -122,12 +139,16 @@ def _byte_tile(pid_o, pid_b, n_outer, g, inner, length, n_q, PER: tl.constexpr, 
         ib = (pid_b * (BLOCK // PER) + tl.arange(0, BLOCK // PER))[None, :].to(tl.int64)
         o = pid_o.to(tl.int64)
         t = (o % n_q) * g + j
-        return ((o // n_q) * length * inner + t * inner) // PER + ib, (j < g) & (t < length) & (ib * PER < inner)
+        inner_b = inner // PER  # whole: cuda.plan sends channel tiles only where PER divides I
+        return (o // n_q) * (length * inner_b) + (t * inner_b + ib), (j < g) & (t < length) & (ib * PER < inner)
     else:
         o = (pid_o.to(tl.int64) * BLOCK + tl.arange(0, BLOCK))[:, None]
         jb = tl.arange(0, GP // PER)[None, :].to(tl.int64)
         t = (o % n_q) * g + jb * PER
-        return ((o // n_q) * length + t) // PER, (o < n_outer) & (jb * PER < g) & (t < length)
+        # whole bytes: cuda.plan sends token tiles only where PER divides g and length
+        return (o // n_q) * (length // PER) + ((o % n_q) * (g // PER) + jb), (o < n_outer) & (jb * PER < g) & (
+            t < length
+        )
 
 
 @triton.jit
@@ -186,7 +207,8 @@ def uniform_encode(x_ptr, out_ptr, scale_ptr, zero_ptr, flag_ptr, n_outer, g, in
     RED: tl.constexpr = 0 if CHANNEL else 1
     QMAX: tl.constexpr = (1 << BITS) - 1
     HALF: tl.constexpr = (1 << (BITS - 1)) - 1
-    x = _load_x(x_ptr, bases_ptr, offs, mask, pid_o, n_outer, g, inner, length, n_q, per_layer, n_layers, LAYERS, CHANNEL, BLOCK)
+    x = _load_x(x_ptr, bases_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, length, n_q, per_layer, n_layers,
+                LAYERS, CHANNEL, GP, BLOCK)  # fmt: skip
     lo = tl.min(tl.where(mask, x, float("inf")), axis=RED, keep_dims=True)
     hi = tl.max(tl.where(mask, x, -float("inf")), axis=RED, keep_dims=True)
     bad = tl.max(tl.where(mask & ~_finite(x), 1, 0), axis=RED, keep_dims=True) > 0
@@ -240,7 +262,9 @@ def uniform_decode(payload_ptr, scale_ptr, zero_ptr, out_ptr, n_outer, g, inner,
                    GP: tl.constexpr, BLOCK: tl.constexpr, OUT_BF16: tl.constexpr):  # fmt: skip
     pid_o, pid_b = tl.program_id(0), tl.program_id(1)
     offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, length, n_q, CHANNEL, GP, BLOCK)
-    q = _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, length, n_q, BITS, CHANNEL, GP, BLOCK).to(tl.float32)
+    q = _load_codes(payload_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, length, n_q, BITS, CHANNEL, GP, BLOCK).to(
+        tl.float32
+    )
     scale = tl.load(scale_ptr + gidx, mask=gmask, other=1.0).to(tl.float32)
     if SYMMETRIC:
         y = (q - (1 << (BITS - 1)) * 1.0) * scale
@@ -274,7 +298,8 @@ def scaled_encode(x_ptr, out_ptr, scale_ptr, mids_ptr, flag_ptr, n_outer, g, inn
     pid_o, pid_b = tl.program_id(0), tl.program_id(1)
     offs, mask, gidx, gmask = _tile(pid_o, pid_b, n_outer, g, inner, length, n_q, CHANNEL, GP, BLOCK)
     RED: tl.constexpr = 0 if CHANNEL else 1
-    x = _load_x(x_ptr, bases_ptr, offs, mask, pid_o, n_outer, g, inner, length, n_q, per_layer, n_layers, LAYERS, CHANNEL, BLOCK)
+    x = _load_x(x_ptr, bases_ptr, offs, mask, pid_o, pid_b, n_outer, g, inner, length, n_q, per_layer, n_layers,
+                LAYERS, CHANNEL, GP, BLOCK)  # fmt: skip
     lo = tl.min(tl.where(mask, x, float("inf")), axis=RED, keep_dims=True)
     hi = tl.max(tl.where(mask, x, -float("inf")), axis=RED, keep_dims=True)
     absmax = tl.maximum(-lo, hi)

@@ -3,7 +3,8 @@
 Triton's interpreter (test_triton_kernels.py) checks the kernels' arithmetic, not that the compiler accepts
 them: this test compiles each kernel, at the specializations the codec launches, ahead of time through
 Triton's whole pipeline (TTIR, TTGIR, LLVM IR, PTX, and a cubin by the ptxas the triton wheel ships), and reads
-the PTX for what byte-identity needs: IEEE divisions (div.rn) and no fused multiply-add. It runs in a
+the PTX for what byte-identity needs: IEEE divisions (div.rn) and no fused multiply-add, and for what bandwidth
+needs: 16-byte loads of the cache, also when the layers are read in place. It runs in a
 subprocess, because the interpreter tests import the kernels with TRITON_INTERPRET=1 in this process.
 """
 
@@ -54,15 +55,24 @@ SCRIPT = textwrap.dedent(
                            "LAYERS": channel != (kind == 1)}))
             SPECS.append(("scaled_decode", {"payload_ptr": "*u8", "scale_ptr": "*fp16", "table_ptr": "*fp32",
                           "out_ptr": "*fp16", **COMMON}, {**c, "BITS": bits, "OUT_BF16": False}))
+    # as launched on a real cache: pointers and the sizes g, I, length divisible by 16 (Triton specializes on it)
+    ALIGNED = ("x_ptr", "out_ptr", "payload_ptr", "scale_ptr", "zero_ptr", "g", "inner", "length")
+    for layers in (False, True):
+        c = dict(BITS=8, SYMMETRIC=False, KIVI=True, CHANNEL=True, GP=64, BLOCK=64, LAYERS=layers, **F16)
+        SPECS.append(("uniform_encode", {"x_ptr": "*bf16", "out_ptr": "*u8", "scale_ptr": "*fp16", "zero_ptr": "*fp16",
+                      "flag_ptr": "*i32", **COMMON, **LAYERED}, {**c, "_aligned": True}))
     results = []
     for name, sig, consts in SPECS:
+        aligned = consts.pop("_aligned", False)
         sig = {**sig, **{c: "constexpr" for c in consts}}
+        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(sig) if aligned and n in ALIGNED}
         try:
-            out = compile(ASTSource(getattr(k, name), sig, consts), target=GPUTarget("cuda", 90, 32),
+            out = compile(ASTSource(getattr(k, name), sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
                           options={"enable_fp_fusion": False})
             ptx = out.asm["ptx"]
             results.append({"name": name, "consts": consts, "ok": "cubin" in out.asm, "fma": "fma." in ptx,
-                            "div_rn": "div.rn.f32" in ptx})
+                            "div_rn": "div.rn.f32" in ptx, "aligned": aligned,
+                            "v4_loads": "ld.global.v4" in ptx, "v4_stores": "st.global.v4" in ptx})
         except Exception as exc:
             results.append({"name": name, "consts": consts, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:800]})
     print(json.dumps(results))
@@ -76,8 +86,12 @@ def test_every_kernel_compiles_for_sm90_with_ieee_division_and_no_fma(tmp_path: 
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(results) == 48
+    assert len(results) == 50
     failed = [r for r in results if not r["ok"]]
     assert not failed, failed[:3]
     assert not [r for r in results if r["fma"]], "a fused multiply-add would round q·s + min once (eager: twice)"
     assert all(r["div_rn"] for r in results if r["name"].endswith("encode")), "encode divides in IEEE"
+    aligned = [r for r in results if r["aligned"]]
+    assert len(aligned) == 2 and all(r["v4_loads"] and r["v4_stores"] for r in aligned), (
+        "int8 encode of an aligned bf16 cache, one stack or its layers in place: 16-byte loads and stores"
+    )

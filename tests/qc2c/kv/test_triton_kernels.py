@@ -300,3 +300,24 @@ def test_layers_read_in_place_equal_eager_on_the_stack(name, axis, group_size, m
     assert enc.shape == ref.shape
     for field in ("payload", "scales", "zeros"):
         assert torch.equal(getattr(enc, field), getattr(ref, field)), field
+
+
+@triton_test
+def test_a_layer_off_a_16_byte_boundary_is_stacked_instead(monkeypatch) -> None:
+    """The layered kernel tells the compiler its bases are 16-byte aligned; a layer viewed at an odd offset is not,
+    so the kernels decline it (None) and the codec stacks the layers as before."""
+    calls = _calls(monkeypatch)
+    gen = torch.Generator().manual_seed(5)
+    layers = [torch.randn(2, 2, 16, 32, generator=gen).to(torch.bfloat16).to(DEVICE) for _ in range(2)]
+    buf = torch.empty(layers[0].numel() + 1, dtype=torch.bfloat16, device=DEVICE)
+    layers[1] = buf[1:].view(layers[0].shape).copy_(layers[1])
+    assert layers[1].data_ptr() % 16 and layers[1].is_contiguous()
+    scheme = build_scheme("int4", axis="channel", group_size=8)
+    kernels.set_mode("cuda")
+    try:
+        assert scheme.encode_layers(layers) is None and not calls
+        enc = scheme.encode(torch.stack(layers, dim=1))
+    finally:
+        kernels.set_mode(None)
+    ref, _ = round_trip("eager", scheme, torch.stack(layers, dim=1), torch.bfloat16)
+    assert calls == ["uniform_encode"] and torch.equal(enc.payload, ref.payload)
