@@ -113,10 +113,26 @@ def plan(
     return False, gp, block, (-(-n_outer // block), 1), n_q
 
 
-def _launch(kernel, grid, *args, **meta) -> None:
+def _launch(kernel, grid, *args, **meta) -> bool:
+    """Run `kernel`; False where it cannot be compiled or launched here (an older Triton, say): in auto mode the
+    Triton path is then switched off for the process, with the reason logged, and the caller runs eager code;
+    with QC2C_KV_KERNELS=cuda it raises KernelUnavailable. Out-of-memory errors propagate as they are."""
     if not interpreting():
         meta["enable_fp_fusion"] = False  # q·s + min rounds twice in eager code; an FMA would round once
-    kernel[grid](*args, **meta)
+    try:
+        kernel[grid](*args, **meta)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - compiler and launcher errors are many types
+        reason = f"Triton codec kernels failed ({type(exc).__name__}: {str(exc).strip()[-300:]})"
+        if cpu.mode() == "cuda":
+            raise KernelUnavailable(reason) from exc
+        _state.pop("module", None)
+        _state["error"] = reason
+        _state.pop("logged", None)
+        _log_once(f"eager PyTorch ({reason})", logging.WARNING)
+        return False
+    return True
 
 
 def _out_arg(out: Tensor) -> Tensor:
@@ -186,10 +202,11 @@ def uniform_encode(
     zero_dtype = scale_dtype if kivi else torch.uint8
     zeros = torch.empty((r, 0 if symmetric else n_groups), dtype=zero_dtype, device=x.device)
     flags = torch.zeros(grid[0] * grid[1], dtype=torch.int32, device=x.device)
-    _launch(
+    if not _launch(
         load().uniform_encode, grid, x, payload, scales, zeros if zeros.numel() else scales, flags, *geo, **inputs,
         BITS=bits, SYMMETRIC=symmetric, KIVI=kivi, CHANNEL=channel, GP=gp, BLOCK=block, **_scale_consts(scale_dtype),
-    )  # fmt: skip
+    ):  # fmt: skip
+        return None
     return payload, scales, zeros, _flags(flags)
 
 
@@ -212,11 +229,12 @@ def uniform_decode(
     channel, gp, block, grid, n_q = tiles
     out = torch.empty(shape, dtype=dtype, device=payload.device)
     zeros = zeros.contiguous()
-    _launch(
+    if not _launch(
         load().uniform_decode, grid, payload.contiguous(), scales.contiguous(), zeros if zeros.numel() else scales,
         _out_arg(out), *_sizes(geometry, shape[0], n_q)[2], BITS=bits, SYMMETRIC=symmetric, KIVI=kivi,
         CHANNEL=channel, GP=gp, BLOCK=block, OUT_BF16=dtype == torch.bfloat16,
-    )  # fmt: skip
+    ):  # fmt: skip
+        return None
     return out
 
 
@@ -245,10 +263,11 @@ def scaled_encode(
     scales = torch.empty((r, n_groups), dtype=scale_dtype, device=x.device)
     flags = torch.zeros(grid[0] * grid[1], dtype=torch.int32, device=x.device)
     mids = mids.to(device=x.device, dtype=torch.float32) if kind == 2 else scales
-    _launch(
+    if not _launch(
         load().scaled_encode, grid, x, codes, scales, mids, flags, *geo, **inputs, KIND=kind, FMAX=float(fmax),
         CHANNEL=channel, GP=gp, BLOCK=block, **_scale_consts(scale_dtype),
-    )  # fmt: skip
+    ):  # fmt: skip
+        return None
     return codes, scales, _flags(flags)
 
 
@@ -268,9 +287,10 @@ def scaled_decode(
     channel, gp, block, grid, n_q = tiles
     out = torch.empty(shape, dtype=dtype, device=codes.device)
     table = table.to(device=codes.device, dtype=torch.float32)
-    _launch(
+    if not _launch(
         load().scaled_decode, grid, codes.contiguous(), scales.contiguous(), table, _out_arg(out),
         *_sizes(geometry, shape[0], n_q)[2], BITS=bits, CHANNEL=channel, GP=gp, BLOCK=block,
         OUT_BF16=dtype == torch.bfloat16,
-    )  # fmt: skip
+    ):  # fmt: skip
+        return None
     return out

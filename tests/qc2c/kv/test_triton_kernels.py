@@ -321,3 +321,38 @@ def test_a_layer_off_a_16_byte_boundary_is_stacked_instead(monkeypatch) -> None:
         kernels.set_mode(None)
     ref, _ = round_trip("eager", scheme, torch.stack(layers, dim=1), torch.bfloat16)
     assert calls == ["uniform_encode"] and torch.equal(enc.payload, ref.payload)
+
+
+def test_a_kernel_that_fails_to_compile_falls_back_in_auto_and_raises_in_cuda_mode(monkeypatch) -> None:
+    """An older Triton may import and then refuse a kernel: auto mode logs the reason, switches the Triton path off
+    and gives eager bytes; QC2C_KV_KERNELS=cuda raises KernelUnavailable. (A fake kernels module, so this runs
+    without triton and without a GPU.)"""
+    import types
+
+    class Refusing:
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                raise RuntimeError("CompilationError: unsupported by this Triton (test)")
+
+            return launch
+
+    fake = types.SimpleNamespace(triton=types.SimpleNamespace(__version__="0.0-test"), uniform_encode=Refusing())
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(kernels, "active", lambda *a, **k: False)  # CPU tensors stand in for CUDA ones: no C++ path
+    x = build_tensor((1, 2, 1, 16, 16), "normal", seed=2)
+    scheme = build_scheme("int4", axis="token", group_size=8)
+    ref, _ = round_trip("eager", scheme, x, torch.float32)
+    for mode in ("auto", "cuda"):
+        monkeypatch.setattr(cuda, "_state", {"module": fake, "cpu_interpreter": True})
+        kernels.set_mode(mode)
+        try:
+            if mode == "cuda":
+                with pytest.raises(kernels.KernelUnavailable, match="failed.*unsupported by this Triton"):
+                    scheme.encode(x)
+            else:
+                enc = scheme.encode(x)
+                assert torch.equal(enc.payload, ref.payload) and torch.equal(enc.scales, ref.scales)
+                assert "eager PyTorch (Triton codec kernels failed" in cuda.describe()
+                assert not cuda.active(torch.device("cpu"))  # switched off for the process
+        finally:
+            kernels.set_mode(None)
