@@ -90,6 +90,9 @@ def run(sizes: Sizes, steps: list[str], dry_run: bool) -> dict[str, Any]:
         result["seconds"] = time.monotonic() - t0
         report["steps"][name] = result
         release_memory()
+    from qc2c.kv.kernels import cuda as cuda_kernels
+
+    report["environment"]["kernel_path_after"] = cuda_kernels.describe()  # what the codec ran on CUDA, if anything
     report["checks"] = checks(report["steps"])
     return report
 
@@ -136,6 +139,8 @@ def table(report: dict[str, Any]) -> str:
     env, steps = report["environment"], report["steps"]
     head = f"gpu check {report['date']}: {env.get('gpu', 'CPU')} torch {env['torch']} triton {env.get('triton')}"
     lines = [head + (" — CPU DRY RUN, not GPU figures" if report["dry_run"] else "")]
+    if env.get("kernel_path_after"):
+        lines.append(f"  kv kernels on CUDA: {env['kernel_path_after']}")
     for name, step in steps.items():
         if "error" in step:
             lines.append(f"  {name}: ERROR {step['error'][:300]}")
