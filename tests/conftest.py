@@ -15,6 +15,14 @@ from hypothesis import HealthCheck, settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Without CUDA the Triton codec kernels are tested in Triton's CPU interpreter, which triton decides when a
+# kernel is defined: set it before any test module imports triton (collection imports them all first).
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 settings.register_profile(
     "ci", derandomize=True, deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow]
 )

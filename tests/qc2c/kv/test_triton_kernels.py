@@ -52,7 +52,7 @@ def triton_path():
 
 def triton_test(fn):
     """A test of the kernels themselves: skipped without triton, run on CUDA or in the interpreter."""
-    return needs_triton(pytest.mark.usefixtures("triton_path")(fn))
+    return pytest.mark.triton(needs_triton(pytest.mark.usefixtures("triton_path")(fn)))  # CI requires the tier
 
 
 def _calls(monkeypatch) -> list[str]:
