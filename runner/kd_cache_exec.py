@@ -27,7 +27,7 @@ from runner.lifecycle import REPO_ROOT, Preempted, RunFailed, RunHandles, execut
 from runner.plan import Plan
 from runner.progress_ui import ProgressUI
 from runner.provenance import collect
-from runner.session import _model_info, manifest_codec, preflight, resolve_device
+from runner.session import _model_info, load_manifest_pair, manifest_codec, preflight, resolve_device
 
 
 def _teacher(plan: Plan, pair: Any, device: str, dtype: torch.dtype) -> tuple[Any, dict[str, Any]]:
@@ -53,21 +53,11 @@ def run_kd_cache_plan(plan: Plan, *, container: dict[str, Any] | None = None, ui
     """Build (or finish) the KD cache of `plan`; returns an exit code from runner.exitcodes."""
 
     def body(run: RunHandles) -> str:
-        from qc2c.models.pair import load_pair
-
         m, cfg = plan.manifest, plan.manifest.kd_cache.config()
         device, dtype = resolve_device(m.runtime.device), DTYPES[m.runtime.dtype]
         t0 = time.monotonic()
         torch.manual_seed(m.runtime.seed)
-        p = m.pair
-        pair = load_pair(
-            p.receiver,
-            p.sharer,
-            receiver_revision=p.receiver_revision,
-            sharer_revision=p.sharer_revision,
-            dtype=dtype,
-            device=device,
-        )
+        pair = load_manifest_pair(m, dtype=dtype, device=device)
         if not pair.same_tokenizer:
             raise RunFailed("pair: a KD cache needs a pair sharing the receiver's tokenizer (pair.alignment none)")
         teacher, info = _teacher(plan, pair, device, dtype)

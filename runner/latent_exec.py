@@ -20,7 +20,7 @@ from runner.lifecycle import REPO_ROOT, Preempted, RunHandles, execute_lifecycle
 from runner.plan import Plan
 from runner.progress_ui import ProgressUI
 from runner.provenance import collect
-from runner.session import _model_info, resolve_device
+from runner.session import _model_info, load_manifest_pair, resolve_device
 
 
 def decoders_of(m: Any, pair: Any) -> dict[str, tuple[Any, Any]]:
@@ -43,21 +43,13 @@ def run_latent_train_plan(plan: Plan, *, container: dict[str, Any] | None = None
         from qc2c.dtypes import DTYPES
         from qc2c.latent.model import model_key
         from qc2c.latent.train import LatentTrainer
-        from qc2c.models.pair import load_pair
         from qc2c.train.checkpointing import latest_checkpoint
 
         log, status, registry, m = run.log, run.status, run.registry, plan.manifest
         device = resolve_device(m.runtime.device)
         t0 = time.monotonic()
         p = m.pair
-        pair = load_pair(
-            p.receiver,
-            p.sharer,
-            receiver_revision=p.receiver_revision,
-            sharer_revision=p.sharer_revision,
-            dtype=DTYPES[m.runtime.dtype],
-            device=torch.device(device),
-        )
+        pair = load_manifest_pair(m, dtype=DTYPES[m.runtime.dtype], device=torch.device(device))
         cfg = m.train.latent.config()
         init = Path(plan.latent_dir) if plan.latent_dir else None
         trainer = LatentTrainer(

@@ -50,23 +50,13 @@ def load_session(manifest: Manifest, fuser_ref: Any, settings: list[str], *, lat
     """Load models, fuser and codec for `settings`; preflight problems raise before any model runs a token."""
     from transformers.utils import logging as hf_logging
 
-    from qc2c.models.pair import load_pair
-
     hf_logging.disable_progress_bar()  # weight-loading bars would interleave with the run's own output
 
     device = resolve_device(manifest.runtime.device)
     dtype = DTYPES[manifest.runtime.dtype]
     torch.manual_seed(manifest.runtime.seed)
     fuser = preflight(manifest, fuser_ref)  # before any weights are loaded
-    p = manifest.pair
-    pair = load_pair(
-        p.receiver,
-        p.sharer,
-        receiver_revision=p.receiver_revision,
-        sharer_revision=p.sharer_revision,
-        dtype=dtype,
-        device=device,
-    )
+    pair = load_manifest_pair(manifest, dtype=dtype, device=device)
     info: dict[str, Any] = {"models": _model_info(pair)}
     codec = None
     if fuser is not None:
@@ -116,6 +106,21 @@ def _latent(manifest: Manifest, latent_dir: str | None, info: dict[str, Any]) ->
     source = f"from_run:{cfg.from_run}" if cfg.from_run else cfg.path
     info["latent"] = {"source": source, "root": latent_dir, "sha256": evaluator.loaded.sha256}
     return evaluator
+
+
+def load_manifest_pair(manifest: Manifest, *, dtype: torch.dtype, device: Any) -> Any:
+    """The manifest's pair (both models and tokenizers) at its revisions, on `device` in `dtype`."""
+    from qc2c.models.pair import load_pair
+
+    p = manifest.pair
+    return load_pair(
+        p.receiver,
+        p.sharer,
+        receiver_revision=p.receiver_revision,
+        sharer_revision=p.sharer_revision,
+        dtype=dtype,
+        device=device,
+    )
 
 
 def manifest_codec(manifest: Manifest, pair: Any, fuser: Fuser) -> Codec:
