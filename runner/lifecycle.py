@@ -217,7 +217,7 @@ def execute_lifecycle(plan: Plan, body: Callable[[RunHandles], str], *, echo: bo
     except OSError as exc:
         if not fsio.disk_full(exc):
             raise
-        return _out_of_space(plan, run, exc)
+        return out_of_space(plan, run, exc)
     finally:
         run.stop.restore()
 
@@ -233,34 +233,50 @@ def _owned_run(plan: Plan, body: Callable[[RunHandles], str], run: RunHandles, *
         run.status.write("running")
         note = body(run)
     except Preempted as exc:
-        log.warning("preempted (%s): progress is on disk; re-run the same manifest to resume", exc)
-        run.status.write("preempted", exit_code=EXIT_PREEMPTED, reason=str(exc))
-        run.registry.release(plan.run_key, f"preempted ({exc})")
-        return EXIT_PREEMPTED
+        return preempt_run(plan, run, exc)
     except RunFailed as exc:
         return _fail(plan, run, str(exc))
     except Exception as exc:  # noqa: BLE001 - logged with traceback, one line on stderr, run marked failed
         if fsio.disk_full(exc):
             raise
         log.debug("traceback:\n%s", traceback.format_exc())
-        if isinstance(exc, ProblemsError) and exc.problems:
-            reason = "; ".join(exc.problems)
-        else:
-            reason = f"{type(exc).__name__}: {exc}"
-        return _fail(plan, run, reason)
+        return _fail(plan, run, failure_reason(exc))
+    return complete_run(plan, run, note)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The one line a failed run records: a RunFailed's message, a ProblemsError's problems, else type: message."""
+    if isinstance(exc, RunFailed):
+        return str(exc)
+    if isinstance(exc, ProblemsError) and exc.problems:
+        return "; ".join(exc.problems)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def preempt_run(plan: Plan, run: RunHandles, exc: Preempted) -> int:
+    """A stop signal: status.json says preempted, the registry entry is released; returns EXIT_PREEMPTED."""
+    run.log.warning("preempted (%s): progress is on disk; re-run the same manifest to resume", exc)
+    run.status.write("preempted", exit_code=EXIT_PREEMPTED, reason=str(exc))
+    run.registry.release(plan.run_key, f"preempted ({exc})")
+    return EXIT_PREEMPTED
+
+
+def complete_run(plan: Plan, run: RunHandles, note: str = "") -> int:
+    """status.json and the registry say complete; returns EXIT_OK."""
     run.status.write("complete", exit_code=EXIT_OK)
     m = plan.manifest
     run.registry.set_status(plan.run_key, "complete", run_dir=str(plan.run_dir), manifest=m.name, completed=now_iso())
-    log.info("complete: %s%s", plan.run_dir, note)
+    run.log.info("complete: %s%s", plan.run_dir, note)
     return EXIT_OK
 
 
-def _out_of_space(plan: Plan, run: RunHandles, exc: OSError) -> int:
+def out_of_space(plan: Plan, run: RunHandles, exc: OSError, *, echo: bool = True) -> int:
     """A full disk: one line naming the file and the free space; status.json says failed and the registry
     entry is released (not failed), so that once space is freed a re-run resumes the progress on disk. Both
     are small files rewritten in place when no new block can be had; what still cannot be written is left."""
     line = fsio.no_space_line(exc, plan.run_dir)
-    print(line, file=sys.stderr)
+    if echo:
+        print(line, file=sys.stderr)
     run.log.debug("run stopped: %s", line)
     with contextlib.suppress(OSError):
         run.status.write("failed", exit_code=EXIT_RUN_FAILED, reason=line)

@@ -110,6 +110,43 @@ def resume_batches(
     return [[by_id[i] for i in batch] for batch in plan.batches[n_batches:]], progress
 
 
+def open_dataset(
+    plan: Plan, name: str, ds: MCDataset, status: StatusFile, log: logging.Logger
+) -> tuple[ProgressLog, list[list[MCItem]], Progress]:
+    """A run's view of one dataset before scoring: items checked (and pinned), its progress file, the planned
+    batches still to score, and status.json's counts set from what is on disk."""
+    check_items(name, ds, plan.run_dir)
+    progress_file = progress_log(plan, name)
+    todo, progress = resume_batches(name, ds, progress_file, plan.manifest.eval.batch_size, log)
+    n_todo = sum(len(batch) for batch in todo)
+    status.set_dataset(name, n_done=len(ds.items) - n_todo, n_total=len(ds.items), n_errors=progress.n_errors)
+    return progress_file, todo, progress
+
+
+def append_batch(
+    progress_file: ProgressLog,
+    status: StatusFile,
+    log: logging.Logger,
+    name: str,
+    items: list[MCItem],
+    rows_by_setting: dict[str, list[RowScore]],
+    secrets: list[str],
+) -> int:
+    """One scored batch of a run: its records appended (fsync'd) to the progress file, status.json updated,
+    each failed sample logged; returns the run's sample errors so far (for runtime.max_sample_errors)."""
+    records = [
+        sample_record(item, {s: rows[j] for s, rows in rows_by_setting.items()}, secrets)
+        for j, item in enumerate(items)
+    ]
+    progress_file.append(records)
+    status.scored(name, len(records), sum(1 for r in records if r["error"]))
+    status.write()
+    for r in records:
+        if r["error"]:
+            log.error("%s: sample %s failed: %s", name, r["id"], r["error"])
+    return sum(d["n_errors"] for d in status.datasets.values())
+
+
 def score_datasets(
     plan: Plan,
     session: Session,
@@ -124,13 +161,11 @@ def score_datasets(
     m = plan.manifest
     datasets = load_datasets(m)
     infos = {name: dataset_info(ds, m) for name, ds in datasets.items()}
-    logs = {name: progress_log(plan, name) for name in datasets}
+    logs: dict[str, ProgressLog] = {}
     todo: dict[str, list[list[MCItem]]] = {}
     for name, ds in datasets.items():
-        check_items(name, ds, plan.run_dir)
-        todo[name], progress = resume_batches(name, ds, logs[name], m.eval.batch_size, log)
+        logs[name], todo[name], _ = open_dataset(plan, name, ds, status, log)
         n_todo = sum(len(batch) for batch in todo[name])
-        status.set_dataset(name, n_done=len(ds.items) - n_todo, n_total=len(ds.items), n_errors=progress.n_errors)
         log.info(
             "%s: %d items (fingerprint %s), %d already scored, %d to score",
             name,
@@ -156,21 +191,10 @@ def score_datasets(
         for batch_items in batches:
             stop.check()
             rows_by_setting = score_batch(session.scorers, batch_items)
-            records = [
-                sample_record(item, {s: rows[j] for s, rows in rows_by_setting.items()}, secrets)
-                for j, item in enumerate(batch_items)
-            ]
-            logs[name].append(records)
-            n_err = sum(1 for r in records if r["error"])
-            status.scored(name, len(records), n_err)
-            status.write()
-            for r in records:
-                if r["error"]:
-                    log.error("%s: sample %s failed: %s", name, r["id"], r["error"])
+            total_errors = append_batch(logs[name], status, log, name, batch_items, rows_by_setting, secrets)
             if ui is not None:
-                ui.advance(name, len(records))
+                ui.advance(name, len(batch_items))
             beat()
-            total_errors = sum(d["n_errors"] for d in status.datasets.values())
             if total_errors > max_errors:
                 raise RunFailed(
                     f"{total_errors} sample(s) raised (runtime.max_sample_errors is {max_errors}); "

@@ -34,17 +34,21 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from qc2c.errors import ProblemsError
 from qc2c.eval.batching import by_length
 from qc2c.eval.shared import score_settings
 from runner import fsio
-from runner.exitcodes import EXIT_ALREADY_RUNNING, EXIT_OK, EXIT_PREEMPTED, EXIT_RUN_FAILED
+from runner.exitcodes import EXIT_ALREADY_RUNNING, EXIT_OK, EXIT_RUN_FAILED
 from runner.lifecycle import (
     Preempted,
     RunFailed,
+    RunHandles,
     StopFlag,
+    complete_run,
     fail_run,
+    failure_reason,
     open_log,
+    out_of_space,
+    preempt_run,
     prepare_run_dir,
     write_manifest_yaml,
 )
@@ -52,8 +56,8 @@ from runner.plan import Plan, decide
 from runner.progress_ui import ProgressUI
 from runner.provenance import secret_values
 from runner.records import ProgressLog
-from runner.registry import AlreadyRunning, Registry, now_iso
-from runner.scoring_loop import check_items, dataset_info, load_datasets, progress_log, resume_batches, sample_record
+from runner.registry import AlreadyRunning, Registry
+from runner.scoring_loop import append_batch, dataset_info, load_datasets, open_dataset
 from runner.session import Session, grid_point_session, load_session
 from runner.status import StatusFile
 
@@ -88,11 +92,10 @@ def group_plans(plans: list[Plan]) -> list[list[Plan]]:
 
 @dataclass
 class Point:
-    """One grid point of a running group: its plan, its files, and where it joins each dataset."""
+    """One grid point of a running group: its plan, its run handles, its files, and where it joins each dataset."""
 
     plan: Plan
-    log: Any
-    status: StatusFile
+    run: RunHandles
     session: Session | None = None
     logs: dict[str, ProgressLog] = field(default_factory=dict)
     first_batch: dict[str, int] = field(default_factory=dict)
@@ -111,11 +114,11 @@ def run_group(
     stop.install()
     try:
         for plan in plans:
-            point = _claim(plan, registry, exits)
+            point = _claim(plan, registry, stop, exits)
             if point is not None:
                 points.append(point)
         if points:
-            _run_points(points, registry, stop, container=container, ui=ui)
+            _run_points(points, container=container, ui=ui)
     finally:
         stop.restore()
         for point in points:
@@ -123,7 +126,7 @@ def run_group(
     return exits
 
 
-def _claim(plan: Plan, registry: Registry, exits: dict[str, int]) -> Point | None:
+def _claim(plan: Plan, registry: Registry, stop: StopFlag, exits: dict[str, int]) -> Point | None:
     try:
         before = registry.claim(plan.run_key, run_dir=str(plan.run_dir), manifest=plan.manifest.name)
     except AlreadyRunning as exc:
@@ -138,91 +141,67 @@ def _claim(plan: Plan, registry: Registry, exits: dict[str, int]) -> Point | Non
     log = open_log(plan.run_dir, echo=False)
     log.info("run %s (%s): decision %s: %s", plan.run_tag, plan.run_key, plan.decision, plan.reason)
     write_manifest_yaml(plan)
-    status = StatusFile(plan.run_dir, plan.run_key)
-    status.write("running")
-    return Point(plan, log, status)
+    run = RunHandles(log, registry, StatusFile(plan.run_dir, plan.run_key), stop)
+    run.status.write("running")
+    return Point(plan, run)
 
 
-def _run_points(
-    points: list[Point], registry: Registry, stop: StopFlag, *, container: dict[str, Any] | None, ui: ProgressUI | None
-) -> None:
-    """Score the claimed points; every point ends with an exit code and its status/registry entry written."""
+def _run_points(points: list[Point], *, container: dict[str, Any] | None, ui: ProgressUI | None) -> None:
+    """Score the claimed points; every point ends with an exit code and its status/registry entry written
+    (runner.lifecycle's endings: complete, preempted, failed, out of space)."""
     try:
         t0 = time.monotonic()
         first = points[0].plan
         shared = load_session(first.manifest, first.fuser_ref, first.settings, latent_dir=first.latent_dir)
         for point in points:
             point.session = grid_point_session(shared, point.plan.manifest) if point is not points[0] else shared
-            point.log.info(
+            point.run.log.info(
                 "loaded models on %s in %.1f s, in a sweep group of %d grid point(s) scored together",
                 shared.device,
                 time.monotonic() - t0,
                 len(points),
             )
-        infos = _score(points, registry, stop, ui)
+        infos = _score(points, ui)
         for point in _active(points):
             _finish(point, infos, container)
-            registry.set_status(
-                point.plan.run_key,
-                "complete",
-                run_dir=str(point.plan.run_dir),
-                manifest=point.plan.manifest.name,
-                completed=now_iso(),
-            )
-            point.log.info("complete: %s", point.plan.run_dir)
-            point.exit = EXIT_OK
+            point.exit = complete_run(point.plan, point.run)
     except Preempted as exc:
         for point in _active(points):
-            point.log.warning("preempted (%s): progress is on disk; re-run the same sweep to resume", exc)
-            point.status.write("preempted", exit_code=EXIT_PREEMPTED, reason=str(exc))
-            registry.release(point.plan.run_key, f"preempted ({exc})")
-            point.exit = EXIT_PREEMPTED
+            point.exit = preempt_run(point.plan, point.run, exc)
     except Exception as exc:  # noqa: BLE001 - the shared work failed: every unfinished point fails with it
         if fsio.disk_full(exc):  # as runner.lifecycle: released, so a re-run resumes once space is freed
-            line = fsio.no_space_line(exc, points[0].plan.run_dir)
-            print(line, file=sys.stderr)
-            for point in _active(points):
-                with contextlib.suppress(OSError):
-                    point.status.write("failed", exit_code=EXIT_RUN_FAILED, reason=line)
-                with contextlib.suppress(OSError):
-                    registry.release(point.plan.run_key, "no space left on device: free space, then run again")
-                point.exit = EXIT_RUN_FAILED
+            for k, point in enumerate(_active(points)):
+                point.exit = out_of_space(point.plan, point.run, exc, echo=k == 0)
             return
-        if isinstance(exc, ProblemsError) and exc.problems:
-            reason = "; ".join(exc.problems)
-        else:
-            reason = str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}"
         for point in _active(points):
-            point.log.debug("traceback:\n%s", traceback.format_exc())
+            point.run.log.debug("traceback:\n%s", traceback.format_exc())
             with contextlib.suppress(OSError):
-                point.exit = fail_run(point.plan, point.log, point.status, registry, reason)
+                point.exit = _fail(point, failure_reason(exc))
+
+
+def _fail(point: Point, reason: str) -> int:
+    return fail_run(point.plan, point.run.log, point.run.status, point.run.registry, reason)
 
 
 def _active(points: list[Point]) -> list[Point]:
     return [p for p in points if p.exit is None]
 
 
-def _score(points: list[Point], registry: Registry, stop: StopFlag, ui: ProgressUI | None) -> dict[str, Any]:
+def _score(points: list[Point], ui: ProgressUI | None) -> dict[str, Any]:
     """The batch loop of the group; returns the datasets' infos (identical for every point)."""
-    m = points[0].plan.manifest
+    m, stop = points[0].plan.manifest, points[0].run.stop
     datasets = load_datasets(m)
     infos = {name: dataset_info(ds, m) for name, ds in datasets.items()}
     reference = {name: _planned_batches(ds.items, m.eval.batch_size) for name, ds in datasets.items()}
     for point in points:
-        point.beat = registry.heartbeat_every(point.plan.run_key)
+        point.beat = point.run.registry.heartbeat_every(point.plan.run_key)
         for name, ds in datasets.items():
-            check_items(name, ds, point.plan.run_dir)
-            point.logs[name] = progress_log(point.plan, name)
-            todo, progress = resume_batches(name, ds, point.logs[name], m.eval.batch_size, point.log)
+            point.logs[name], todo, _ = open_dataset(point.plan, name, ds, point.run.status, point.run.log)
             start = len(reference[name]) - len(todo)
             if [[i.id for i in b] for b in todo] != reference[name][start:]:
                 raise RunFailed(f"{point.plan.run_dir}: its stored batch plan of {name} differs from the group's")
             point.first_batch[name] = start
-            n_todo = sum(len(b) for b in todo)
-            point.status.set_dataset(
-                name, n_done=len(ds.items) - n_todo, n_total=len(ds.items), n_errors=progress.n_errors
-            )
-        point.status.write("running")
+        point.run.status.write("running")
     if ui is not None:
         ui.start({f"{name} × {len(points)} points": _totals(points, name) for name in datasets})
     secrets = secret_values()
@@ -244,15 +223,15 @@ def _score(points: list[Point], registry: Registry, stop: StopFlag, ui: Progress
             rows = score_batch(scorers, items)
             for k, point in enumerate(joining):
                 own = {s: rows[f"{COMPRESSED}@{k}" if s == COMPRESSED else s] for s in point.plan.settings}
-                _append(point, name, items, own, secrets, registry)
+                _append(point, name, items, own, secrets)
             if ui is not None:
                 ui.advance(f"{name} × {len(points)} points", len(items) * len(joining))
     stop.check()
     if ui is not None:
         ui.stop()
     for point in _active(points):
-        if sum(d["n_done"] for d in point.status.datasets.values()) == 0:
-            point.exit = fail_run(point.plan, point.log, point.status, registry, "no sample was scored")
+        if sum(d["n_done"] for d in point.run.status.datasets.values()) == 0:
+            point.exit = _fail(point, "no sample was scored")
     return infos
 
 
@@ -263,33 +242,23 @@ def _planned_batches(items: list[Any], batch_size: int) -> list[list[str]]:
 
 def _totals(points: list[Point], name: str) -> dict[str, int]:
     return {
-        "n_done": sum(p.status.datasets[name]["n_done"] for p in points),
-        "n_total": sum(p.status.datasets[name]["n_total"] for p in points),
+        "n_done": sum(p.run.status.datasets[name]["n_done"] for p in points),
+        "n_total": sum(p.run.status.datasets[name]["n_total"] for p in points),
     }
 
 
-def _append(
-    point: Point, name: str, items: list[Any], rows: dict[str, list[Any]], secrets: list[str], registry: Registry
-) -> None:
-    """One batch of one point: its records to its progress file, then its status, heartbeat and error budget."""
-    records = [sample_record(item, {s: r[j] for s, r in rows.items()}, secrets) for j, item in enumerate(items)]
-    point.logs[name].append(records)
-    n_err = sum(1 for r in records if r["error"])
-    point.status.scored(name, len(records), n_err)
-    point.status.write()
-    for r in records:
-        if r["error"]:
-            point.log.error("%s: sample %s failed: %s", name, r["id"], r["error"])
+def _append(point: Point, name: str, items: list[Any], rows: dict[str, list[Any]], secrets: list[str]) -> None:
+    """One batch of one point: its records to its progress file, then its status, heartbeat and error budget
+    (a point over runtime.max_sample_errors fails alone)."""
+    total = append_batch(point.logs[name], point.run.status, point.run.log, name, items, rows, secrets)
     point.beat()
-    total = sum(d["n_errors"] for d in point.status.datasets.values())
     limit = point.plan.manifest.runtime.max_sample_errors
     if total > limit:
         why = f"{total} sample(s) raised (runtime.max_sample_errors is {limit}); see {point.logs[name].path}"
-        point.exit = fail_run(point.plan, point.log, point.status, registry, why)
+        point.exit = _fail(point, why)
 
 
 def _finish(point: Point, infos: dict[str, Any], container: dict[str, Any] | None) -> None:
     from runner.execute import write_outputs  # deferred: runner.execute imports the train path
 
-    write_outputs(point.plan, point.session, infos, container, log=point.log)
-    point.status.write("complete", exit_code=EXIT_OK)
+    write_outputs(point.plan, point.session, infos, container, log=point.run.log)
