@@ -104,6 +104,14 @@ def _scorers(settings: list[str], pair: Any, fuser: Any, kv: KVConfig | None) ->
     return build_scorers(settings, pair, fuser, codec, protocol="logits", max_new_tokens=8, device="cpu")
 
 
+def _group_scorers(points: list[tuple[str, KVConfig]], pair: Any, fuser: Any) -> dict[str, Any]:
+    """The baselines once, then each grid point's compressed scorer under the point's name."""
+    scorers = _scorers(list(BASELINES), pair, fuser, None)
+    for name, kv in points:
+        scorers[name] = _scorers(["compressed"], pair, fuser, kv)["compressed"]
+    return scorers
+
+
 def _rows(rows: dict[str, list[Any]], batch: list[Any]) -> dict[str, list[Any]]:
     from qc2c.bench.eval import _strip
 
@@ -130,9 +138,7 @@ def grouped(points: list[tuple[str, KVConfig]], pair: Any, fuser: Any, batches: 
     from qc2c.eval.shared import score_settings
 
     t0 = time.perf_counter()
-    scorers = _scorers(list(BASELINES), pair, fuser, None)
-    for name, kv in points:
-        scorers[name] = _scorers(["compressed"], pair, fuser, kv)["compressed"]
+    scorers = _group_scorers(points, pair, fuser)
     rows: dict[str, list[Any]] = {}
     for batch in batches:
         for setting, values in _rows(score_settings(scorers, batch), batch).items():
@@ -145,9 +151,7 @@ def floor(points: list[tuple[str, KVConfig]], pair: Any, fuser: Any, batches: li
     """The two section prefills of each batch once + each setting's own work timed alone on them."""
     from qc2c.eval.shared import prepare_all, score_on_section, section_prefill
 
-    scorers = _scorers(list(BASELINES), pair, fuser, None)
-    for name, kv in points:
-        scorers[name] = _scorers(["compressed"], pair, fuser, kv)["compressed"]
+    scorers = _group_scorers(points, pair, fuser)
     total = 0.0
     for batch in batches:
         prepared = prepare_all(scorers, batch)
