@@ -166,6 +166,27 @@ def _source(x: Tensor | list[Tensor], geometry: tuple[int, int, int, int]) -> tu
     return x0, {**args, "_keep": layers}  # _keep: the contiguous copies stay alive until the launch returns
 
 
+def _encode_setup(
+    x: Tensor | list[Tensor], geometry: tuple[int, int, int, int], bits: int, scale_dtype: torch.dtype
+) -> tuple[Tensor, dict[str, object], object, tuple, tuple[int, ...], Tensor, Tensor, Tensor] | None:
+    """What every encode launches with: (first tensor, input arguments, the layers to keep alive until the launch
+    returns, plan's tiles, the geometry arguments, and empty codes (R, P) u8, scales (R, G) and flags); None where
+    `_source` or `plan` does not cover the geometry."""
+    source = _source(x, geometry)
+    r = source[0].shape[0] if source is not None else 0
+    tiles = plan(geometry, r, bits) if source is not None else None
+    if tiles is None:
+        return None
+    x, inputs = source
+    keep = inputs.pop("_keep", None)
+    grid, n_q = tiles[3], tiles[4]
+    n_elements, n_groups, geo = _sizes(geometry, r, n_q)
+    codes = torch.empty((r, n_elements * bits // 8), dtype=torch.uint8, device=x.device)
+    scales = torch.empty((r, n_groups), dtype=scale_dtype, device=x.device)
+    flags = torch.zeros(grid[0] * grid[1], dtype=torch.int32, device=x.device)
+    return x, inputs, keep, tiles, geo, codes, scales, flags
+
+
 def _sizes(geometry: tuple[int, int, int, int], rows: int, n_q: int) -> tuple[int, int, tuple[int, ...]]:
     """(elements per row, groups per row, the kernels' geometry arguments n_outer, g, inner, length, n_q)."""
     slices, length, group, inner = geometry
@@ -188,20 +209,13 @@ def uniform_encode(
     """x (R, L, H, n, D), or its L layers (R, H, n, D) read in place -> (payload (R, P) u8, scales (R, G) scale
     dtype, offsets (R, G) kivi mins / observer u8 zero points / (R, 0), flags); None where `plan` (or `_source`)
     does not cover the geometry."""
-    source = _source(x, geometry)
-    r = source[0].shape[0] if source is not None else 0
-    tiles = plan(geometry, r, bits) if source is not None else None
-    if tiles is None:
+    setup = _encode_setup(x, geometry, bits, scale_dtype)
+    if setup is None:
         return None
-    x, inputs = source
-    keep = inputs.pop("_keep", None)  # noqa: F841 - see _source
-    channel, gp, block, grid, n_q = tiles
-    n_elements, n_groups, geo = _sizes(geometry, r, n_q)
-    payload = torch.empty((r, n_elements * bits // 8), dtype=torch.uint8, device=x.device)
-    scales = torch.empty((r, n_groups), dtype=scale_dtype, device=x.device)
+    x, inputs, keep, (channel, gp, block, grid, _), geo, payload, scales, flags = setup  # noqa: F841 - keep: see _source
+    r, n_groups = scales.shape
     zero_dtype = scale_dtype if kivi else torch.uint8
     zeros = torch.empty((r, 0 if symmetric else n_groups), dtype=zero_dtype, device=x.device)
-    flags = torch.zeros(grid[0] * grid[1], dtype=torch.int32, device=x.device)
     if not _launch(
         load().uniform_encode, grid, x, payload, scales, zeros if zeros.numel() else scales, flags, *geo, **inputs,
         BITS=bits, SYMMETRIC=symmetric, KIVI=kivi, CHANNEL=channel, GP=gp, BLOCK=block, **_scale_consts(scale_dtype),
@@ -249,19 +263,10 @@ def scaled_encode(
     """fp8 (kind 0 e4m3fn, 1 e5m2; `fmax` its max) or nf4 (kind 2, `mids` its 15 midpoints) codes of x
     (R, L, H, n, D), or of its layers read in place -> (codes (R, M) / (R, M/2) u8, scales (R, G) scale dtype,
     flags); None: not covered."""
-    bits = 4 if kind == 2 else 8
-    source = _source(x, geometry)
-    r = source[0].shape[0] if source is not None else 0
-    tiles = plan(geometry, r, bits) if source is not None else None
-    if tiles is None:
+    setup = _encode_setup(x, geometry, 4 if kind == 2 else 8, scale_dtype)
+    if setup is None:
         return None
-    x, inputs = source
-    keep = inputs.pop("_keep", None)  # noqa: F841 - see _source
-    channel, gp, block, grid, n_q = tiles
-    n_elements, n_groups, geo = _sizes(geometry, r, n_q)
-    codes = torch.empty((r, n_elements * bits // 8), dtype=torch.uint8, device=x.device)
-    scales = torch.empty((r, n_groups), dtype=scale_dtype, device=x.device)
-    flags = torch.zeros(grid[0] * grid[1], dtype=torch.int32, device=x.device)
+    x, inputs, keep, (channel, gp, block, grid, _), geo, codes, scales, flags = setup  # noqa: F841 - keep: see _source
     mids = mids.to(device=x.device, dtype=torch.float32) if kind == 2 else scales
     if not _launch(
         load().scaled_encode, grid, x, codes, scales, mids, flags, *geo, **inputs, KIND=kind, FMAX=float(fmax),
